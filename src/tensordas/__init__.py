@@ -1,0 +1,24 @@
+"""tensordas: Deviation-Aware Scaling (DAS) — SAM's implicit norm regularisation for tensorized
+models, applied explicitly at the cost of one forward and backward pass."""
+
+from .core_groups import CoreGroup, find_core_groups, register_core_group_finder
+from .metrics import GroupStats, group_stats, norm_deviation, norm_grad_covariance
+from .models import CPModel, TuckerModel
+from .optim import BAR, DAS, SAM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BAR",
+    "DAS",
+    "SAM",
+    "CoreGroup",
+    "CPModel",
+    "GroupStats",
+    "TuckerModel",
+    "find_core_groups",
+    "group_stats",
+    "norm_deviation",
+    "norm_grad_covariance",
+    "register_core_group_finder",
+]

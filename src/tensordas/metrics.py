@@ -1,0 +1,91 @@
+"""Norm-deviation metrics of a core group (DESIGN.md section 1).
+
+``n_k = ||G_k||_F^2``, ``gamma_k = ||dL/dG_k||_F^2``;
+``Q = mean_k (n_k - n_bar)^2`` (norm deviation) and
+``C = mean_k (n_k - n_bar)(gamma_k - gamma_bar)`` (norm-gradient covariance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .core_groups import CoreGroup
+
+__all__ = ["norm_deviation", "norm_grad_covariance", "group_stats", "GroupStats"]
+
+GroupLike = CoreGroup | Sequence[torch.Tensor]
+
+
+def _cores(group: GroupLike) -> list[torch.Tensor]:
+    cores = list(group.cores if isinstance(group, CoreGroup) else group)
+    if not cores:
+        raise ValueError("a core group needs at least one core")
+    return cores
+
+
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    # Accumulate in at least float32 so bf16/fp16 cores do not lose the statistics.
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _sq_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.detach().to(_acc_dtype(t)).pow(2).sum() for t in tensors])
+
+
+def _grads(cores: list[torch.Tensor]) -> list[torch.Tensor]:
+    missing = [i for i, c in enumerate(cores) if c.grad is None]
+    if missing:
+        raise ValueError(f"cores {missing} have no gradient; call backward() before computing gradient statistics")
+    return [c.grad for c in cores]
+
+
+def _covariance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - a.mean()) * (b - b.mean())).mean()
+
+
+def norm_deviation(group: GroupLike) -> torch.Tensor:
+    """Q: population variance of the squared core norms (0-dim tensor)."""
+    n = _sq_norms(_cores(group))
+    return _covariance(n, n)
+
+
+def norm_grad_covariance(group: GroupLike) -> torch.Tensor:
+    """C: covariance of squared core norms and squared gradient norms (0-dim tensor).
+
+    Raises:
+        ValueError: if a core has no gradient.
+    """
+    cores = _cores(group)
+    return _covariance(_sq_norms(cores), _sq_norms(_grads(cores)))
+
+
+@dataclass
+class GroupStats:
+    """Per-core and per-group statistics for logging; ``gamma``/``C`` are None without gradients."""
+
+    n: torch.Tensor
+    gamma: torch.Tensor | None
+    Q: torch.Tensor
+    C: torch.Tensor | None
+    grad_norm: torch.Tensor | None
+
+    def as_dict(self) -> dict[str, float | list[float] | None]:
+        def val(t: torch.Tensor | None):
+            if t is None:
+                return None
+            return t.tolist() if t.dim() else float(t)
+
+        return {k: val(getattr(self, k)) for k in ("n", "gamma", "Q", "C", "grad_norm")}
+
+
+def group_stats(group: GroupLike) -> GroupStats:
+    """n_k, gamma_k, Q, C and the group's gradient norm ``||g||`` in one pass."""
+    cores = _cores(group)
+    n = _sq_norms(cores)
+    if any(c.grad is None for c in cores):
+        return GroupStats(n=n, gamma=None, Q=_covariance(n, n), C=None, grad_norm=None)
+    gamma = _sq_norms(_grads(cores))
+    return GroupStats(n=n, gamma=gamma, Q=_covariance(n, n), C=_covariance(n, gamma), grad_norm=gamma.sum().sqrt())

@@ -1,0 +1,239 @@
+"""Shared machinery of optimizers that rescale cores before the base step (DAS, BAR).
+
+Every step gathers the cores that have a gradient into one flat list ("plan"), computes all
+squared norms of cores and gradients with two fused ``torch._foreach_norm`` calls, lets the
+subclass turn the flat statistics into one scale per core, and applies them with one fused
+``torch._foreach_mul_``. The kernel count does not grow with the number of groups and nothing
+in ``step()`` reads a value back to the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..core_groups import CoreGroup, as_core_groups
+from ._wrapper import BaseOptimizerWrapper, base_accepts, check_non_negative
+from .schedules import check_alpha_schedule, scheduled_alpha
+
+
+@dataclass
+class FlatStats:
+    """Flat per-core statistics of the cores that have a gradient at this step."""
+
+    n: torch.Tensor  # squared core norms, shape (K,)
+    gamma: torch.Tensor  # squared gradient norms, shape (K,)
+    group_index: torch.Tensor  # group of each core, shape (K,), int64
+    num_groups: int
+    eta: torch.Tensor | float  # learning rate of each core's param group, (K,) or a scalar
+    global_sq_norm: torch.Tensor | None  # squared gradient norm of all optimizer parameters
+
+
+@dataclass
+class _Plan:
+    cores: list[torch.Tensor]
+    group_index: torch.Tensor
+    param_group_of_core: list[int]
+
+
+class CoreScalingOptimizer(BaseOptimizerWrapper):
+    """Base class: rescale each core group's cores, then take the base optimizer's step.
+
+    Subclasses implement :meth:`_flat_scales`.
+    """
+
+    def __init__(
+        self,
+        params,
+        base_optimizer,
+        core_groups,
+        alpha: float,
+        alpha_schedule: str,
+        total_steps: int | None,
+        need_global_norm: bool,
+        foreach: bool | None,
+        **kwargs: Any,
+    ) -> None:
+        check_non_negative("alpha", alpha)
+        check_alpha_schedule(alpha_schedule, total_steps)
+        if foreach is not None and base_accepts(base_optimizer, "foreach"):
+            kwargs["foreach"] = foreach
+        super().__init__(params, base_optimizer, {}, **kwargs)
+        self.alpha = float(alpha)
+        self.alpha_schedule = alpha_schedule
+        self.total_steps = total_steps
+        self.foreach = foreach is not False
+        self._need_global_norm = need_global_norm
+        self.core_groups: list[CoreGroup] = self._checked_groups(core_groups)
+        self._step_count = 0
+        device = self.core_groups[0].cores[0].device
+        # Per group: how many steps were skipped because a gradient norm was not finite.
+        self._nonfinite_skips = torch.zeros(len(self.core_groups), dtype=torch.int64, device=device)
+        self._plan_key: tuple | None = None
+        self._plan: _Plan | None = None
+
+    # ----------------------------------------------------------------- set-up
+    def _checked_groups(self, core_groups) -> list[CoreGroup]:
+        if core_groups is None:
+            raise ValueError("core_groups is required: pass td.find_core_groups(model) or a list of lists of tensors")
+        groups = as_core_groups(core_groups)
+        if not groups:
+            raise ValueError("core_groups is empty: DAS needs at least one core group")
+        held = {id(p) for g in self.param_groups for p in g["params"]}
+        seen: dict[int, str] = {}
+        kept = []
+        for g in groups:
+            cores = []
+            for c in g.cores:
+                if not isinstance(c, torch.Tensor):
+                    raise TypeError(f"core group {g.name!r} holds a {type(c).__name__}, not a tensor")
+                if id(c) in seen:
+                    raise ValueError(f"a core of group {g.name!r} is also in group {seen[id(c)]!r}")
+                seen[id(c)] = g.name
+                if id(c) not in held:
+                    if c.requires_grad:
+                        raise ValueError(
+                            f"a core of group {g.name!r} (shape {tuple(c.shape)}) is not among the optimizer's "
+                            "parameters; pass every trainable core to the optimizer"
+                        )
+                    continue  # a frozen core is never scaled
+                cores.append(c)
+            if len(cores) >= 2:
+                kept.append(CoreGroup(g.name, cores))
+        if not kept:
+            raise ValueError("no core group has two or more cores held by this optimizer")
+        devices = {c.device for g in kept for c in g.cores}
+        if len(devices) > 1:
+            raise ValueError(f"all cores must live on one device, found {sorted(map(str, devices))}")
+        return kept
+
+    def _current_plan(self) -> _Plan:
+        """The cores that have a gradient now; rebuilt only when that set or the groups change."""
+        has_grad = tuple(c.grad is not None for g in self.core_groups for c in g.cores)
+        key = (has_grad, id(self.param_groups), len(self.param_groups))
+        if key != self._plan_key:
+            pg_of = {id(p): i for i, pg in enumerate(self.param_groups) for p in pg["params"]}
+            cores, index = [], []
+            for gi, g in enumerate(self.core_groups):
+                for c in g.cores:
+                    if c.grad is not None:
+                        cores.append(c)
+                        index.append(gi)
+            device = self.core_groups[0].cores[0].device
+            self._plan = _Plan(
+                cores=cores,
+                group_index=torch.tensor(index, dtype=torch.int64).to(device),
+                param_group_of_core=[pg_of[id(c)] for c in cores],
+            )
+            self._plan_key = key
+        return self._plan
+
+    # ------------------------------------------------------------------ state
+    @property
+    def step_count(self) -> int:
+        """Number of completed steps (drives the alpha schedule)."""
+        return self._step_count
+
+    @property
+    def alpha_t(self) -> float:
+        """The scaling strength the next step will use."""
+        return scheduled_alpha(self.alpha, self.alpha_schedule, self._step_count, self.total_steps)
+
+    @property
+    def skipped_steps(self) -> int:
+        """Group-steps left unscaled because a gradient norm was NaN/Inf (reads the device)."""
+        return int(self._nonfinite_skips.sum())
+
+    def skipped_per_group(self) -> dict[str, int]:
+        """Unscaled group-steps per core group name (reads the device)."""
+        return {g.name: int(k) for g, k in zip(self.core_groups, self._nonfinite_skips.tolist())}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "step": self._step_count,
+            "nonfinite_skips": self._nonfinite_skips.clone(),
+            "alpha": self.alpha,
+            "alpha_schedule": self.alpha_schedule,
+            "total_steps": self.total_steps,
+        }
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self._step_count = int(extra["step"])
+        skips = torch.as_tensor(extra["nonfinite_skips"], dtype=torch.int64)
+        if skips.shape != self._nonfinite_skips.shape:
+            raise ValueError(
+                f"state dict has {skips.numel()} core groups, this optimizer has {self._nonfinite_skips.numel()}"
+            )
+        self._nonfinite_skips.copy_(skips)
+        self._plan_key = None
+
+    # ------------------------------------------------------------------- step
+    def _core_eta(self, plan: _Plan, device: torch.device, dtype: torch.dtype) -> torch.Tensor | float:
+        lrs = [self.param_groups[i]["lr"] for i in plan.param_group_of_core]
+        if any(isinstance(lr, torch.Tensor) for lr in lrs):
+            return torch.stack([torch.as_tensor(lr, dtype=dtype).to(device) for lr in lrs])
+        if all(lr == lrs[0] for lr in lrs):
+            return float(lrs[0])
+        # A host-to-device copy, not a synchronisation: the host never waits for the device.
+        return torch.tensor(lrs, dtype=dtype).to(device, non_blocking=True)
+
+    def _flat_stats(self, plan: _Plan) -> FlatStats:
+        cores = plan.cores
+        dtype = torch.float64 if any(c.dtype == torch.float64 for c in cores) else torch.float32
+        grads = [c.grad for c in cores]
+        n = torch.stack(torch._foreach_norm(cores, 2, dtype=dtype)).square()
+        gamma = torch.stack(torch._foreach_norm(grads, 2, dtype=dtype)).square()
+        global_sq = None
+        if self._need_global_norm:
+            core_ids = {id(c) for c in cores}
+            others = [p.grad for pg in self.param_groups for p in pg["params"]
+                      if p.grad is not None and id(p) not in core_ids]
+            global_sq = gamma.sum()
+            if others:
+                global_sq = global_sq + torch.stack(torch._foreach_norm(others, 2, dtype=dtype)).to(n.device).square().sum()
+        return FlatStats(
+            n=n,
+            gamma=gamma,
+            group_index=plan.group_index,
+            num_groups=len(self.core_groups),
+            eta=self._core_eta(plan, n.device, dtype),
+            global_sq_norm=global_sq,
+        )
+
+    def _flat_scales(self, stats: FlatStats, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (scale per core, bool per group: skipped for a non-finite gradient)."""
+        raise NotImplementedError
+
+    def _single_tensor_rescale(self, alpha: float) -> None:
+        """The readable per-group reference path (``foreach=False``)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def rescale_cores(self) -> None:
+        """Apply this step's core scaling without the base step (``step()`` calls it)."""
+        alpha = self.alpha_t
+        if alpha == 0.0:
+            return  # alpha = 0 is exactly the base optimizer
+        if not self.foreach:
+            self._single_tensor_rescale(alpha)
+            return
+        plan = self._current_plan()
+        if not plan.cores:
+            return
+        scales, skipped = self._flat_scales(self._flat_stats(plan), alpha)
+        self._nonfinite_skips.add_(skipped.to(torch.int64))
+        torch._foreach_mul_(plan.cores, list(scales.unbind()))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Rescale the cores, then take the base optimizer's step with the unchanged gradients."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.rescale_cores()
+        self.base_optimizer.step()
+        self._step_count += 1
+        return loss

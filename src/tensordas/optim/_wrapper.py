@@ -1,0 +1,104 @@
+"""The wrapper contract shared by SAM, DAS and BAR.
+
+The base optimizer is built on the wrapper's ``param_groups`` and shares them (and its
+``state``), so LR schedulers, ``zero_grad`` and ``torch.amp.GradScaler`` see one set of
+groups. ``state_dict()`` is the base optimizer's own state dict plus one extra section for
+the wrapper, so momentum and Adam moments survive a checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+_EXTRA_KEY = "tensordas"
+
+
+def check_non_negative(name: str, value: Any) -> None:
+    """Raise ``ValueError`` naming ``value`` unless it is a finite number >= 0."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Invalid {name} value: {value} (expected a scalar)")
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name} value: {value!r} (expected a number)")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"Invalid {name} value: {value} (expected a finite number >= 0)")
+
+
+class BaseOptimizerWrapper(Optimizer):
+    """An optimizer that runs ``base_optimizer`` on shared parameter groups.
+
+    Args:
+        params: parameters or parameter-group dicts, as for any ``torch.optim.Optimizer``.
+        base_optimizer: the optimizer *class* (or factory) to wrap, e.g. ``torch.optim.SGD``.
+        wrapper_defaults: per-group hyper-parameters of the wrapper (e.g. SAM's ``rho``).
+        **kwargs: passed to ``base_optimizer``.
+    """
+
+    def __init__(self, params, base_optimizer, wrapper_defaults: dict[str, Any], **kwargs: Any) -> None:
+        if isinstance(base_optimizer, Optimizer):
+            raise TypeError(
+                "base_optimizer must be an optimizer class such as torch.optim.SGD, not an instance; "
+                "pass its hyper-parameters as keyword arguments"
+            )
+        if not callable(base_optimizer):
+            raise TypeError(f"base_optimizer must be an optimizer class, got {base_optimizer!r}")
+        if "lr" in kwargs:
+            check_non_negative("learning rate", kwargs["lr"])
+        super().__init__(params, {**wrapper_defaults, **kwargs})
+        self.base_optimizer: Optimizer = base_optimizer(self.param_groups, **kwargs)
+        self._share_with_base()
+
+    def _share_with_base(self) -> None:
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not hasattr(self, "base_optimizer"):  # called by Optimizer.__init__
+            super().add_param_group(param_group)
+            return
+        for key, value in self.defaults.items():
+            param_group.setdefault(key, value)
+        self.base_optimizer.add_param_group(param_group)
+        self._share_with_base()
+
+    # Wrapper-specific state lives in one extra section of the base optimizer's state dict.
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.base_optimizer.state_dict()
+        state[_EXTRA_KEY] = {"wrapper": type(self).__name__, **self._extra_state()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop(_EXTRA_KEY, None)
+        if extra is not None and extra.get("wrapper") != type(self).__name__:
+            raise ValueError(
+                f"state dict was saved by {extra.get('wrapper')}, cannot load it into {type(self).__name__}"
+            )
+        self.base_optimizer.load_state_dict(state_dict)
+        self._share_with_base()
+        if extra is not None:
+            self._load_extra_state(extra)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_optimizer!r})"
+
+
+def base_accepts(base_optimizer, name: str) -> bool:
+    """Whether ``base_optimizer``'s constructor takes a keyword ``name``."""
+    try:
+        params = inspect.signature(base_optimizer).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

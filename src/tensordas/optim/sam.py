@@ -1,0 +1,117 @@
+r"""Sharpness-Aware Minimization (Foret et al., 2021) and its adaptive variant ASAM (Kwon et al., 2021).
+
+One SAM step, for the gradient ``g`` at the current weights ``w``::
+
+    ||g||  = sqrt(sum_p ||T_p g_p||^2)           T_p = |w_p| (ASAM) or 1 (SAM)
+    e_p    = rho * T_p^2 g_p / (||g|| + 1e-12)
+    w     <- w + e;  recompute the gradient g~ at w + e;  w <- w (restored exactly)
+    base optimizer step with g~
+
+This is the widely used reference formulation (davda54/sam); unlike it, ``state_dict()``
+keeps the base optimizer's state (momentum, Adam moments), and all per-parameter work is
+done with fused multi-tensor kernels without host synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._wrapper import BaseOptimizerWrapper, check_non_negative
+
+__all__ = ["SAM"]
+
+_EPS = 1e-12
+
+
+class SAM(BaseOptimizerWrapper):
+    """SAM / ASAM around any ``torch.optim.Optimizer``; costs a second forward and backward pass.
+
+    Use either ``step(closure)`` where the closure zeroes the gradients, runs forward and
+    backward and returns the loss (it is called twice: at ``w`` and at ``w + e``), or the
+    explicit phases: ``loss.backward(); first_step(zero_grad=True); loss_fn().backward();
+    second_step(zero_grad=True)``.
+
+    Args:
+        params: parameters or param-group dicts; ``rho`` and ``adaptive`` may be set per group.
+        base_optimizer: optimizer class, e.g. ``torch.optim.SGD``.
+        rho: neighbourhood radius, >= 0.
+        adaptive: ASAM's element-wise scaling of the perturbation by ``|w|``.
+        **kwargs: hyper-parameters of the base optimizer.
+    """
+
+    def __init__(self, params, base_optimizer, rho: float = 0.05, adaptive: bool = False, **kwargs: Any) -> None:
+        check_non_negative("rho", rho)
+        super().__init__(params, base_optimizer, {"rho": rho, "adaptive": bool(adaptive)}, **kwargs)
+        self._backup: dict[torch.Tensor, torch.Tensor] = {}  # w before the perturbation, by parameter
+        self._perturbed: list[torch.Tensor] = []
+
+    def _grad_norm(self) -> torch.Tensor | None:
+        sq_norms = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["adaptive"]:
+                grads = torch._foreach_mul(grads, torch._foreach_abs(params))
+            sq_norms.extend(torch._foreach_norm(grads, 2))
+        if not sq_norms:
+            return None
+        device = sq_norms[0].device
+        return torch.stack([n.to(device) for n in sq_norms]).norm(2)
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Move to ``w + e`` (the sharpness-maximising neighbour) and remember ``w``."""
+        if self._perturbed:
+            raise RuntimeError("first_step() called twice without second_step()")
+        grad_norm = self._grad_norm()
+        if grad_norm is not None:
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if not params:
+                    continue
+                check_non_negative("rho", group["rho"])
+                buffers = [self._backup.get(p) for p in params]
+                if any(b is None or b.shape != p.shape for b, p in zip(buffers, params)):
+                    for p in params:
+                        self._backup[p] = torch.empty_like(p)
+                    buffers = [self._backup[p] for p in params]
+                torch._foreach_copy_(buffers, params)
+                scale = group["rho"] / (grad_norm + _EPS)
+                e_w = torch._foreach_mul([p.grad for p in params], scale.to(params[0].device))
+                if group["adaptive"]:
+                    torch._foreach_mul_(e_w, torch._foreach_mul(params, params))
+                torch._foreach_add_(params, e_w)
+                self._perturbed.extend(params)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore ``w`` exactly and take the base step with the gradient computed at ``w + e``."""
+        if self._perturbed:
+            torch._foreach_copy_(self._perturbed, [self._backup[p] for p in self._perturbed])
+            self._perturbed = []
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+        """One full SAM step; ``closure`` must zero the gradients, run forward and backward, return the loss."""
+        if closure is None:
+            raise ValueError(
+                "SAM.step() needs a closure that zeroes gradients, runs forward and backward and returns the "
+                "loss (or call first_step()/second_step() yourself)"
+            )
+        with torch.enable_grad():
+            loss = closure()
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            closure()
+        self.second_step()
+        return loss
