@@ -188,11 +188,14 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         global_sq = None
         if self._need_global_norm:
             core_ids = {id(c) for c in cores}
-            others = [p.grad for pg in self.param_groups for p in pg["params"]
-                      if p.grad is not None and id(p) not in core_ids]
+            others = [
+                p.grad for pg in self.param_groups for p in pg["params"] if p.grad is not None and id(p) not in core_ids
+            ]
             global_sq = gamma.sum()
             if others:
-                global_sq = global_sq + torch.stack(torch._foreach_norm(others, 2, dtype=dtype)).to(n.device).square().sum()
+                global_sq = (
+                    global_sq + torch.stack(torch._foreach_norm(others, 2, dtype=dtype)).to(n.device).square().sum()
+                )
         return FlatStats(
             n=n,
             gamma=gamma,

@@ -63,8 +63,9 @@ class BAR(CoreScalingOptimizer):
         # The other core of the same group: groups are contiguous pairs when both have gradients.
         first = torch.ones_like(idx, dtype=torch.bool)
         first[1:] = idx[1:] != idx[:-1]
-        partner = torch.where(first, torch.arange(len(idx), device=idx.device) + 1,
-                              torch.arange(len(idx), device=idx.device) - 1).clamp(0, len(idx) - 1)
+        partner = torch.where(
+            first, torch.arange(len(idx), device=idx.device) + 1, torch.arange(len(idx), device=idx.device) - 1
+        ).clamp(0, len(idx) - 1)
         other = gamma[partner]
         grows = torch.where(first, gamma >= other, gamma > other)
         step = alpha * stats.eta
