@@ -1,9 +1,9 @@
 """tensordas: Deviation-Aware Scaling (DAS) — SAM's implicit norm regularisation for tensorized
 models, applied explicitly at the cost of one forward and backward pass."""
 
-from .core_groups import CoreGroup, find_core_groups, register_core_group_finder
+from .core_groups import CoreGroup, find_core_groups, register_core_group_finder, unregister_core_group_finder
 from .metrics import GroupStats, group_stats, norm_deviation, norm_grad_covariance
-from .models import CPModel, TuckerModel
+from .models import CPModel, TRModel, TTModel, TuckerModel
 from .optim import BAR, DAS, SAM
 
 __version__ = "0.1.0"
@@ -15,10 +15,13 @@ __all__ = [
     "CoreGroup",
     "CPModel",
     "GroupStats",
+    "TRModel",
+    "TTModel",
     "TuckerModel",
     "find_core_groups",
     "group_stats",
     "norm_deviation",
     "norm_grad_covariance",
     "register_core_group_finder",
+    "unregister_core_group_finder",
 ]

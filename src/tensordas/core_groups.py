@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["CoreGroup", "find_core_groups", "register_core_group_finder", "as_core_groups"]
+__all__ = [
+    "CoreGroup",
+    "as_core_groups",
+    "find_core_groups",
+    "register_core_group_finder",
+    "unregister_core_group_finder",
+]
 
 
-@dataclass
+@dataclass(eq=False)  # groups compare by identity: their cores are tensors
 class CoreGroup:
     """A named tuple of cores ``G_1..G_N`` whose product map is linear in each core.
 
@@ -54,6 +60,15 @@ def register_core_group_finder(name: str, finder: Finder) -> None:
     if any(n == name for n, _ in _FINDERS):
         raise ValueError(f"a core-group finder named {name!r} is already registered")
     _FINDERS.append((name, finder))
+
+
+def unregister_core_group_finder(name: str) -> None:
+    """Remove the finder registered under ``name``."""
+    for i, (n, _) in enumerate(_FINDERS):
+        if n == name:
+            del _FINDERS[i]
+            return
+    raise ValueError(f"no core-group finder named {name!r} is registered")
 
 
 def _own_groups(prefix: str, module: nn.Module) -> list[CoreGroup] | None:

@@ -1,4 +1,4 @@
-"""Run TensorLy's tensor algebra on the PyTorch backend without changing the user's global backend."""
+"""Run TensorLy's tensor algebra on a chosen backend without changing the user's global backend."""
 
 from __future__ import annotations
 
@@ -8,3 +8,8 @@ import tensorly as tl
 def pytorch_backend():
     """Context manager: TensorLy's PyTorch backend for this thread only."""
     return tl.backend_context("pytorch", local_threadsafe=True)
+
+
+def numpy_backend():
+    """Context manager: TensorLy's NumPy backend for this thread only (for decompositions in float64)."""
+    return tl.backend_context("numpy", local_threadsafe=True)

@@ -50,9 +50,18 @@ class BAR(CoreScalingOptimizer):
         bad = [f"{g.name} ({len(g)} cores)" for g in self.core_groups if len(g) != 2]
         if bad:
             raise ValueError(f"BAR needs two-core groups; got {', '.join(bad)}")
+        self._check_step_size(self.alpha)
+
+    def _check_step_size(self, alpha: float) -> None:
+        # 1 - alpha*lr must stay positive or the shrinking core flips sign (tensor lrs are not read back).
         for pg in self.param_groups:
-            if isinstance(pg["lr"], float | int) and self.alpha * pg["lr"] >= 1:
-                raise ValueError(f"BAR needs alpha * lr < 1, got alpha={self.alpha}, lr={pg['lr']}")
+            if not isinstance(pg["lr"], torch.Tensor) and alpha * pg["lr"] >= 1:
+                raise ValueError(f"BAR needs alpha * lr < 1, got alpha={alpha}, lr={pg['lr']}")
+
+    @torch.no_grad()
+    def rescale_cores(self) -> None:
+        self._check_step_size(self.alpha_t)
+        super().rescale_cores()
 
     def _flat_scales(self, stats: FlatStats, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         gamma, idx = stats.gamma, stats.group_index
@@ -68,8 +77,7 @@ class BAR(CoreScalingOptimizer):
         ).clamp(0, len(idx) - 1)
         other = gamma[partner]
         grows = torch.where(first, gamma >= other, gamma > other)
-        step = alpha * stats.eta
-        s = torch.where(grows, 1 + step * torch.ones_like(gamma), 1 - step * torch.ones_like(gamma))
+        s = 1 + alpha * stats.eta * (grows.to(gamma.dtype) * 2 - 1)
         keep = (count[idx] == 2) & ~skipped[idx]
         return torch.where(keep, s, torch.ones_like(s)), skipped
 
@@ -82,6 +90,5 @@ class BAR(CoreScalingOptimizer):
             finite = torch.isfinite(gx) & torch.isfinite(gy)
             self._nonfinite_skips[gi] += (~finite).to(torch.int64)
             for core, grows in ((x, gx >= gy), (y, gy > gx)):
-                step = alpha * float(lr_of[id(core)])
-                s = torch.where(grows, 1 + step, 1 - step)
-                core.mul_(torch.where(finite, s, torch.ones_like(s)).to(core.dtype))
+                s = 1 + alpha * float(lr_of[id(core)]) * (grows.to(core.dtype) * 2 - 1)
+                core.mul_(torch.where(finite, s, torch.ones_like(s)))

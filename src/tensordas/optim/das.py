@@ -72,6 +72,8 @@ def das_scales(
     count = zeros.index_add(0, idx, torch.ones_like(gamma))
     gamma_sum = zeros.index_add(0, idx, gamma)
     skipped = zeros.index_add(0, idx, (~torch.isfinite(gamma)).to(gamma.dtype)) > 0
+    if stats.global_sq_norm is not None:  # a NaN/Inf anywhere makes SAM's global norm undefined
+        skipped = skipped | ~torch.isfinite(stats.global_sq_norm)
     deviation = gamma - (gamma_sum / count)[idx]
     if stats.global_sq_norm is None:
         grad_norm = gamma_sum.sqrt()[idx]
@@ -94,11 +96,14 @@ def das_scales_single_group(
     """Reference single-tensor path for one group: scales (None for gradient-less cores), skipped flag."""
     active = [c for c in cores if c.grad is not None]
     if not active:
-        return [None] * len(cores), torch.tensor(False)
+        skipped = torch.tensor(False) if global_sq_norm is None else ~torch.isfinite(global_sq_norm)
+        return [None] * len(cores), skipped
     dtype = torch.float64 if any(c.dtype == torch.float64 for c in active) else torch.float32
     gamma = torch.stack([c.grad.to(dtype).pow(2).sum() for c in active])
     n = torch.stack([c.to(dtype).pow(2).sum() for c in active])
     skipped = ~torch.isfinite(gamma).all()
+    if global_sq_norm is not None:
+        skipped = skipped | ~torch.isfinite(global_sq_norm)
     deviation = gamma - gamma.mean()
     norm = (gamma.sum() if global_sq_norm is None else global_sq_norm.to(dtype)).sqrt()
     coef = alpha * torch.tensor([e for c, e in zip(cores, eta) if c.grad is not None], dtype=dtype)

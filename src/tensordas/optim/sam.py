@@ -43,10 +43,13 @@ class SAM(BaseOptimizerWrapper):
     """
 
     def __init__(self, params, base_optimizer, rho: float = 0.05, adaptive: bool = False, **kwargs: Any) -> None:
-        check_non_negative("rho", rho)
         super().__init__(params, base_optimizer, {"rho": rho, "adaptive": bool(adaptive)}, **kwargs)
         self._backup: dict[torch.Tensor, torch.Tensor] = {}  # w before the perturbation, by parameter
         self._perturbed: list[torch.Tensor] = []
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        check_non_negative("rho", self.param_groups[-1]["rho"])
 
     def _grad_norm(self) -> torch.Tensor | None:
         sq_norms = []
@@ -74,7 +77,6 @@ class SAM(BaseOptimizerWrapper):
                 params = [p for p in group["params"] if p.grad is not None]
                 if not params:
                     continue
-                check_non_negative("rho", group["rho"])
                 buffers = [self._backup.get(p) for p in params]
                 if any(b is None or b.shape != p.shape for b, p in zip(buffers, params)):
                     for p in params:
