@@ -1,0 +1,76 @@
+"""The ``tensordas`` command line: a thin typer layer over :mod:`tensordas.tasks`.
+
+Each command lives in its own module and is registered below. :func:`main` runs the app
+without click's standalone mode so that every error ends as one line on standard error:
+usage errors (unknown option, bad value, invalid setting) exit 2, other errors
+(``ValueError``, ``OSError``) exit 1, Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ._common import ClickException, UsageError, print_error
+from .dynamics import dynamics_command
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tensordas",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"tensordas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Deviation-Aware Scaling (DAS): SAM's norm regularisation for tensorized models at one pass per step."""
+
+
+# Commands, one module each.
+app.command("dynamics")(dynamics_command)
+
+_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(args=args, prog_name="tensordas", standalone_mode=False)
+    except UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "tensordas"
+        print_error(f"{e.format_message()} (see '{where} --help')")
+        return e.exit_code
+    except ClickException as e:
+        print_error(e.format_message())
+        return e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        print_error("interrupted")
+        return _INTERRUPTED
+    except (ValueError, OSError) as e:  # FileNotFoundError, PermissionError, ... are OSErrors
+        print_error(str(e))
+        return 1
+    if status == _INTERRUPTED:  # typer turns KeyboardInterrupt into Exit(130)
+        print_error("interrupted")
+    return status if isinstance(status, int) else 0

@@ -1,0 +1,50 @@
+"""Helpers shared by the command modules: click exception classes, option parsing, consoles."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+try:  # typer >= 0.2x vendors click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click.exceptions import ClickException, UsageError
+
+__all__ = ["ClickException", "UsageError", "build_config", "console", "parse_pair", "print_error"]
+
+T = TypeVar("T")
+
+
+def console() -> Console:
+    """The console for results (standard output); progress and errors go to standard error."""
+    return Console()
+
+
+def print_error(message: str) -> None:
+    """Print ``tensordas: error: message`` on one line of standard error."""
+    text = " ".join(str(message).split()) or "unknown error"
+    print(f"tensordas: error: {text}", file=sys.stderr, flush=True)
+
+
+def parse_pair(value: str, option: str) -> int | tuple[int, int]:
+    """``"30"`` -> 30, ``"30x20"`` -> (30, 20); anything else is a usage error naming ``option``."""
+    parts = value.lower().replace("*", "x").split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2):
+        raise typer.BadParameter(f"{value!r} is not N or MxN (e.g. 30 or 30x20)", param_hint=f"'{option}'")
+    return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+def build_config(factory: Callable[..., T], **settings: Any) -> T:
+    """``factory(**settings)``, turning its ``ValueError`` (invalid setting) into a usage error (exit 2)."""
+    try:
+        return factory(**settings)
+    except ValueError as e:
+        raise UsageError(str(e)) from None

@@ -1,0 +1,29 @@
+"""Shared reporting layer of every task: atomic result files, rich tables, matplotlib figures, progress.
+
+Every task writes its results the same way: tables (CSV) and figures first, then one JSON file
+last, each through an atomic writer, so a folder whose JSON exists holds a complete run.
+"""
+
+from .io import atomic_open, ensure_dir, json_ready, save_figure, write_csv, write_json
+from .plots import OPTIMIZER_COLORS, line_panels
+from .progress import ProgressFn, progress_bar
+from .tables import MeanStd, format_value, mean_std, print_table, results_table, summarize
+
+__all__ = [
+    "OPTIMIZER_COLORS",
+    "MeanStd",
+    "ProgressFn",
+    "atomic_open",
+    "ensure_dir",
+    "format_value",
+    "json_ready",
+    "line_panels",
+    "mean_std",
+    "print_table",
+    "progress_bar",
+    "results_table",
+    "save_figure",
+    "summarize",
+    "write_csv",
+    "write_json",
+]

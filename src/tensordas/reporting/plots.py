@@ -1,0 +1,83 @@
+"""Matplotlib figures drawn on the Agg canvas: no display, no pyplot, no global backend change.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects; save them with
+:func:`tensordas.reporting.io.save_figure` (atomic). Optimizers keep the same colours in every
+figure of every task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["OPTIMIZER_COLORS", "line_panels"]
+
+# One colour per optimizer family, shared by all tasks (base optimizers are grey-blue).
+OPTIMIZER_COLORS: dict[str, str] = {
+    "GD": "#4c72b0",
+    "SGD": "#4c72b0",
+    "Adam": "#4c72b0",
+    "AdamW": "#4c72b0",
+    "base": "#4c72b0",
+    "SAM": "#dd8452",
+    "DAS": "#55a868",
+    "BAR": "#8172b3",
+}
+_STYLES = {"GD": "-", "SAM": "--", "DAS": ":"}
+
+
+def line_panels(
+    series: Mapping[str, Mapping[str, Sequence[float]]],
+    x: str,
+    panels: Sequence[str],
+    *,
+    ylabels: Mapping[str, str] | None = None,
+    yscales: Mapping[str, str] | None = None,
+    xlabel: str | None = None,
+    title: str | None = None,
+    panel_width: float = 4.2,
+    panel_height: float = 3.4,
+) -> Figure:
+    """One panel per key in ``panels``, one line per series, all against ``series[name][x]``.
+
+    Args:
+        series: ``{name: {column: values}}``, e.g. ``{"GD": {"step": [...], "Q": [...]}}``.
+        x: the column on the horizontal axis.
+        panels: the columns to plot, one panel each, left to right.
+        ylabels: axis label per panel (default: the column name).
+        yscales: matplotlib scale per panel, e.g. ``{"loss": "log", "C": "symlog"}``.
+        xlabel: label of the horizontal axis (default: ``x``).
+        title: figure title.
+    """
+    if not panels:
+        raise ValueError("line_panels needs at least one panel")
+    # Imported here: matplotlib costs ~0.4 s, which `tensordas --help` and error paths should not pay.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel_width * len(panels), panel_height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, key in zip(axes, panels):
+        for name, cols in series.items():
+            ax.plot(
+                cols[x],
+                cols[key],
+                label=name,
+                color=OPTIMIZER_COLORS.get(name),
+                linestyle=_STYLES.get(name, "-"),
+                linewidth=1.6,
+            )
+        scale = (yscales or {}).get(key)
+        if scale:
+            ax.set_yscale(scale)
+        ax.set_xlabel(xlabel or x)
+        ax.set_ylabel((ylabels or {}).get(key, key))
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -1,0 +1,103 @@
+"""Build the optimizers every experiment compares — the base, SAM on it, DAS on it — from names.
+
+All tasks go through :func:`build_optimizer` and drive the result with :func:`optimizer_step`,
+so one training loop serves one-pass (base, DAS, BAR) and two-pass (SAM) optimizers alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.optim import Optimizer
+
+from ..core_groups import CoreGroup
+from ..optim import BAR, DAS, SAM
+
+BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+METHODS = ("base", "sam", "das", "bar")
+
+
+@dataclass
+class OptimizerConfig:
+    """What to build: ``method`` on top of the ``base`` optimizer, with their hyper-parameters."""
+
+    method: str = "das"
+    base: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    rho: float = 0.05  # SAM
+    adaptive: bool = False  # ASAM
+    alpha: float = 0.05  # DAS / BAR
+    alpha_schedule: str = "constant"
+    total_steps: int | None = None
+    grad_norm: str = "group"
+    variant: str = "sam-matched"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"Invalid optimizer: {self.method!r} (expected one of {', '.join(METHODS)})")
+        if self.base not in BASE_OPTIMIZERS:
+            raise ValueError(f"Invalid base optimizer: {self.base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
+        for name in ("lr", "momentum", "weight_decay", "rho", "alpha"):
+            value = getattr(self, name)
+            if not value >= 0:  # also rejects NaN
+                raise ValueError(f"Invalid {name} value: {value} (expected >= 0)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: ``sgd``, ``sam(sgd)``, ``das(adam)``."""
+        return self.base if self.method == "base" else f"{self.method}({self.base})"
+
+
+def build_optimizer(
+    config: OptimizerConfig,
+    params: Iterable[torch.nn.Parameter],
+    core_groups: Sequence[CoreGroup] | None = None,
+) -> Optimizer:
+    """The optimizer ``config`` names over ``params``; DAS and BAR need ``core_groups``."""
+    base_cls = BASE_OPTIMIZERS[config.base]
+    kwargs: dict = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if config.base == "sgd":
+        kwargs["momentum"] = config.momentum
+    params = list(params)
+    if config.method == "base":
+        return base_cls(params, **kwargs)
+    if config.method == "sam":
+        return SAM(params, base_cls, rho=config.rho, adaptive=config.adaptive, **kwargs)
+    if core_groups is None:
+        raise ValueError(f"optimizer {config.method!r} needs core groups")
+    scaling = {"alpha": config.alpha, "alpha_schedule": config.alpha_schedule, "total_steps": config.total_steps}
+    if config.method == "bar":
+        return BAR(params, base_cls, core_groups=core_groups, **scaling, **kwargs)
+    return DAS(
+        params,
+        base_cls,
+        core_groups=core_groups,
+        grad_norm=config.grad_norm,
+        variant=config.variant,
+        **scaling,
+        **kwargs,
+    )
+
+
+def optimizer_step(optimizer: Optimizer, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """One training step. ``closure`` zeroes the gradients, runs forward and backward, returns the loss.
+
+    SAM calls the closure twice (at ``w`` and ``w + e``); every other optimizer once.
+    Returns the loss at the current weights.
+    """
+    if isinstance(optimizer, SAM):
+        return optimizer.step(closure)
+    loss = closure()
+    optimizer.step()
+    return loss

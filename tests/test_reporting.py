@@ -1,0 +1,207 @@
+"""The shared reporting layer: atomic writers, tables with mean ± std, figures, progress."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from tensordas.reporting import (
+    MeanStd,
+    atomic_open,
+    ensure_dir,
+    format_value,
+    json_ready,
+    line_panels,
+    mean_std,
+    progress_bar,
+    results_table,
+    save_figure,
+    summarize,
+    write_csv,
+    write_json,
+)
+
+
+# ---------------------------------------------------------------------------------- atomic io
+def test_atomic_open_writes_only_on_success(tmp_path):
+    target = tmp_path / "r.txt"
+    with atomic_open(target) as f:
+        f.write("hello")
+        assert not target.exists()  # nothing visible while writing
+    assert target.read_text() == "hello"
+    assert os.stat(target).st_mode & 0o777 == 0o666 & ~_umask()
+    assert os.listdir(tmp_path) == ["r.txt"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_atomic_open_leaves_no_partial_file_when_the_writer_raises(tmp_path, error):
+    target = tmp_path / "r.json"
+    with pytest.raises(type(error)), atomic_open(target) as f:
+        f.write('{"half": ')
+        raise error
+    assert os.listdir(tmp_path) == []  # neither the target nor a temporary file
+
+
+def test_atomic_open_keeps_the_old_file_when_a_rewrite_fails(tmp_path):
+    target = tmp_path / "r.csv"
+    target.write_text("old,complete\n")
+    with pytest.raises(ValueError), atomic_open(target) as f:
+        f.write("new,par")
+        raise ValueError("interrupted")
+    assert target.read_text() == "old,complete\n"
+    assert os.listdir(tmp_path) == ["r.csv"]
+
+
+def test_atomic_open_rejects_bad_mode_and_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="'a'"), atomic_open(tmp_path / "x", "a"):
+        pass
+    with pytest.raises(FileNotFoundError, match="does not exist"), atomic_open(tmp_path / "no" / "x"):
+        pass
+
+
+def test_ensure_dir(tmp_path):
+    assert ensure_dir(tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        ensure_dir(tmp_path / "file")
+    with pytest.raises(NotADirectoryError):
+        ensure_dir(tmp_path / "file" / "sub")
+
+
+def test_write_json_converts_values_and_round_trips_floats(tmp_path):
+    x = 0.1 + 0.2  # not exactly representable in few digits
+    obj = {
+        "f": x,
+        "nan": float("nan"),
+        "inf": [1.0, float("-inf")],
+        "np": np.float32(1.5),
+        "npi": np.int64(7),
+        "arr": np.arange(3),
+        "t": torch.tensor([1.0, 2.0], dtype=torch.float64),
+        "t0": torch.tensor(3.0),
+        "path": tmp_path,
+        "nested": [{"a": (1, 2)}],
+    }
+    path = write_json(tmp_path / "r.json", obj)
+    text = path.read_text()
+    data = json.loads(text)
+    assert data["f"] == x
+    assert data["nan"] is None and data["inf"] == [1.0, None]
+    assert data["np"] == 1.5 and data["npi"] == 7 and data["arr"] == [0, 1, 2]
+    assert data["t"] == [1.0, 2.0] and data["t0"] == 3.0
+    assert data["path"] == str(tmp_path) and data["nested"] == [{"a": [1, 2]}]
+    assert '"arr": [0, 1, 2]' in text  # lists of numbers stay on one line
+    with pytest.raises(TypeError, match="object"):
+        json_ready({"bad": object()})
+
+
+def test_write_csv(tmp_path):
+    rows = [{"opt": "GD", "loss": 0.1 + 0.2, "Q": None}, {"opt": "SAM", "loss": float("nan"), "Q": 2}]
+    path = write_csv(tmp_path / "r.csv", rows, ["opt", "loss", "Q"])
+    with open(path, newline="") as f:
+        back = list(csv.DictReader(f))
+    assert back == [{"opt": "GD", "loss": repr(0.1 + 0.2), "Q": ""}, {"opt": "SAM", "loss": "", "Q": "2"}]
+    with pytest.raises(ValueError):
+        write_csv(tmp_path / "bad.csv", [{"opt": "GD", "extra": 1}], ["opt"])
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_save_figure_is_atomic(tmp_path):
+    fig = line_panels({"GD": {"step": [0, 1, 2], "Q": [3.0, 2.0, 1.0]}}, "step", ["Q"])
+    path = save_figure(fig, tmp_path / "f.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+    class Broken:
+        def savefig(self, f, **kw):
+            f.write(b"\x89PNG half")
+            raise RuntimeError("renderer crashed")
+
+    with pytest.raises(RuntimeError):
+        save_figure(Broken(), tmp_path / "g.png")
+    assert os.listdir(tmp_path) == ["f.png"]
+
+
+# ------------------------------------------------------------------------------------- plots
+def test_line_panels_draws_one_line_per_series_in_each_panel():
+    series = {
+        "GD": {"step": [0, 1, 2], "Q": [3.0, 2.0, 1.0], "C": [-1.0, -0.5, 0.0]},
+        "SAM": {"step": [0, 1, 2], "Q": [3.0, 1.5, 0.5], "C": [-1.0, -0.2, 0.0]},
+    }
+    fig = line_panels(series, "step", ["Q", "C"], yscales={"C": "symlog"}, title="t")
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    assert [len(ax.get_lines()) for ax in axes] == [2, 2]
+    assert list(axes[0].get_lines()[1].get_ydata()) == [3.0, 1.5, 0.5]
+    assert axes[1].get_yscale() == "symlog"
+    with pytest.raises(ValueError):
+        line_panels(series, "step", [])
+
+
+# ------------------------------------------------------------------------------------ tables
+def test_mean_std_matches_statistics_module():
+    xs = [0.91, 0.87, 0.93, 0.9]
+    ms = mean_std(xs)
+    assert ms.mean == pytest.approx(statistics.mean(xs), rel=1e-15)
+    assert ms.std == pytest.approx(statistics.stdev(xs), rel=1e-12)
+    assert ms.n == 4
+    assert mean_std([2.5]) == MeanStd(2.5, 0.0, 1)
+    assert math.isnan(mean_std([1.0, float("nan")]).mean)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_summarize_groups_records_by_key_over_seeds():
+    records = [
+        {"optimizer": "SGD", "seed": 0, "acc": 0.80},
+        {"optimizer": "SAM", "seed": 0, "acc": 0.85},
+        {"optimizer": "SGD", "seed": 1, "acc": 0.84},
+        {"optimizer": "SAM", "seed": 1, "acc": 0.87, "time": 2.0},
+    ]
+    rows = summarize(records, by=["optimizer"], metrics=["acc", "time"])
+    assert [r["optimizer"] for r in rows] == ["SGD", "SAM"]
+    assert rows[0]["acc"].mean == pytest.approx(0.82) and rows[0]["acc"].std == pytest.approx(
+        statistics.stdev([0.8, 0.84])
+    )
+    assert rows[0]["time"] is None and rows[1]["time"] == MeanStd(2.0, 0.0, 1)
+
+
+def test_results_table_renders_values_and_mean_std():
+    rows = [
+        {"optimizer": "SGD", "acc": MeanStd(0.823456, 0.0123, 3), "loss": 1.23456789},
+        {"optimizer": "DAS", "acc": MeanStd(0.9, 0.0, 1), "loss": None},
+    ]
+    table = results_table(rows, {"optimizer": "optimizer", "acc": "accuracy", "loss": "loss"}, title="T")
+    con = Console(record=True, width=100, file=io.StringIO())
+    con.print(table)
+    text = con.export_text()
+    assert "accuracy" in text and "0.8235 ± 0.012" in text and "1.235" in text
+    assert "0.9 " in text and "—" in text
+    assert format_value(float("nan")) == "—" and format_value(3) == "3" and format_value("x") == "x"
+
+
+# ---------------------------------------------------------------------------------- progress
+def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere():
+    buf = io.StringIO()
+    with progress_bar(Console(file=buf, force_terminal=True, width=80)) as update:
+        for t in range(1, 4):
+            update("SAM", t, 3)
+    assert "SAM" in buf.getvalue() and "3/3" in buf.getvalue()
+    quiet = io.StringIO()
+    with progress_bar(Console(file=quiet)) as update:  # not a terminal: nothing drawn
+        update("SAM", 1, 3)
+    assert quiet.getvalue() == ""
