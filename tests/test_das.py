@@ -529,3 +529,22 @@ def test_step_with_closure_returns_loss_and_matches_backward_then_step():
     assert loss.item() == pytest.approx(TwoGroupNet().loss().item(), rel=1e-15)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_expanded_scale_application_equals_per_core_application(net):
+    """The CUDA strategy (scales expanded to elements, same-shape views) multiplies exactly like the CPU one."""
+    opt = make_das(net)
+    net.loss().backward()
+    net.tucker.factors[1].grad = None  # a core left out of the plan
+    plan = opt._current_plan()
+    scales = torch.linspace(0.5, 2.0, len(plan.cores), dtype=F64)
+    before = snapshot(plan.cores)
+    with torch.no_grad():
+        opt._apply_scales(plan, scales, expand=True)
+        expanded = snapshot(plan.cores)
+        for c, c0 in zip(plan.cores, before):
+            c.copy_(c0)
+        opt._apply_scales(plan, scales, expand=False)
+    for c, e, c0, s in zip(plan.cores, expanded, before, scales):
+        assert torch.equal(c, e)
+        assert torch.equal(c, c0 * s)

@@ -5,6 +5,12 @@ squared norms of cores and gradients with two fused ``torch._foreach_norm`` call
 subclass turn the flat statistics into one scale per core, and applies them with one fused
 ``torch._foreach_mul_``. The kernel count does not grow with the number of groups and nothing
 in ``step()`` reads a value back to the host.
+
+Applying per-core scales: ``torch._foreach_mul_`` with a list of 0-dim tensors is fused only
+for same-shape operands, so on CUDA it would launch one kernel per core. There the scales are
+expanded to one value per element (a transient buffer the size of the cores, freed at once)
+and multiplied through same-shape views: a constant number of kernels. On CPU, where foreach
+kernels loop per tensor anyway, the 0-dim list is cheaper and needs no buffer.
 """
 
 from __future__ import annotations
@@ -17,6 +23,14 @@ import torch
 from ..core_groups import CoreGroup, as_core_groups
 from ._wrapper import BaseOptimizerWrapper, base_accepts, check_non_negative
 from .schedules import check_alpha_schedule, scheduled_alpha
+
+
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list as a device tensor without making the host wait (pinned, non-blocking copy)."""
+    t = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 @dataclass
@@ -33,9 +47,13 @@ class FlatStats:
 
 @dataclass
 class _Plan:
+    """The cores that have a gradient at this step, in group order, and what indexes them."""
+
     cores: list[torch.Tensor]
-    group_index: torch.Tensor
+    group_index: torch.Tensor  # (K,) int64 on the cores' device
     param_group_of_core: list[int]
+    numels: list[int]
+    numel_tensor: torch.Tensor  # (K,) int64, for expanding scales to elements
 
 
 class CoreScalingOptimizer(BaseOptimizerWrapper):
@@ -122,10 +140,13 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                         cores.append(c)
                         index.append(gi)
             device = self.core_groups[0].cores[0].device
+            numels = [c.numel() for c in cores]
             self._plan = _Plan(
                 cores=cores,
-                group_index=torch.tensor(index, dtype=torch.int64).to(device),
+                group_index=to_device(index, torch.int64, device),
                 param_group_of_core=[pg_of[id(c)] for c in cores],
+                numels=numels,
+                numel_tensor=to_device(numels, torch.int64, device),
             )
             self._plan_key = key
         return self._plan
@@ -176,15 +197,14 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             return torch.stack([torch.as_tensor(lr, dtype=dtype).to(device) for lr in lrs])
         if all(lr == lrs[0] for lr in lrs):
             return float(lrs[0])
-        # A host-to-device copy, not a synchronisation: the host never waits for the device.
-        return torch.tensor(lrs, dtype=dtype).to(device, non_blocking=True)
+        return to_device(lrs, dtype, device)
 
     def _flat_stats(self, plan: _Plan) -> FlatStats:
         cores = plan.cores
         dtype = torch.float64 if any(c.dtype == torch.float64 for c in cores) else torch.float32
-        grads = [c.grad for c in cores]
-        n = torch.stack(torch._foreach_norm(cores, 2, dtype=dtype)).square()
-        gamma = torch.stack(torch._foreach_norm(grads, 2, dtype=dtype)).square()
+        # One fused call for the norms of cores and gradients together.
+        sq = torch.stack(torch._foreach_norm(cores + [c.grad for c in cores], 2, dtype=dtype)).square_()
+        n, gamma = sq[: len(cores)], sq[len(cores) :]
         global_sq = None
         if self._need_global_norm:
             core_ids = {id(c) for c in cores}
@@ -227,7 +247,17 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             return
         scales, skipped = self._flat_scales(self._flat_stats(plan), alpha)
         self._nonfinite_skips.add_(skipped.to(torch.int64))
-        torch._foreach_mul_(plan.cores, list(scales.unbind()))
+        self._apply_scales(plan, scales, expand=plan.cores[0].is_cuda)
+
+    @staticmethod
+    def _apply_scales(plan: _Plan, scales: torch.Tensor, expand: bool) -> None:
+        """``G_k *= s_k`` for every core (see the module docstring for the two strategies)."""
+        if not expand:
+            torch._foreach_mul_(plan.cores, list(scales.unbind()))
+            return
+        full = torch.repeat_interleave(scales, plan.numel_tensor, output_size=sum(plan.numels))
+        pieces = [v.view(c.shape) for v, c in zip(full.split(plan.numels), plan.cores)]
+        torch._foreach_mul_(plan.cores, pieces)
 
     @torch.no_grad()
     def step(self, closure=None):
