@@ -16,6 +16,7 @@ import typer
 
 from .. import __version__
 from ._common import ClickException, UsageError, print_error
+from .complete import complete_command
 from .dynamics import dynamics_command
 
 __all__ = ["app", "main"]
@@ -46,6 +47,7 @@ def _root(
 
 # Commands, one module each.
 app.command("dynamics")(dynamics_command)
+app.command("complete")(complete_command)
 
 _INTERRUPTED = 130
 

@@ -14,14 +14,20 @@ try:  # typer >= 0.2x vendors click
 except ImportError:  # pragma: no cover - older typer depends on click
     from click.exceptions import ClickException, UsageError
 
-__all__ = ["ClickException", "UsageError", "build_config", "console", "parse_pair", "print_error"]
+__all__ = ["ClickException", "UsageError", "build_config", "console", "parse_ints", "parse_pair", "print_error"]
 
 T = TypeVar("T")
 
 
 def console() -> Console:
-    """The console for results (standard output); progress and errors go to standard error."""
-    return Console()
+    """The console for results (standard output); progress and errors go to standard error.
+
+    Piped or logged output gets a wide console so result tables are not wrapped at 80 columns.
+    """
+    con = Console()
+    if not con.is_terminal:
+        con.width = max(con.width, 160)
+    return con
 
 
 def print_error(message: str) -> None:
@@ -40,6 +46,17 @@ def parse_pair(value: str, option: str) -> int | tuple[int, int]:
     if len(numbers) not in (1, 2):
         raise typer.BadParameter(f"{value!r} is not N or MxN (e.g. 30 or 30x20)", param_hint=f"'{option}'")
     return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+def parse_ints(value: str, option: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; anything else is a usage error naming ``option``."""
+    try:
+        numbers = [int(p) for p in value.replace(" ", "").split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers:
+        raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers", param_hint=f"'{option}'")
+    return numbers
 
 
 def build_config(factory: Callable[..., T], **settings: Any) -> T:

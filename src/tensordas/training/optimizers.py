@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 
 from ..core_groups import CoreGroup
 from ..optim import BAR, DAS, SAM
+from ..optim.schedules import check_alpha_schedule
 
 BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -49,6 +50,7 @@ class OptimizerConfig:
             value = getattr(self, name)
             if not value >= 0:  # also rejects NaN
                 raise ValueError(f"Invalid {name} value: {value} (expected >= 0)")
+        check_alpha_schedule(self.alpha_schedule, self.total_steps)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,98 @@
+"""``tensordas complete``: tensor completion with CP/Tucker/TT/TR models under base, SAM and DAS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..reporting import ensure_dir, progress_bar
+from ..tasks.completion import CompletionConfig, completion_table, run_completion, write_completion
+from ._common import build_config, console, parse_ints
+
+_C = CompletionConfig()
+COMPARED = ("base", "sam", "das")
+
+
+def complete_command(
+    data: Annotated[
+        str,
+        typer.Option(
+            help="covid19 | il2 | kinetic | indian_pines | synthetic:shape=AxBxC,rank=R,noise=S | "
+            "a .npy/.npz/.mat file (NaN = missing)."
+        ),
+    ] = _C.data,
+    model: Annotated[str, typer.Option(help="cp | tucker | tt | tr.")] = _C.model,
+    rank: Annotated[str, typer.Option(help="Rank: R, or one per mode/bond, e.g. 8,6,8.")] = str(_C.rank),
+    missing: Annotated[
+        float, typer.Option(help="Fraction of known entries held out for testing, in (0, 1).")
+    ] = _C.missing,
+    validation: Annotated[float, typer.Option(help="Fraction of the rest kept for validation / early stopping.")] = 0.0,
+    patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without validation gain.")] = None,
+    standardize: Annotated[
+        str, typer.Option(help="none | global (z-score from the observed entries).")
+    ] = _C.standardize,
+    init: Annotated[str, typer.Option(help="balanced | unbalanced | tensorly (masked decomposition).")] = _C.init,
+    base: Annotated[str, typer.Option(help="Base optimizer: sgd | adam | adamw.")] = _C.base,
+    optimizer: Annotated[str, typer.Option(help="base | sam | das | bar (or several: das,sam).")] = "das",
+    compare: Annotated[bool, typer.Option("--compare", help="Run base, SAM and DAS (overrides --optimizer).")] = False,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = _C.lr,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _C.momentum,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay of the base optimizer.")] = _C.weight_decay,
+    alpha: Annotated[float, typer.Option(help="DAS strength.")] = _C.alpha,
+    alpha_schedule: Annotated[str, typer.Option(help="constant | linear | cosine.")] = _C.alpha_schedule,
+    rho: Annotated[float, typer.Option(help="SAM radius.")] = _C.rho,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = _C.steps,
+    batch_size: Annotated[int | None, typer.Option(help="Observed entries per step (default: all).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Steps between evaluations (curves).")] = _C.eval_every,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = "0",
+    als: Annotated[bool, typer.Option(help="Add TensorLy's masked ALS reference row (CP, Tucker).")] = True,
+    dtype: Annotated[str, typer.Option(help="float32 | float64.")] = _C.dtype,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/completion"),
+    resume: Annotated[bool, typer.Option(help="Reuse finished runs found in OUT/runs.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
+) -> None:
+    """Fit a low-rank model to the observed entries of a tensor and predict the held-out ones.
+
+    Writes OUT/curves.csv, OUT/completion.png, OUT/config.json and, last, OUT/results.json
+    (one record per optimizer and seed); prints mean ± std over seeds.
+    """
+    ranks = parse_ints(rank, "--rank")
+    config = build_config(
+        CompletionConfig,
+        data=data,
+        model=model,
+        rank=ranks[0] if len(ranks) == 1 else tuple(ranks),
+        missing=missing,
+        validation=validation,
+        patience=patience,
+        standardize=standardize,
+        init=init,
+        base=base,
+        optimizers=COMPARED if compare else tuple(o.strip() for o in optimizer.split(",")),
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        alpha=alpha,
+        alpha_schedule=alpha_schedule,
+        rho=rho,
+        steps=steps,
+        batch_size=batch_size,
+        eval_every=eval_every,
+        seeds=tuple(parse_ints(seeds, "--seeds")),
+        als=als,
+        dtype=dtype,
+    )
+    ensure_dir(out)  # fail before the runs, not after them
+    start = time.perf_counter()
+    with progress_bar(enabled=None if progress else False) as update:
+        results = run_completion(config, out_dir=out, resume=resume, progress=update)
+    paths = write_completion(results, config, out)
+    con = console()
+    con.print(completion_table(results, config))
+    elapsed = time.perf_counter() - start
+    con.print(
+        f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
+    )

@@ -1,0 +1,376 @@
+"""Tensor completion: CP, Tucker, TT and TR models fitted by gradient methods to the observed entries.
+
+Every (optimizer, seed) run shares the seed's observed/held-out split and initialisation, minimises
+the mean squared error on the observed entries (standardised), and is evaluated on the held-out
+entries on the original scale (R^2, RMSE). TensorLy's masked ALS (``parafac``/``tucker`` with
+``mask=``) is the non-gradient reference row for CP and Tucker.
+
+Large tensors never get a dense mask per step: the observed entries are index lists, and the
+model is evaluated either densely (small tensors, full batch) or at the sampled entries only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core_groups import find_core_groups
+from ..data import CompletionSplit, Entries, Standardizer, TensorData, load_tensor, r2_score, rmse, split_entries
+from ..metrics import norm_deviation
+from ..models import CPModel, TRModel, TTModel, TuckerModel
+from ..reporting import ProgressFn, line_panels
+from ..training import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, optimizer_step
+from ._experiment import RunResult, RunStore, fingerprint, mean_curves, run_grid, summary_table, write_experiment
+
+MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
+INITS = ("balanced", "unbalanced", "tensorly")
+ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
+CURVE_COLUMNS = ["step", "train_loss", "test_r2", "test_rmse", "val_r2", "Q"]
+# Below this many entries, a full-batch step reconstructs the dense tensor and gathers (faster);
+# above it, the model is evaluated at the observed entries only.
+DENSE_LIMIT = 2_000_000
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    """Settings of a completion experiment (validated on construction)."""
+
+    data: str = "covid19"
+    model: str = "tucker"
+    rank: int | tuple[int, ...] = 4
+    missing: float = 0.7
+    validation: float = 0.0
+    standardize: str = "global"
+    init: str = "balanced"
+    steps: int = 1000
+    batch_size: int | None = None
+    eval_every: int = 50
+    patience: int | None = None
+    base: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizers: tuple[str, ...] = ("das",)
+    alpha: float = 0.05
+    rho: float = 0.05
+    alpha_schedule: str = "constant"
+    seeds: tuple[int, ...] = (0,)
+    als: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"Invalid model {self.model!r} (expected one of {', '.join(MODELS)})")
+        if self.init not in INITS:
+            raise ValueError(f"Invalid init {self.init!r} (expected one of {', '.join(INITS)})")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"Invalid dtype {self.dtype!r} (expected float32 or float64)")
+        for name in ("steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Invalid {name} value: {getattr(self, name)} (expected >= 1)")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"Invalid batch_size value: {self.batch_size} (expected >= 1)")
+        if self.patience is not None and (self.patience < 1 or self.validation <= 0):
+            raise ValueError(f"Invalid patience {self.patience}: needs >= 1 and a validation fraction > 0")
+        if not (0 < self.missing < 1):
+            raise ValueError(f"Invalid missing ratio: {self.missing} (expected 0 < missing < 1)")
+        if not self.seeds:
+            raise ValueError("no seeds given")
+        bad = [m for m in self.optimizers if m not in METHODS]
+        if bad or not self.optimizers:
+            raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
+        if self.base not in BASE_OPTIMIZERS:
+            raise ValueError(f"Invalid base optimizer {self.base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
+        _ = self.optimizer_configs  # builds them, validating lr, momentum, alpha, rho and the schedule
+
+    @cached_property
+    def optimizer_configs(self) -> list[OptimizerConfig]:
+        return [
+            OptimizerConfig(
+                method=m,
+                base=self.base,
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                rho=self.rho,
+                alpha=self.alpha,
+                alpha_schedule=self.alpha_schedule,
+                total_steps=self.steps,
+            )
+            for m in self.optimizers
+        ]
+
+    def settings(self) -> dict[str, Any]:
+        """What determines a run besides its optimizer and seed (for resume fingerprints)."""
+        out = asdict(self)
+        for key in ("optimizers", "seeds", "als"):
+            out.pop(key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return torch.float64 if name == "float64" else torch.float32
+
+
+def _core_scales(n_cores: int) -> list[float]:
+    """Deliberately unbalanced initial norms: factors from 1/4 to 4 whose product is 1."""
+    return np.exp(np.linspace(-math.log(4), math.log(4), n_cores)).tolist()
+
+
+def make_model(config: CompletionConfig, data: TensorData, split: CompletionSplit, seed: int) -> nn.Module:
+    """The seed's initial model: random balanced or unbalanced norms, or TensorLy's masked decomposition."""
+    cls = MODELS[config.model]
+    dtype = _torch_dtype(config.dtype)
+    if config.init == "tensorly":
+        observed = torch.full(data.shape, float("nan"), dtype=torch.float64)
+        observed[tuple(split.train.indices.T)] = split.train.values.double()
+        std = Standardizer.fit(split.train.values, config.standardize)
+        return cls.from_tensor(
+            std.transform(observed).numpy(), config.rank, mask=~torch.isnan(observed), random_state=seed, dtype=dtype
+        )
+    gen = torch.Generator().manual_seed(seed)
+    model = cls(data.shape, config.rank, std="balanced", generator=gen, dtype=dtype)
+    if config.init == "unbalanced":
+        (group,) = model.core_groups()
+        with torch.no_grad():
+            for core, s in zip(group.cores, _core_scales(len(group.cores))):
+                core.mul_(s)
+    return model
+
+
+class _Predictor:
+    """Model values at fixed index lists: dense reconstruction + gather, or sampled entries."""
+
+    def __init__(self, model: nn.Module, shape: tuple[int, ...]) -> None:
+        self.model = model
+        self.dense = math.prod(shape) <= DENSE_LIMIT
+        self.strides = torch.tensor([math.prod(shape[k + 1 :]) for k in range(len(shape))], dtype=torch.int64)
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return self.model().reshape(-1)[indices @ self.strides]
+        return self.model.entries(indices)
+
+
+def _evaluate(predict: _Predictor, entries: Entries | None, std: Standardizer) -> tuple[float, float]:
+    if entries is None:
+        return math.nan, math.nan
+    with torch.no_grad():
+        pred = std.inverse(predict(entries.indices)).double()
+    target = entries.values.double()
+    return float(r2_score(pred, target)), float(rmse(pred, target))
+
+
+def _group_q(model: nn.Module) -> float:
+    return float(sum(norm_deviation(g) for g in find_core_groups(model)))
+
+
+@dataclass
+class CompletionExperiment:
+    """Loaded data and per-seed splits shared by every run of one experiment."""
+
+    config: CompletionConfig
+    data: TensorData
+    _splits: dict[int, CompletionSplit] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, config: CompletionConfig) -> CompletionExperiment:
+        return cls(config, load_tensor(config.data, dtype=_torch_dtype(config.dtype)))
+
+    def split(self, seed: int) -> CompletionSplit:
+        if seed not in self._splits:
+            self._splits[seed] = split_entries(
+                self.data, self.config.missing, seed=seed, validation=self.config.validation
+            )
+        return self._splits[seed]
+
+    def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
+        """Train one model with ``optimizer`` on the seed's split; return final metrics and curves."""
+        cfg = self.config
+        start = time.perf_counter()
+        split = self.split(seed)
+        std = Standardizer.fit(split.train.values, cfg.standardize)
+        train = std.apply(split.train)
+        model = make_model(cfg, self.data, split, seed)
+        predict = _Predictor(model, self.data.shape)
+        opt = build_optimizer(optimizer, model.parameters(), find_core_groups(model))
+        gen = torch.Generator().manual_seed(seed)
+        n_train = len(train)
+        batch = None if cfg.batch_size is None or cfg.batch_size >= n_train else cfg.batch_size
+        if batch is not None:
+            predict.dense = False  # a mini-batch never needs the whole tensor
+        curve: list[dict[str, Any]] = []
+        best = {"val_r2": -math.inf, "state": None, "step": 0}
+        waited, diverged, train_time, step = 0, False, 0.0, 0
+        label = f"{optimizer.label} s{seed}"
+
+        def evaluate(step: int, loss: float) -> dict[str, Any]:
+            test_r2, test_rmse = _evaluate(predict, split.test, std)
+            val_r2, _ = _evaluate(predict, split.val, std)
+            row = dict(
+                step=step, train_loss=loss, test_r2=test_r2, test_rmse=test_rmse, val_r2=val_r2, Q=_group_q(model)
+            )
+            curve.append(row)
+            return row
+
+        with torch.no_grad():
+            evaluate(0, float(torch.mean((predict(train.indices) - train.values) ** 2)))
+        for step in range(1, cfg.steps + 1):
+            tick = time.perf_counter()
+            if batch is None:
+                idx, target = train.indices, train.values
+            else:
+                pick = torch.randint(n_train, (batch,), generator=gen)
+                idx, target = train.indices[pick], train.values[pick]
+
+            def closure(idx=idx, target=target) -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                loss = torch.mean((predict(idx) - target) ** 2)
+                loss.backward()
+                return loss
+
+            loss = optimizer_step(opt, closure)
+            train_time += time.perf_counter() - tick
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                row = evaluate(step, loss.item())
+                if split.val is not None:
+                    if row["val_r2"] > best["val_r2"]:
+                        best = {"val_r2": row["val_r2"], "state": copy.deepcopy(model.state_dict()), "step": step}
+                        waited = 0
+                    else:
+                        waited += 1
+                        if cfg.patience is not None and waited >= cfg.patience:
+                            break
+            if progress is not None:
+                progress(label, step, cfg.steps)
+        if best["state"] is not None:  # early stopping: report the model with the best validation R^2
+            model.load_state_dict(best["state"])
+        test_r2, test_rmse = _evaluate(predict, split.test, std)
+        with torch.no_grad():
+            final_loss = float(torch.mean((predict(train.indices) - train.values) ** 2))
+        record = {
+            "method": optimizer.method,
+            "base": optimizer.base,
+            "model": cfg.model,
+            "rank": cfg.rank,
+            "data": self.data.name,
+            "missing": cfg.missing,
+            "test_r2": test_r2,
+            "test_rmse": test_rmse,
+            "train_loss": final_loss,
+            "norm_deviation": _group_q(model),
+            "steps": step,
+            "best_step": best["step"] if best["state"] is not None else step,
+            "diverged": diverged,
+            "train_time_s": train_time,
+            "step_time_ms": 1e3 * train_time / max(step, 1),
+            "wall_time_s": time.perf_counter() - start,
+        }
+        return RunResult(record=record, curve=curve)
+
+    def run_als(self, seed: int) -> RunResult:
+        """TensorLy's masked ALS on the seed's observed entries (CP: parafac, Tucker: tucker/HOOI)."""
+        cfg = self.config
+        start = time.perf_counter()
+        split = self.split(seed)
+        std = Standardizer.fit(split.train.values, cfg.standardize)
+        model = make_model(
+            CompletionConfig(**{**cfg.to_dict(), "init": "tensorly", "optimizers": ("base",)}), self.data, split, seed
+        )
+        test_r2, test_rmse = _evaluate(_Predictor(model, self.data.shape), split.test, std)
+        record = {
+            "method": "als",
+            "base": "tensorly",
+            "model": cfg.model,
+            "rank": cfg.rank,
+            "data": self.data.name,
+            "missing": cfg.missing,
+            "test_r2": test_r2,
+            "test_rmse": test_rmse,
+            "train_loss": None,
+            "norm_deviation": _group_q(model),
+            "steps": None,
+            "wall_time_s": time.perf_counter() - start,
+            "optimizer": "als (tensorly)",
+            "seed": seed,
+        }
+        return RunResult(record=record)
+
+
+def run_completion(
+    config: CompletionConfig, *, out_dir: str | None = None, resume: bool = True, progress: ProgressFn | None = None
+) -> list[RunResult]:
+    """Run every optimizer on every seed (and the ALS reference); reuse finished runs in ``out_dir``."""
+    exp = CompletionExperiment.load(config)
+    results = run_grid(
+        "completion",
+        config.settings(),
+        config.optimizer_configs,
+        config.seeds,
+        exp.run,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+    )
+    if config.als and config.model in ALS_MODELS:
+        store = RunStore(out_dir) if out_dir is not None else None
+        for seed in config.seeds:
+            key, print_ = f"als-seed{seed}", fingerprint("completion-als", config.settings(), seed)
+            done = store.load(key, print_) if (store is not None and resume) else None
+            if done is None:
+                done = exp.run_als(seed)
+                if store is not None:
+                    store.save(key, print_, done)
+            results.append(done)
+    return results
+
+
+def plot_completion(results: Sequence[RunResult], config: CompletionConfig):
+    """Held-out R^2 and Q against steps, mean over seeds, one line per optimizer."""
+    series = mean_curves([r for r in results if r.curve], "step", ["test_r2", "Q"])
+    return line_panels(
+        series,
+        "step",
+        ["test_r2", "Q"],
+        ylabels={"test_r2": "held-out R²", "Q": "norm deviation Q"},
+        yscales={"Q": "log"},
+        title=f"{config.model} rank {config.rank} on {config.data}, {config.missing:.0%} missing",
+    )
+
+
+def completion_table(results: Sequence[RunResult], config: CompletionConfig):
+    """Mean ± std over seeds: held-out R^2 and RMSE, train loss, Q, wall time."""
+    return summary_table(
+        results,
+        {
+            "test_r2": "test R²",
+            "test_rmse": "test RMSE",
+            "train_loss": "train loss",
+            "norm_deviation": "Q",
+            "step_time_ms": "ms/step",
+            "wall_time_s": "wall s",
+        },
+        title=f"Tensor completion: {config.model} rank {config.rank}, {config.data}, {len(config.seeds)} seed(s)",
+    )
+
+
+def write_completion(results: Sequence[RunResult], config: CompletionConfig, out_dir: str):
+    """``curves.csv``, ``completion.png``, ``config.json`` and, last, ``results.json``."""
+    return write_experiment(
+        out_dir, "completion", config.to_dict(), results, CURVE_COLUMNS, plot_completion(results, config)
+    )

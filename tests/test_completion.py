@@ -1,0 +1,184 @@
+"""Tensor completion task and `tensordas complete` (issue 3)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tensordas.cli import main
+from tensordas.tasks import completion as comp
+from tensordas.tasks.completion import CompletionConfig, CompletionExperiment, run_completion, write_completion
+
+SYNTH = "synthetic:shape=12x11x10,rank=2,noise=0.0,seed=3"
+
+
+def r2_by_hand(pred: np.ndarray, target: np.ndarray) -> float:
+    return 1 - np.sum((pred - target) ** 2) / np.sum((target - target.mean()) ** 2)
+
+
+@pytest.mark.parametrize("model", ["cp", "tucker", "tt", "tr"])
+def test_low_rank_tensor_is_recovered_by_each_optimizer(model):
+    cfg = CompletionConfig(
+        data=SYNTH, model=model, rank=2, missing=0.5, steps=600, lr=0.02, optimizers=("base", "sam", "das"), als=False
+    )
+    results = run_completion(cfg)
+    assert [r.record["optimizer"] for r in results] == ["adam", "sam(adam)", "das(adam)"]
+    for r in results:
+        assert r.record["test_r2"] > 0.95, r.record
+
+
+def test_reported_metrics_match_an_independent_evaluation():
+    cfg = CompletionConfig(data=SYNTH, model="tucker", rank=2, steps=50, optimizers=("das",), als=False)
+    exp = CompletionExperiment.load(cfg)
+    captured = {}
+    real = comp.build_optimizer
+
+    def spy(config, params, core_groups=None):
+        params = list(params)
+        captured["params"] = params
+        return real(config, params, core_groups)
+
+    comp.build_optimizer, saved = spy, comp.build_optimizer
+    try:
+        res = exp.run(cfg.optimizer_configs[0], 0)
+    finally:
+        comp.build_optimizer = saved
+    # Rebuild the model's tensor from its cores with numpy and evaluate the held-out entries by hand.
+    core, *factors = (p.detach().double().numpy() for p in captured["params"])
+    full = np.einsum("abc,ia,jb,kc->ijk", core, *factors)
+    split = exp.split(0)
+    train_vals = split.train.values.double().numpy()
+    mean, std = train_vals.mean(), train_vals.std()
+    idx = tuple(split.test.indices.numpy().T)
+    pred = full[idx] * std + mean
+    target = split.test.values.double().numpy()
+    assert res.record["test_r2"] == pytest.approx(r2_by_hand(pred, target), rel=1e-5, abs=1e-6)
+    assert res.record["test_rmse"] == pytest.approx(np.sqrt(np.mean((pred - target) ** 2)), rel=1e-5)
+
+
+def test_nan_entries_of_a_user_file_never_reach_loss_or_metrics(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(8, 2)), rng.normal(size=(7, 2)), rng.normal(size=(6, 2))
+    x = np.einsum("ir,jr,kr->ijk", a, b, c)
+    nan_at = rng.random(x.shape) < 0.2
+    x[nan_at] = np.nan
+    path = tmp_path / "t.npy"
+    np.save(path, x)
+    cfg = CompletionConfig(data=str(path), model="cp", rank=2, missing=0.3, steps=30, optimizers=("das",), als=True)
+    exp = CompletionExperiment.load(cfg)
+    split = exp.split(0)
+    for part in (split.train, split.test):
+        assert torch.isfinite(part.values).all()
+        assert not nan_at[tuple(part.indices.numpy().T)].any()
+    n_known = int((~nan_at).sum())
+    assert len(split.train) + len(split.test) == n_known
+    results = run_completion(cfg)
+    for r in results:
+        assert math.isfinite(r.record["test_r2"]) and math.isfinite(r.record["test_rmse"])
+        if r.record["train_loss"] is not None:
+            assert math.isfinite(r.record["train_loss"])
+
+
+def test_results_format_and_resume(tmp_path):
+    cfg = CompletionConfig(data=SYNTH, model="tucker", rank=2, steps=20, eval_every=5, optimizers=("base", "das"))
+    results = run_completion(cfg, out_dir=tmp_path)
+    write_completion(results, cfg, tmp_path)
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert [r["optimizer"] for r in records] == ["adam", "das(adam)", "als (tensorly)"]
+    for key in ("optimizer", "seed", "test_r2", "test_rmse", "train_loss", "norm_deviation", "wall_time_s", "steps"):
+        assert all(key in r for r in records), key
+    header = (tmp_path / "curves.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["optimizer", "seed", "step", "train_loss"] and "Q" in header
+    assert (tmp_path / "completion.png").stat().st_size > 0
+    # A second call reuses every finished run: running one would now fail loudly.
+    saved = CompletionExperiment.run
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished run was recomputed")
+
+    CompletionExperiment.run = boom
+    try:
+        again = run_completion(cfg, out_dir=tmp_path)
+    finally:
+        CompletionExperiment.run = saved
+    assert [r.record for r in again] == [r.record for r in results]
+
+
+def test_half_written_or_stale_run_files_are_redone(tmp_path):
+    cfg = CompletionConfig(data=SYNTH, model="tucker", rank=2, steps=10, optimizers=("das",), als=False)
+    run_completion(cfg, out_dir=tmp_path)
+    run_file = tmp_path / "runs" / "das-adam-seed0.json"
+    first = json.loads(run_file.read_text())
+    run_file.write_text(run_file.read_text()[:40])  # as if killed mid-write by a non-atomic writer
+    (res,) = run_completion(cfg, out_dir=tmp_path)
+    assert res.record["test_r2"] == first["record"]["test_r2"]  # same seed, same numbers
+    changed = CompletionConfig(data=SYNTH, model="tucker", rank=2, steps=12, optimizers=("das",), als=False)
+    (res2,) = run_completion(changed, out_dir=tmp_path)
+    assert res2.record["steps"] == 12  # a changed setting is recomputed, not reused
+
+
+def test_early_stopping_reports_the_best_validation_model():
+    cfg = CompletionConfig(
+        data="synthetic:shape=10x10x10,rank=2,noise=1.0,seed=1",
+        model="tucker",
+        rank=6,
+        missing=0.6,
+        validation=0.3,
+        patience=2,
+        steps=600,
+        eval_every=10,
+        lr=0.05,
+        optimizers=("base",),
+        als=False,
+    )
+    (res,) = run_completion(cfg)
+    assert res.record["steps"] < 600  # overfitting the noise stopped the run
+    assert res.record["best_step"] <= res.record["steps"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--data", "nosuchset"], "nosuchset"),
+        (["--data", SYNTH, "--model", "tucker", "--rank", "20"], "20"),
+        (["--data", SYNTH, "--missing", "1.5"], "1.5"),
+        (["--data", SYNTH, "--model", "svd"], "svd"),
+        (["--data", SYNTH, "--optimizer", "lbfgs"], "lbfgs"),
+        (["--data", SYNTH, "--seeds", "a,b"], "a,b"),
+        (["--data", "missing-file.npy"], "missing-file.npy"),
+        (["--data", SYNTH, "--missing", "0.0001"], "empty"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_path, capsys):
+    status = main(["complete", *args, "--steps", "2", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status != 0
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_cli_file_without_finite_entries(tmp_path, capsys):
+    path = tmp_path / "empty.npy"
+    np.save(path, np.full((3, 4, 5), np.nan))
+    assert main(["complete", "--data", str(path), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "finite" in err
+
+
+def test_cli_compare_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tensordas.cli", "complete", "--data", SYNTH, "--rank", "2", "--steps", "15",
+         "--compare", "--seeds", "0,1", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads((out / "results.json").read_text())
+    assert {(r["optimizer"], r["seed"]) for r in records} == {
+        (o, s) for o in ("adam", "sam(adam)", "das(adam)", "als (tensorly)") for s in (0, 1)
+    }
+    assert "das(adam)" in proc.stdout and "±" in proc.stdout
