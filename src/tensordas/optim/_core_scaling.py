@@ -40,6 +40,7 @@ class FlatStats:
     n: torch.Tensor  # squared core norms, shape (K,)
     gamma: torch.Tensor  # squared gradient norms, shape (K,)
     group_index: torch.Tensor  # group of each core, shape (K,), int64
+    group_count: torch.Tensor  # cores with a gradient per group, shape (num_groups,), int64
     num_groups: int
     eta: torch.Tensor | float  # learning rate of each core's param group, (K,) or a scalar
     global_sq_norm: torch.Tensor | None  # squared gradient norm of all optimizer parameters
@@ -51,6 +52,7 @@ class _Plan:
 
     cores: list[torch.Tensor]
     group_index: torch.Tensor  # (K,) int64 on the cores' device
+    group_count: torch.Tensor  # (number of groups,) int64: cores with a gradient per group
     param_group_of_core: list[int]
     numels: list[int]
     numel_tensor: torch.Tensor  # (K,) int64, for expanding scales to elements
@@ -144,6 +146,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             self._plan = _Plan(
                 cores=cores,
                 group_index=to_device(index, torch.int64, device),
+                group_count=to_device([index.count(g) for g in range(len(self.core_groups))], torch.int64, device),
                 param_group_of_core=[pg_of[id(c)] for c in cores],
                 numels=numels,
                 numel_tensor=to_device(numels, torch.int64, device),
@@ -220,6 +223,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             n=n,
             gamma=gamma,
             group_index=plan.group_index,
+            group_count=plan.group_count,
             num_groups=len(self.core_groups),
             eta=self._core_eta(plan, n.device, dtype),
             global_sq_norm=global_sq,

@@ -66,7 +66,7 @@ class BAR(CoreScalingOptimizer):
     def _flat_scales(self, stats: FlatStats, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         gamma, idx = stats.gamma, stats.group_index
         num = stats.num_groups
-        count = gamma.new_zeros(num).index_add(0, idx, torch.ones_like(gamma))
+        count = stats.group_count
         finite = torch.isfinite(gamma)
         skipped = gamma.new_zeros(num).index_add(0, idx, (~finite).to(gamma.dtype)) > 0
         # The other core of the same group: groups are contiguous pairs when both have gradients.

@@ -40,14 +40,16 @@ def _raw_scales(
     variant: str,
     s_min: float,
     s_max: float,
+    skipped: torch.Tensor,
 ) -> torch.Tensor:
-    """Per-core scales from ``gamma_k - gamma_bar``; 1 wherever the formula is undefined."""
+    """Per-core scales from ``gamma_k - gamma_bar``; 1 where skipped or the formula is undefined."""
     if variant == "sam-matched":
-        s = (1 + 2 * coef * deviation / (grad_norm * n)).clamp(s_min**2, s_max**2).sqrt()
+        s = (1 + 2 * coef * deviation / (grad_norm * n)).clamp_(s_min**2, s_max**2).sqrt_()
     else:
-        s = (1 + coef * deviation / (grad_norm * n.sqrt())).clamp(s_min, s_max)
-    defined = (n > 0) & (grad_norm > 0) & torch.isfinite(s)
-    return torch.where(defined, s, torch.ones_like(s))
+        s = (1 + coef * deviation / (grad_norm * n.sqrt())).clamp_(s_min, s_max)
+    # n = 0 gives +-inf before the clamp (so check it), ||g|| = 0 gives 0/0 = NaN.
+    defined = (n > 0) & torch.isfinite(s) & ~skipped
+    return torch.where(defined, s, 1.0)
 
 
 def das_scales(
@@ -67,20 +69,18 @@ def das_scales(
         ``(scales, skipped)``: one scale per core, and per group whether it was skipped
         because a gradient norm was not finite.
     """
-    gamma, idx, num = stats.gamma, stats.group_index, stats.num_groups
-    zeros = gamma.new_zeros(num)
-    count = zeros.index_add(0, idx, torch.ones_like(gamma))
-    gamma_sum = zeros.index_add(0, idx, gamma)
-    skipped = zeros.index_add(0, idx, (~torch.isfinite(gamma)).to(gamma.dtype)) > 0
+    gamma, idx = stats.gamma, stats.group_index
+    gamma_sum = gamma.new_zeros(stats.num_groups).index_add_(0, idx, gamma)
+    skipped = ~torch.isfinite(gamma_sum)  # gamma_k >= 0: the sum is finite iff every gamma_k is
     if stats.global_sq_norm is not None:  # a NaN/Inf anywhere makes SAM's global norm undefined
-        skipped = skipped | ~torch.isfinite(stats.global_sq_norm)
-    deviation = gamma - (gamma_sum / count)[idx]
+        skipped |= ~torch.isfinite(stats.global_sq_norm)
+    deviation = gamma - (gamma_sum / stats.group_count)[idx]
     if stats.global_sq_norm is None:
         grad_norm = gamma_sum.sqrt()[idx]
     else:
-        grad_norm = stats.global_sq_norm.sqrt().expand_as(gamma)
-    s = _raw_scales(stats.n, deviation, grad_norm, alpha * stats.eta, variant, s_min, s_max)
-    return torch.where(skipped[idx], torch.ones_like(s), s), skipped
+        grad_norm = stats.global_sq_norm.sqrt()
+    s = _raw_scales(stats.n, deviation, grad_norm, alpha * stats.eta, variant, s_min, s_max, skipped[idx])
+    return s, skipped
 
 
 def das_scales_single_group(
@@ -107,8 +107,7 @@ def das_scales_single_group(
     deviation = gamma - gamma.mean()
     norm = (gamma.sum() if global_sq_norm is None else global_sq_norm.to(dtype)).sqrt()
     coef = alpha * torch.tensor([e for c, e in zip(cores, eta) if c.grad is not None], dtype=dtype)
-    s = _raw_scales(n, deviation, norm.expand_as(n), coef, variant, s_min, s_max)
-    s = torch.where(skipped, torch.ones_like(s), s)
+    s = _raw_scales(n, deviation, norm, coef, variant, s_min, s_max, skipped)
     it = iter(s.unbind())
     return [next(it) if c.grad is not None else None for c in cores], skipped
 
