@@ -260,20 +260,8 @@ class CompletionExperiment:
                 progress(label, step, cfg.steps)
         if best["state"] is not None:  # early stopping: report the model with the best validation R^2
             model.load_state_dict(best["state"])
-        test_r2, test_rmse = _evaluate(predict, split.test, std)
-        with torch.no_grad():
-            final_loss = float(torch.mean((predict(train.indices) - train.values) ** 2))
         record = {
-            "method": optimizer.method,
-            "base": optimizer.base,
-            "model": cfg.model,
-            "rank": cfg.rank,
-            "data": self.data.name,
-            "missing": cfg.missing,
-            "test_r2": test_r2,
-            "test_rmse": test_rmse,
-            "train_loss": final_loss,
-            "norm_deviation": _group_q(model),
+            **self._final_metrics(optimizer.method, optimizer.base, model, predict, split, std),
             "steps": step,
             "best_step": best["step"] if best["state"] is not None else step,
             "diverged": diverged,
@@ -282,6 +270,28 @@ class CompletionExperiment:
             "wall_time_s": time.perf_counter() - start,
         }
         return RunResult(record=record, curve=curve)
+
+    def _final_metrics(
+        self, method: str, base: str, model: nn.Module, predict: _Predictor, split: CompletionSplit, std: Standardizer
+    ) -> dict[str, Any]:
+        """The record fields every row shares: setting, held-out R^2/RMSE, train loss (standardised), Q."""
+        test_r2, test_rmse = _evaluate(predict, split.test, std)
+        train = std.apply(split.train)
+        with torch.no_grad():
+            train_loss = float(torch.mean((predict(train.indices) - train.values) ** 2))
+        cfg = self.config
+        return {
+            "method": method,
+            "base": base,
+            "model": cfg.model,
+            "rank": cfg.rank,
+            "data": self.data.name,
+            "missing": cfg.missing,
+            "test_r2": test_r2,
+            "test_rmse": test_rmse,
+            "train_loss": train_loss,
+            "norm_deviation": _group_q(model),
+        }
 
     def run_als(self, seed: int) -> RunResult:
         """TensorLy's masked ALS on the seed's observed entries (CP: parafac, Tucker: tucker/HOOI)."""
@@ -292,18 +302,8 @@ class CompletionExperiment:
         model = make_model(
             CompletionConfig(**{**cfg.to_dict(), "init": "tensorly", "optimizers": ("base",)}), self.data, split, seed
         )
-        test_r2, test_rmse = _evaluate(_Predictor(model, self.data.shape), split.test, std)
         record = {
-            "method": "als",
-            "base": "tensorly",
-            "model": cfg.model,
-            "rank": cfg.rank,
-            "data": self.data.name,
-            "missing": cfg.missing,
-            "test_r2": test_r2,
-            "test_rmse": test_rmse,
-            "train_loss": None,
-            "norm_deviation": _group_q(model),
+            **self._final_metrics("als", "tensorly", model, _Predictor(model, self.data.shape), split, std),
             "steps": None,
             "wall_time_s": time.perf_counter() - start,
             "optimizer": "als (tensorly)",
