@@ -207,3 +207,19 @@ def test_sam_and_das_shrink_q_by_the_predicted_drift():
     dq_gd = one_step_dq("gd", eta, rho)
     assert (one_step_dq("sam", eta, rho) - dq_gd) / predicted == pytest.approx(1.0, rel=2e-2)
     assert (one_step_dq("das", eta, rho) - dq_gd) / predicted == pytest.approx(1.0, rel=2e-2)
+
+
+def test_restore_returns_to_the_unperturbed_weights_without_stepping():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).double()
+    sam = td.SAM(model.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, momentum=0.9)
+    x = torch.randn(8, 4, dtype=torch.float64)
+    before = [p.detach().clone() for p in model.parameters()]
+    model(x).pow(2).sum().backward()
+    sam.first_step(zero_grad=True)
+    assert not all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    sam.restore()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    assert sam.base_optimizer.state == {}  # no base step was taken
+    sam.restore()  # a second restore is a no-op
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))

@@ -93,11 +93,16 @@ class SAM(BaseOptimizerWrapper):
             self.zero_grad()
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = False) -> None:
-        """Restore ``w`` exactly and take the base step with the gradient computed at ``w + e``."""
+    def restore(self) -> None:
+        """Move back from ``w + e`` to ``w`` exactly, without stepping (e.g. when a step is skipped)."""
         if self._perturbed:
             torch._foreach_copy_(self._perturbed, [self._backup[p] for p in self._perturbed])
             self._perturbed = []
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore ``w`` exactly and take the base step with the gradient computed at ``w + e``."""
+        self.restore()
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()

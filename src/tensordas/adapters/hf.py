@@ -1,0 +1,210 @@
+r"""Run DAS and SAM under Hugging Face ``transformers.Trainer`` (needs ``transformers``).
+
+::
+
+    from tensordas.adapters.hf import DASTrainer
+    trainer = DASTrainer(model=peft_model, args=TrainingArguments(...), train_dataset=ds,
+                         method="das", alpha=0.05)          # or method="sam", rho=0.05; "base"
+    trainer.train()
+
+The base optimizer is the one ``TrainingArguments.optim`` names (``adamw_torch``, ``sgd``, ...),
+with the Trainer's learning rate, weight-decay groups and LR scheduler; DAS or SAM wraps it.
+
+What the optimizer sees
+    - **Gradient accumulation.** The Trainer backpropagates every micro-batch and calls
+      ``optimizer.step()`` once, after the last one, so DAS scales the cores from the fully
+      accumulated gradient. For that sum to be the full-batch gradient each micro-batch loss must be
+      divided by the number of micro-batches. ``transformers`` skips that division for models whose
+      ``forward`` takes ``**kwargs`` (it then expects the model to normalise by
+      ``num_items_in_batch``), but many heads, e.g. ``BertForSequenceClassification``, take
+      ``**kwargs`` and ignore it, so the accumulated gradient comes out ``gradient_accumulation_steps``
+      times too large (transformers issue #47688). ``DASTrainer`` therefore sets
+      ``model_accepts_loss_kwargs = False`` (mean loss per micro-batch, divided by the number of
+      micro-batches: exact for equal micro-batches); pass ``trust_model_loss_kwargs=True`` for models
+      whose loss does honour ``num_items_in_batch`` (token-level causal-LM losses).
+    - **Mixed precision.** With ``fp16`` the step goes through ``GradScaler.step``, which unscales the
+      gradients before calling ``DAS.step`` and skips the step on overflow; ``bf16`` needs no scaler.
+      Gradient clipping (``max_grad_norm``) happens before the step, so DAS sees the clipped gradient
+      the base optimizer uses.
+    - **SAM** needs two forward/backward passes; :meth:`DASTrainer.training_step` runs both for each
+      micro-batch (at ``w``, then at ``w + e``), restores ``w`` and leaves the accumulated gradient
+      at ``w + e`` for the Trainer's ``optimizer.step()``. With ``gradient_accumulation_steps = 1``
+      this is SAM exactly. With accumulation the perturbation is computed per micro-batch (the
+      "m-sharpness" form of SAM, m = micro-batch size), not from the full batch's gradient: the
+      update is the mean over micro-batches of SAM gradients ``grad L_i(w + rho g_i / ||g_i||)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from ..core_groups import CoreGroup, find_core_groups
+from ..optim import DAS, SAM
+from ..optim._wrapper import check_non_negative
+
+__all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
+
+METHODS = ("base", "das", "sam")
+_UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
+
+
+class _TrainerSAM(SAM):
+    """SAM for :class:`DASTrainer`: ``training_step`` runs both passes and restores ``w``;
+    ``step()`` without a closure is then the base optimizer's step."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            return super().step(closure)
+        self.restore()
+        self.base_optimizer.step()
+        return None
+
+
+def _base_optimizer(args: TrainingArguments, model: nn.Module, given=None) -> tuple[type, dict[str, Any]]:
+    """The optimizer class and keyword arguments ``args.optim`` names, checked to be wrappable."""
+    cls, kwargs = given if given is not None else Trainer.get_optimizer_cls_and_kwargs(args, model)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or any(
+        k in kwargs for k in _UNWRAPPABLE_KEYS
+    ):
+        raise ValueError(
+            f"optimizer {args.optim!r} cannot be wrapped by DAS or SAM: it is not a plain torch.optim.Optimizer "
+            "class taking parameter groups (use e.g. adamw_torch or sgd)"
+        )
+    return cls, dict(kwargs)
+
+
+def das_optimizer_cls_and_kwargs(
+    model: nn.Module,
+    args: TrainingArguments,
+    core_groups: list[CoreGroup] | None = None,
+    **das_kwargs: Any,
+) -> tuple[type, dict[str, Any]]:
+    """``optimizer_cls_and_kwargs`` for a plain ``Trainer``: DAS around the optimizer ``args.optim`` names.
+
+    ``Trainer(model, args, ..., optimizer_cls_and_kwargs=das_optimizer_cls_and_kwargs(model, args, alpha=0.05))``.
+    Prefer :class:`DASTrainer`, which also fixes the gradient-accumulation loss scaling (module docstring).
+    """
+    base_cls, base_kwargs = _base_optimizer(args, model)
+    groups = core_groups if core_groups is not None else find_core_groups(model)
+    return DAS, {"base_optimizer": base_cls, "core_groups": groups, **das_kwargs, **base_kwargs}
+
+
+class DASTrainer(Trainer):
+    """``transformers.Trainer`` whose optimizer is DAS or SAM around the base optimizer ``args.optim`` names.
+
+    Args:
+        *args, **kwargs: as for ``Trainer``.
+        method: ``"das"`` (one pass), ``"sam"`` (two passes per micro-batch) or ``"base"``.
+        alpha, alpha_schedule, total_steps, grad_norm, variant, s_min, s_max: DAS settings
+            (:class:`tensordas.DAS`); a decaying ``alpha_schedule`` without ``total_steps`` decays over
+            the Trainer's number of optimizer steps.
+        rho, adaptive: SAM settings (:class:`tensordas.SAM`).
+        core_groups: DAS's core groups; default ``find_core_groups(model)``.
+        trust_model_loss_kwargs: keep ``transformers``' own choice of gradient-accumulation loss
+            scaling (see the module docstring); default ``False`` divides each micro-batch's mean loss
+            by the number of micro-batches.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        method: str = "das",
+        alpha: float = 0.05,
+        alpha_schedule: str = "constant",
+        total_steps: int | None = None,
+        grad_norm: str = "group",
+        variant: str = "sam-matched",
+        s_min: float = 0.5,
+        s_max: float = 2.0,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        core_groups: list[CoreGroup] | None = None,
+        trust_model_loss_kwargs: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"Invalid method: {method!r} (expected one of {', '.join(METHODS)})")
+        check_non_negative("alpha", alpha)
+        check_non_negative("rho", rho)
+        super().__init__(*args, **kwargs)
+        self.method = method
+        self.das_kwargs: dict[str, Any] = {
+            "alpha": alpha,
+            "alpha_schedule": alpha_schedule,
+            "total_steps": total_steps,
+            "grad_norm": grad_norm,
+            "variant": variant,
+            "s_min": s_min,
+            "s_max": s_max,
+        }
+        self.sam_kwargs: dict[str, Any] = {"rho": rho, "adaptive": adaptive}
+        self.core_groups = core_groups
+        self._num_training_steps: int | None = None
+        if not trust_model_loss_kwargs:
+            self.model_accepts_loss_kwargs = False
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        self._num_training_steps = num_training_steps
+        super().create_optimizer_and_scheduler(num_training_steps)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer (same parameter groups), wrapped in DAS or SAM."""
+        if self.optimizer is not None or self.method == "base":
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        base_cls, base_kwargs = _base_optimizer(self.args, opt_model, self.optimizer_cls_and_kwargs)
+        if self.method == "das":
+            das_kwargs = dict(self.das_kwargs)
+            if das_kwargs["alpha_schedule"] != "constant" and das_kwargs["total_steps"] is None:
+                das_kwargs["total_steps"] = self._num_training_steps
+            groups = self.core_groups if self.core_groups is not None else find_core_groups(opt_model)
+            wrapped = (DAS, {"base_optimizer": base_cls, "core_groups": groups, **das_kwargs, **base_kwargs})
+        else:
+            wrapped = (_TrainerSAM, {"base_optimizer": base_cls, **self.sam_kwargs, **base_kwargs})
+        saved = self.optimizer_cls_and_kwargs
+        self.optimizer_cls_and_kwargs = wrapped
+        try:
+            return super().create_optimizer(model)
+        finally:
+            self.optimizer_cls_and_kwargs = saved
+
+    def _sam(self) -> _TrainerSAM | None:
+        opt = self.optimizer
+        while opt is not None and not isinstance(opt, _TrainerSAM):
+            opt = getattr(opt, "optimizer", None)  # accelerate's AcceleratedOptimizer wraps ours
+        return opt
+
+    def training_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """One micro-batch; for SAM two passes (at ``w`` and ``w + e``), adding the SAM gradient to the
+        gradient accumulated so far. Returns the loss at ``w``."""
+        sam = self._sam()
+        if sam is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        params = [p for group in sam.param_groups for p in group["params"]]
+        accumulated = [p.grad for p in params]  # earlier micro-batches of this accumulation window
+        for p in params:
+            p.grad = None
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        sam.first_step(zero_grad=True)
+        try:
+            super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            sam.restore()
+        with torch.no_grad():
+            for p, g in zip(params, accumulated):
+                if g is not None:
+                    if p.grad is None:
+                        p.grad = g
+                    else:
+                        p.grad.add_(g)
+        return loss

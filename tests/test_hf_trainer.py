@@ -1,0 +1,208 @@
+"""DAS and SAM under transformers.Trainer: gradient accumulation gives the full-batch update."""
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import SequentialSampler
+
+import tensordas as td
+
+peft = pytest.importorskip("peft")
+transformers = pytest.importorskip("transformers")
+hf = pytest.importorskip("tensordas.adapters.hf")
+
+F64 = torch.float64
+LR, ALPHA, RHO = 0.1, 300.0, 0.05
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny float64 models: one thread avoids OpenMP stalls on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def lora_classifier(seed: int = 0):
+    cfg = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=16,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout=0.0,
+        num_labels=3,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    base = transformers.BertForSequenceClassification(cfg).to(F64)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    model.to(F64)
+    with torch.no_grad():  # B != 0, so DAS scales both cores
+        g = torch.Generator().manual_seed(seed + 1)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=F64))
+    return model
+
+
+def dataset(n: int = 4) -> list[dict]:
+    g = torch.Generator().manual_seed(7)
+    return [{"input_ids": torch.randint(0, 40, (6,), generator=g), "labels": torch.tensor(i % 3)} for i in range(n)]
+
+
+def full_batch(data) -> dict:
+    return {k: torch.stack([d[k] for d in data]) for k in data[0]}
+
+
+def training_args(tmp_path, batch: int, accumulation: int) -> "transformers.TrainingArguments":
+    return transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=LR,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,  # no clipping: compare the raw update
+        weight_decay=0.0,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        seed=0,
+    )
+
+
+class InOrderTrainer(hf.DASTrainer):
+    """Micro-batches in dataset order, so a test can rebuild them."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return SequentialSampler(self.train_dataset)
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_same_update(model, reference, rtol=1e-10):
+    got, want = trainable(model), trainable(reference)
+    assert got.keys() == want.keys()
+    for n in got:
+        torch.testing.assert_close(got[n].detach(), want[n].detach(), rtol=rtol, atol=1e-13, msg=n)
+
+
+def full_batch_das(model, data):
+    model.train()
+    model(**full_batch(data)).loss.backward()
+    params = list(trainable(model).values())
+    plain = {n: (p - LR * p.grad).detach() for n, p in trainable(model).items()}
+    opt = td.DAS(params, torch.optim.SGD, core_groups=td.find_core_groups(model), alpha=ALPHA, lr=LR)
+    opt.step()
+    return plain
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_das_under_trainer_equals_full_batch_update(tmp_path, accumulation):
+    model, data = lora_classifier(), dataset()
+    reference = copy.deepcopy(model)
+    plain_sgd = full_batch_das(reference, data)
+    trainer = hf.DASTrainer(
+        model=model,
+        args=training_args(tmp_path, 4 // accumulation, accumulation),
+        train_dataset=data,
+        method="das",
+        alpha=ALPHA,
+    )
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer, td.DAS)
+    assert_same_update(model, reference)
+    lora_b = [n for n in plain_sgd if "lora_B" in n]
+    assert max(float((trainable(model)[n].detach() - plain_sgd[n]).abs().max()) for n in lora_b) > 1e-6  # DAS acted
+
+
+def test_base_method_under_accumulation_equals_full_batch_sgd(tmp_path):
+    model, data = lora_classifier(), dataset()
+    reference = copy.deepcopy(model)
+    reference(**full_batch(data)).loss.backward()
+    with torch.no_grad():
+        for p in trainable(reference).values():
+            p.sub_(LR * p.grad)
+    hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 2), train_dataset=data, method="base").train()
+    assert_same_update(model, reference)
+
+
+def test_plain_trainer_with_das_factory(tmp_path):
+    model, data = lora_classifier(), dataset()
+    reference = copy.deepcopy(model)
+    full_batch_das(reference, data)
+    args = training_args(tmp_path, 4, 1)
+    factory = hf.das_optimizer_cls_and_kwargs(model, args, alpha=ALPHA)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data, optimizer_cls_and_kwargs=factory)
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer, td.DAS)
+    assert_same_update(model, reference)
+
+
+def test_sam_under_trainer_equals_sam_step(tmp_path):
+    model, data = lora_classifier(), dataset()
+    reference = copy.deepcopy(model)
+    sam = td.SAM(list(trainable(reference).values()), torch.optim.SGD, rho=RHO, lr=LR)
+    batch = full_batch(data)
+
+    def closure():
+        sam.zero_grad()
+        loss = reference(**batch).loss
+        loss.backward()
+        return loss
+
+    sam.step(closure)
+    trainer = hf.DASTrainer(model=model, args=training_args(tmp_path, 4, 1), train_dataset=data, method="sam", rho=RHO)
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer, td.SAM)
+    assert_same_update(model, reference)
+
+
+def test_sam_with_accumulation_is_per_micro_batch_sam(tmp_path):
+    model, data = lora_classifier(), dataset()
+    reference = copy.deepcopy(model)
+    params = list(trainable(reference).values())
+    total = [torch.zeros_like(p) for p in params]
+    for micro in (data[:2], data[2:]):  # documented: perturbation from each micro-batch's own gradient
+        batch = full_batch(micro)
+        grads = torch.autograd.grad(reference(**batch).loss / 2, params)
+        norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.add_(RHO * g / (norm + 1e-12))
+        sharp = torch.autograd.grad(reference(**batch).loss / 2, params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(RHO * g / (norm + 1e-12))
+        total = [t + s for t, s in zip(total, sharp)]
+    with torch.no_grad():
+        for p, t in zip(params, total):
+            p.sub_(LR * t)
+    trainer = InOrderTrainer(model=model, args=training_args(tmp_path, 2, 2), train_dataset=data, method="sam", rho=RHO)
+    trainer.train()
+    assert_same_update(model, reference, rtol=1e-9)
+
+
+def test_decaying_alpha_uses_trainer_steps_and_bad_settings_raise(tmp_path):
+    model, data = lora_classifier(), dataset()
+    trainer = hf.DASTrainer(
+        model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, alpha_schedule="linear"
+    )
+    trainer.create_optimizer_and_scheduler(num_training_steps=5)
+    assert trainer.optimizer.total_steps == 5
+    with pytest.raises(ValueError, match="'adam'"):
+        hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, method="adam")
+    with pytest.raises(ValueError, match="-1"):
+        hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, alpha=-1.0)
