@@ -182,3 +182,40 @@ def test_cli_compare_end_to_end(tmp_path):
         (o, s) for o in ("adam", "sam(adam)", "das(adam)", "als (tensorly)") for s in (0, 1)
     }
     assert "das(adam)" in proc.stdout and "±" in proc.stdout
+
+
+def test_mini_batches_of_observed_entries_train_without_the_dense_tensor(monkeypatch):
+    calls = {"dense": 0}
+    real_forward = comp.MODELS["tucker"].forward
+
+    def counting_forward(self):
+        calls["dense"] += 1
+        return real_forward(self)
+
+    monkeypatch.setattr(comp.MODELS["tucker"], "forward", counting_forward)
+    cfg = CompletionConfig(
+        data=SYNTH,
+        model="tucker",
+        rank=2,
+        missing=0.5,
+        steps=600,
+        lr=0.02,
+        batch_size=128,
+        optimizers=("das",),
+        als=False,
+    )
+    (res,) = run_completion(cfg)
+    assert calls["dense"] == 0  # every step and evaluation used sampled entries only
+    assert res.record["test_r2"] > 0.9
+
+
+@pytest.mark.parametrize("model", ["cp", "tucker", "tt", "tr"])
+def test_dense_and_sampled_predictions_agree(model):
+    cfg = CompletionConfig(data=SYNTH, model=model, rank=2, optimizers=("base",))
+    exp = CompletionExperiment.load(cfg)
+    split = exp.split(0)
+    m = comp.make_model(cfg, exp.data, split, 0)
+    dense, sampled = comp._Predictor(m, exp.data.shape), comp._Predictor(m, exp.data.shape)
+    sampled.dense = False
+    with torch.no_grad():
+        torch.testing.assert_close(dense(split.test.indices), sampled(split.test.indices), rtol=1e-5, atol=1e-6)
