@@ -132,7 +132,7 @@ def test_sigint_during_a_real_run_leaves_no_result(tmp_path):
         assert out.exists(), proc.stderr.read() if proc.poll() is not None else "run did not start"
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -3,8 +3,10 @@ models, applied explicitly at the cost of one forward and backward pass."""
 
 from . import adapters  # noqa: F401 -- registers the PEFT core-group finder (imports neither peft nor transformers)
 from .core_groups import CoreGroup, find_core_groups, register_core_group_finder, unregister_core_group_finder
+from .layers import TensorizedConv2d, TensorizedLinear, from_dense, tensorize
 from .metrics import GroupStats, group_stats, norm_deviation, norm_grad_covariance
 from .models import CPModel, TRModel, TTModel, TuckerModel
+from .networks import available_networks, build_network
 from .optim import BAR, DAS, SAM
 
 __version__ = "0.1.0"
@@ -18,11 +20,17 @@ __all__ = [
     "GroupStats",
     "TRModel",
     "TTModel",
+    "TensorizedConv2d",
+    "TensorizedLinear",
     "TuckerModel",
+    "available_networks",
+    "build_network",
+    "from_dense",
     "find_core_groups",
     "group_stats",
     "norm_deviation",
     "norm_grad_covariance",
     "register_core_group_finder",
+    "tensorize",
     "unregister_core_group_finder",
 ]

@@ -1,0 +1,73 @@
+"""TensorizedConv2d: a 2-D convolution whose kernel is stored as a CP, Tucker, TT or TR tensor."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+
+from ._base import Init, TensorizedLayer
+from ._formats import Rank
+from .factorization import Factorization, resolve_layout
+
+__all__ = ["TensorizedConv2d"]
+
+
+class TensorizedConv2d(TensorizedLayer):
+    """A ``Conv2d`` (``groups=1``, zero padding) whose ``(out, in, kh, kw)`` kernel is a tensor in ``format``.
+
+    The channels are factorised as for :class:`TensorizedLinear` (automatically at most 2 factors per side,
+    1 for Tucker, which then is the usual Tucker decomposition of the ``(in, out, kh * kw)`` kernel);
+    the spatial kernel is one more mode of size ``kh * kw``: for TT/TR an extra last core of shape
+    ``(r_d, kh * kw, 1, r_{d+1})`` (the TT-conv layout of Garipov et al., 2016), for CP/Tucker an extra
+    factor. The kernel is rebuilt through TensorLy and applied with ``F.conv2d``.
+
+    ``rank``, ``factorization``, ``init`` and ``nonlinearity``: as for :class:`TensorizedLinear`, with
+    ``fan_in = in_channels * kh * kw`` (weight variance ``2 / fan_in`` for ReLU).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        format: str = "tt",
+        rank: Rank = 8,
+        factorization: int | Factorization | None = None,
+        bias: bool = True,
+        nonlinearity: str = "relu",
+        init: Init = "normal",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        ks = _pair(kernel_size)
+        if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in ks):
+            raise ValueError(f"Invalid kernel_size {kernel_size!r} (expected positive ints)")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"Invalid padding {padding!r} (expected an int, a pair, 'same' or 'valid')")
+        kernel = ks[0] * ks[1]
+        layout = resolve_layout(in_channels, out_channels, factorization, kernel=kernel, format=str(format).lower())
+        super().__init__(layout, format, rank, bias, layout.in_size * kernel, nonlinearity, init, device, dtype)
+        self.kernel_size = ks
+        self.in_channels = layout.in_size
+        self.out_channels = layout.out_size
+        self.stride = _pair(stride)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.dilation = _pair(dilation)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The reconstructed ``(out_channels, in_channels, kh, kw)`` kernel (differentiable)."""
+        w = self.canonical_weight().permute(1, 0, 2)
+        return w.reshape(self.out_channels, self.in_channels, *self.kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.dense_weight(), self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, {self._format_repr()}"
+        )
