@@ -12,13 +12,22 @@ from torch import nn
 import tensordas as td
 
 F64 = torch.float64
-PATHS = [None, False]  # multi-tensor (default) and single-tensor reference path
-PATH_IDS = ["multi-tensor", "single-tensor"]
+# The default path (on CPU: scales on host floats), the multi-tensor device path, the single-tensor reference.
+PATHS = [None, "device", False]
+PATH_IDS = ["host", "multi-tensor", "single-tensor"]
+
+
+def das(params, base=torch.optim.SGD, foreach=None, **kw):
+    """td.DAS on one of PATHS: "device" forces the flat tensor path that CUDA takes."""
+    opt = td.DAS(params, base, foreach=None if foreach == "device" else foreach, **kw)
+    if foreach == "device":
+        opt._host_path = False
+    return opt
 
 
 def make_das(net, base=torch.optim.SGD, params=None, **kw):
     kw.setdefault("lr", 0.1)
-    return td.DAS(net.parameters() if params is None else params, base, core_groups=net.groups(), **kw)
+    return das(net.parameters() if params is None else params, base, core_groups=net.groups(), **kw)
 
 
 def scale_map(groups, scales):
@@ -156,7 +165,7 @@ def lora_like(seed=0):
 def test_zero_norm_core_stays_zero_and_others_are_scaled(foreach):
     a, b, loss_fn = lora_like()
     alpha, lr = 0.2, 0.1
-    opt = td.DAS([a, b], torch.optim.SGD, core_groups=[[a, b]], alpha=alpha, lr=lr, foreach=foreach)
+    opt = das([a, b], torch.optim.SGD, core_groups=[[a, b]], alpha=alpha, lr=lr, foreach=foreach)
     loss_fn().backward()
     assert sqn(a.grad) == 0.0 and sqn(b.grad) > 0.0
     a0, gb = a.detach().clone(), b.grad.clone()
@@ -444,9 +453,9 @@ PARITY_IDS = [
 
 
 @pytest.mark.parametrize("variant,grad_norm,missing,split_lrs,dtype", PARITY_CASES, ids=PARITY_IDS)
-def test_multi_tensor_path_equals_single_tensor_path(variant, grad_norm, missing, split_lrs, dtype):
+def test_fast_paths_equal_single_tensor_path(variant, grad_norm, missing, split_lrs, dtype):
     results = []
-    for foreach in (None, False):
+    for foreach in ("device", None, False):
         m = RandomGroups(dtype)
         if split_lrs:
             params = [
@@ -456,7 +465,7 @@ def test_multi_tensor_path_equals_single_tensor_path(variant, grad_norm, missing
             ]
         else:
             params = m.parameters()
-        opt = td.DAS(
+        opt = das(
             params,
             torch.optim.SGD,
             core_groups=m.groups(),
@@ -476,12 +485,13 @@ def test_multi_tensor_path_equals_single_tensor_path(variant, grad_norm, missing
                     c.grad = None
             opt.step()
         results.append((m, opt))
-    (m_multi, opt_multi), (m_single, opt_single) = results
+    *fast, (m_single, opt_single) = results
     tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == F64 else {"rtol": 2e-5, "atol": 1e-6}
-    for a, b in zip(m_multi.parameters(), m_single.parameters()):
-        torch.testing.assert_close(a, b, **tol)
-    assert opt_multi.skipped_per_group() == opt_single.skipped_per_group()
-    assert not torch.allclose(m_multi.groups()[1][0], RandomGroups(dtype).groups()[1][0])  # it moved
+    for m_fast, opt_fast in fast:
+        for a, b in zip(m_fast.parameters(), m_single.parameters()):
+            torch.testing.assert_close(a, b, **tol)
+        assert opt_fast.skipped_per_group() == opt_single.skipped_per_group()
+        assert not torch.allclose(m_fast.groups()[1][0], RandomGroups(dtype).groups()[1][0])  # it moved
 
 
 # --------------------------------------------------------------------- GradScaler

@@ -11,10 +11,15 @@ for same-shape operands, so on CUDA it would launch one kernel per core. There t
 expanded to one value per element (a transient buffer the size of the cores, freed at once)
 and multiplied through same-shape views: a constant number of kernels. On CPU, where foreach
 kernels loop per tensor anyway, the 0-dim list is cheaper and needs no buffer.
+
+On CPU there is no device to synchronise with, and the ~40 tiny tensor operations of the flat
+path cost more than the arithmetic itself, so a subclass may offer ``_host_scales``: the same
+formula on Python floats, fed by one fused norm call and applied by one fused multiply.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +61,7 @@ class _Plan:
     param_group_of_core: list[int]
     numels: list[int]
     numel_tensor: torch.Tensor  # (K,) int64, for expanding scales to elements
+    group_index_list: list[int]  # the same as group_index, on the host (CPU path)
 
 
 class CoreScalingOptimizer(BaseOptimizerWrapper):
@@ -150,6 +156,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                 param_group_of_core=[pg_of[id(c)] for c in cores],
                 numels=numels,
                 numel_tensor=to_device(numels, torch.int64, device),
+                group_index_list=index,
             )
             self._plan_key = key
         return self._plan
@@ -202,23 +209,26 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             return float(lrs[0])
         return to_device(lrs, dtype, device)
 
-    def _flat_stats(self, plan: _Plan) -> FlatStats:
+    def _squared_norms(self, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Squared norms of all cores then all their gradients (one fused call), and of the other
+        gradients the optimizer holds when the global norm is needed (None otherwise)."""
         cores = plan.cores
         dtype = torch.float64 if any(c.dtype == torch.float64 for c in cores) else torch.float32
-        # One fused call for the norms of cores and gradients together.
         sq = torch.stack(torch._foreach_norm(cores + [c.grad for c in cores], 2, dtype=dtype)).square_()
-        n, gamma = sq[: len(cores)], sq[len(cores) :]
-        global_sq = None
-        if self._need_global_norm:
-            core_ids = {id(c) for c in cores}
-            others = [
-                p.grad for pg in self.param_groups for p in pg["params"] if p.grad is not None and id(p) not in core_ids
-            ]
-            global_sq = gamma.sum()
-            if others:
-                global_sq = (
-                    global_sq + torch.stack(torch._foreach_norm(others, 2, dtype=dtype)).to(n.device).square().sum()
-                )
+        if not self._need_global_norm:
+            return sq, None
+        core_ids = {id(c) for c in cores}
+        params = [p for pg in self.param_groups for p in pg["params"]]
+        others = [p.grad for p in params if p.grad is not None and id(p) not in core_ids]
+        if not others:
+            return sq, sq.new_zeros(())
+        return sq, torch.stack(torch._foreach_norm(others, 2, dtype=dtype)).to(sq.device).square_().sum()
+
+    def _flat_stats(self, plan: _Plan) -> FlatStats:
+        sq, others_sq = self._squared_norms(plan)
+        n, gamma = sq[: len(plan.cores)], sq[len(plan.cores) :]
+        global_sq = None if others_sq is None else gamma.sum() + others_sq
+        dtype = sq.dtype
         return FlatStats(
             n=n,
             gamma=gamma,
@@ -237,6 +247,27 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         """The readable per-group reference path (``foreach=False``)."""
         raise NotImplementedError
 
+    # Subclasses that implement _host_scales get the CPU path; tests switch it off to compare paths.
+    _host_path = False
+
+    def _host_scales(
+        self, n: list[float], gamma: list[float], plan: _Plan, eta: list[float], alpha: float, global_sq: float | None
+    ) -> tuple[list[float], list[bool]]:
+        """(scale per core, skipped per group) on Python floats; see the module docstring."""
+        raise NotImplementedError
+
+    def _host_rescale(self, plan: _Plan, alpha: float) -> None:
+        sq, others_sq = self._squared_norms(plan)
+        values = sq.tolist()  # a CPU tensor: reading it back waits for nothing
+        k = len(plan.cores)
+        n, gamma = values[:k], values[k:]
+        global_sq = None if others_sq is None else math.fsum(gamma) + float(others_sq)
+        eta = [float(self.param_groups[i]["lr"]) for i in plan.param_group_of_core]
+        scales, skipped = self._host_scales(n, gamma, plan, eta, alpha, global_sq)
+        if any(skipped):
+            self._nonfinite_skips.add_(torch.tensor(skipped, dtype=torch.int64))
+        torch._foreach_mul_(plan.cores, scales)
+
     @torch.no_grad()
     def rescale_cores(self) -> None:
         """Apply this step's core scaling without the base step (``step()`` calls it)."""
@@ -248,6 +279,9 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             return
         plan = self._current_plan()
         if not plan.cores:
+            return
+        if self._host_path and plan.cores[0].device.type == "cpu":
+            self._host_rescale(plan, alpha)
             return
         scales, skipped = self._flat_scales(self._flat_stats(plan), alpha)
         self._nonfinite_skips.add_(skipped.to(torch.int64))

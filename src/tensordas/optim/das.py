@@ -20,13 +20,14 @@ the event is counted (:attr:`DAS.skipped_steps`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from ._core_scaling import CoreScalingOptimizer, FlatStats
 
-__all__ = ["DAS", "das_scales", "das_scales_single_group"]
+__all__ = ["DAS", "das_scales", "das_scales_host", "das_scales_single_group"]
 
 VARIANTS = ("sam-matched", "reference")
 GRAD_NORMS = ("group", "global")
@@ -81,6 +82,44 @@ def das_scales(
         grad_norm = stats.global_sq_norm.sqrt()
     s = _raw_scales(stats.n, deviation, grad_norm, alpha * stats.eta, variant, s_min, s_max, skipped[idx])
     return s, skipped
+
+
+def das_scales_host(
+    n: list[float],
+    gamma: list[float],
+    group_index: list[int],
+    num_groups: int,
+    eta: list[float],
+    alpha: float,
+    *,
+    global_sq_norm: float | None = None,
+    variant: str = "sam-matched",
+    s_min: float = 0.5,
+    s_max: float = 2.0,
+) -> tuple[list[float], list[bool]]:
+    """The scales of :func:`das_scales` on Python floats (the CPU path: a few dozen tensor
+    operations on a handful of numbers cost more than the numbers themselves)."""
+    gamma_sum, count = [0.0] * num_groups, [0] * num_groups
+    for g, value in zip(group_index, gamma):
+        gamma_sum[g] += value
+        count[g] += 1
+    skipped = [not math.isfinite(s) for s in gamma_sum]
+    if global_sq_norm is not None and not math.isfinite(global_sq_norm):
+        skipped = [True] * num_groups
+    scales = []
+    for g, n_k, gamma_k, eta_k in zip(group_index, n, gamma, eta):
+        norm = math.sqrt(gamma_sum[g] if global_sq_norm is None else global_sq_norm)
+        s = 1.0
+        if not skipped[g] and n_k > 0 and norm > 0:
+            deviation = gamma_k - gamma_sum[g] / count[g]
+            if variant == "sam-matched":
+                x = 1 + 2 * alpha * eta_k * deviation / (norm * n_k)
+                s = 1.0 if math.isnan(x) else math.sqrt(min(max(x, s_min**2), s_max**2))
+            else:
+                x = 1 + alpha * eta_k * deviation / (norm * math.sqrt(n_k))
+                s = 1.0 if math.isnan(x) else min(max(x, s_min), s_max)
+        scales.append(s)
+    return scales, skipped
 
 
 def das_scales_single_group(
@@ -171,6 +210,22 @@ class DAS(CoreScalingOptimizer):
 
     def _flat_scales(self, stats: FlatStats, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         return das_scales(stats, alpha, variant=self.variant, s_min=self.s_min, s_max=self.s_max)
+
+    _host_path = True
+
+    def _host_scales(self, n, gamma, plan, eta, alpha, global_sq):
+        return das_scales_host(
+            n,
+            gamma,
+            plan.group_index_list,
+            len(self.core_groups),
+            eta,
+            alpha,
+            global_sq_norm=global_sq,
+            variant=self.variant,
+            s_min=self.s_min,
+            s_max=self.s_max,
+        )
 
     def _single_tensor_rescale(self, alpha: float) -> None:
         global_sq = None
