@@ -151,6 +151,7 @@ def test_early_stopping_reports_the_best_validation_model():
         (["--data", SYNTH, "--seeds", "a,b"], "a,b"),
         (["--data", "missing-file.npy"], "missing-file.npy"),
         (["--data", SYNTH, "--missing", "0.0001"], "empty"),
+        (["--data", SYNTH, "--device", "tpu"], "tpu"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_path, capsys):
@@ -219,3 +220,10 @@ def test_dense_and_sampled_predictions_agree(model):
     sampled.dense = False
     with torch.no_grad():
         torch.testing.assert_close(dense(split.test.indices), sampled(split.test.indices), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path, capsys):
+    assert main(["complete", "--data", SYNTH, "--device", "cuda", "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "CUDA is not available" in err

@@ -50,6 +50,7 @@ def complete_command(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = "0",
     als: Annotated[bool, typer.Option(help="Add TensorLy's masked ALS reference row (CP, Tucker).")] = True,
     dtype: Annotated[str, typer.Option(help="float32 | float64.")] = _C.dtype,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = _C.device,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/completion"),
     resume: Annotated[bool, typer.Option(help="Reuse finished runs found in OUT/runs.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
@@ -84,6 +85,7 @@ def complete_command(
         seeds=tuple(parse_ints(seeds, "--seeds")),
         als=als,
         dtype=dtype,
+        device=device,
     )
     ensure_dir(out)  # fail before the runs, not after them
     start = time.perf_counter()

@@ -12,6 +12,7 @@ model is evaluated either densely (small tensors, full batch) or at the sampled 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from ..data import CompletionSplit, Entries, Standardizer, TensorData, load_tens
 from ..metrics import norm_deviation
 from ..models import CPModel, TRModel, TTModel, TuckerModel
 from ..reporting import ProgressFn, line_panels
-from ..training import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, optimizer_step
+from ..training import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, check_device, optimizer_step
 from ._experiment import RunResult, RunStore, fingerprint, mean_curves, run_grid, summary_table, write_experiment
 
 MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
@@ -66,12 +67,14 @@ class CompletionConfig:
     seeds: tuple[int, ...] = (0,)
     als: bool = True
     dtype: str = "float32"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"Invalid model {self.model!r} (expected one of {', '.join(MODELS)})")
         if self.init not in INITS:
             raise ValueError(f"Invalid init {self.init!r} (expected one of {', '.join(INITS)})")
+        check_device(self.device)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"Invalid dtype {self.dtype!r} (expected float32 or float64)")
         for name in ("steps", "eval_every"):
@@ -112,7 +115,7 @@ class CompletionConfig:
     def settings(self) -> dict[str, Any]:
         """What determines a run besides its optimizer and seed (for resume fingerprints)."""
         out = asdict(self)
-        for key in ("optimizers", "seeds", "als"):
+        for key in ("optimizers", "seeds", "als", "device"):
             out.pop(key)
         return out
 
@@ -156,7 +159,8 @@ class _Predictor:
     def __init__(self, model: nn.Module, shape: tuple[int, ...]) -> None:
         self.model = model
         self.dense = math.prod(shape) <= DENSE_LIMIT
-        self.strides = torch.tensor([math.prod(shape[k + 1 :]) for k in range(len(shape))], dtype=torch.int64)
+        strides = [math.prod(shape[k + 1 :]) for k in range(len(shape))]
+        self.strides = torch.tensor(strides, dtype=torch.int64, device=next(model.parameters()).device)
 
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
         if self.dense:
@@ -200,10 +204,17 @@ class CompletionExperiment:
         """Train one model with ``optimizer`` on the seed's split; return final metrics and curves."""
         cfg = self.config
         start = time.perf_counter()
+        device = torch.device(cfg.device)
         split = self.split(seed)
         std = Standardizer.fit(split.train.values, cfg.standardize)
+        model = make_model(cfg, self.data, split, seed).to(device)
+        split = dataclasses.replace(
+            split,
+            train=split.train.to(device),
+            test=split.test.to(device),
+            val=None if split.val is None else split.val.to(device),
+        )
         train = std.apply(split.train)
-        model = make_model(cfg, self.data, split, seed)
         predict = _Predictor(model, self.data.shape)
         opt = build_optimizer(optimizer, model.parameters(), find_core_groups(model))
         gen = torch.Generator().manual_seed(seed)
@@ -232,7 +243,7 @@ class CompletionExperiment:
             if batch is None:
                 idx, target = train.indices, train.values
             else:
-                pick = torch.randint(n_train, (batch,), generator=gen)
+                pick = torch.randint(n_train, (batch,), generator=gen).to(device)
                 idx, target = train.indices[pick], train.values[pick]
 
             def closure(idx=idx, target=target) -> torch.Tensor:

@@ -92,6 +92,19 @@ def build_optimizer(
     )
 
 
+def check_device(device: str) -> torch.device:
+    """``torch.device(device)``, or a ``ValueError`` naming it when it is malformed or absent here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"Invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Invalid device {device!r}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"Invalid device {device!r} (expected cpu or cuda[:N])")
+    return dev
+
+
 def optimizer_step(optimizer: Optimizer, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
     """One training step. ``closure`` zeroes the gradients, runs forward and backward, returns the loss.
 
