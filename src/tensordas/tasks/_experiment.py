@@ -110,7 +110,7 @@ def run_grid(
             done = store.load(key, print_) if (store is not None and resume) else None
             if done is None:
                 done = run_one(opt, seed, progress)
-                done.record.update(optimizer=opt.label, seed=seed)
+                done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed)
                 if store is not None:
                     store.save(key, print_, done)
             elif progress is not None:

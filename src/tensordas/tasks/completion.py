@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -224,7 +225,7 @@ class CompletionExperiment:
             predict.dense = False  # a mini-batch never needs the whole tensor
         curve: list[dict[str, Any]] = []
         best = {"val_r2": -math.inf, "state": None, "step": 0}
-        waited, diverged, train_time, step = 0, False, 0.0, 0
+        waited, diverged, step, step_times = 0, False, 0, []
         label = f"{optimizer.label} s{seed}"
 
         def evaluate(step: int, loss: float) -> dict[str, Any]:
@@ -253,7 +254,7 @@ class CompletionExperiment:
                 return loss
 
             loss = optimizer_step(opt, closure)
-            train_time += time.perf_counter() - tick
+            step_times.append(time.perf_counter() - tick)
             if not torch.isfinite(loss):
                 diverged = True
                 break
@@ -276,8 +277,9 @@ class CompletionExperiment:
             "steps": step,
             "best_step": best["step"] if best["state"] is not None else step,
             "diverged": diverged,
-            "train_time_s": train_time,
-            "step_time_ms": 1e3 * train_time / max(step, 1),
+            "train_time_s": math.fsum(step_times),
+            # The median step: robust to the first steps' warm-up and to other load on the machine.
+            "step_time_ms": 1e3 * statistics.median(step_times) if step_times else None,
             "wall_time_s": time.perf_counter() - start,
         }
         return RunResult(record=record, curve=curve)

@@ -1,0 +1,56 @@
+"""``tensordas reproduce``: the paper's comparison on bundled data, written as one report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..reproduce import run_reproduce
+from ._common import UsageError, console
+
+
+def reproduce_command(
+    quick: Annotated[bool, typer.Option("--quick", help="Quick profile: < 15 min on a 2-core CPU.")] = False,
+    profile: Annotated[
+        str | None, typer.Option(help="smoke | quick | full (default: full, or quick with --quick).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce"),
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated families: completion,noisy,compress,finetune,dynamics.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = "cpu",
+    config: Annotated[
+        list[Path] | None, typer.Option(help="Your own experiment file(s) (TOML, as in reproduce/configs).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted reproduction in OUT.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show the overall progress (only on a terminal).")] = True,
+) -> None:
+    """Run every experiment family with base, SAM and DAS on several seeds and write OUT/report.md.
+
+    Also writes OUT/results.json (every record) and one folder per experiment with its curves,
+    plots and per-run files. Re-running continues where an interrupted run stopped.
+    """
+    if quick and profile not in (None, "quick"):
+        raise UsageError(f"--quick contradicts --profile {profile}")
+    chosen = "quick" if quick else (profile or "full")
+    families = [f.strip() for f in only.split(",") if f.strip()] if only else None
+    try:
+        result = run_reproduce(
+            out,
+            profile=chosen,
+            only=families,
+            device=device,
+            config_files=config,
+            resume=resume,
+            progress=None if progress else False,
+            command="tensordas " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+        )
+    except ValueError as e:
+        if "Invalid profile" in str(e) or "Invalid --only" in str(e):
+            raise UsageError(str(e)) from None
+        raise
+    console().print(f"wrote {result.report} and {result.results.name}", highlight=False)

@@ -1,0 +1,163 @@
+"""``tensordas reproduce``: every experiment family, base vs SAM vs DAS on several seeds, one report.
+
+Each experiment runs in ``OUT/<experiment>/`` through its task, which keeps every finished
+(optimizer, seed) run as its own atomically written file; a finished experiment also leaves
+``OUT/<experiment>/experiment.json`` with a fingerprint of its spec. Re-running an interrupted
+reproduction therefore continues where it stopped, and ``OUT/results.json`` and ``OUT/report.md``
+are written last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..reporting import ProgressFn, atomic_open, ensure_dir, write_json
+from ..tasks._experiment import fingerprint
+from ..training import check_device
+from .families import FAMILIES, FamilyOutcome, count_runs, run_family
+from .report import environment, experiment_section, render_report
+from .specs import ExperimentSpec, bundled_specs, load_spec
+
+DONE_FILE = "experiment.json"
+
+
+@dataclass
+class ReproduceResult:
+    """What a reproduction produced."""
+
+    out_dir: Path
+    outcomes: dict[str, FamilyOutcome]
+    report: Path
+    results: Path
+
+
+def select_specs(
+    profile: str, only: Sequence[str] | None = None, config_files: Sequence[str | Path] | None = None
+) -> list[ExperimentSpec]:
+    """The bundled experiments (or the user's files), restricted to the families in ``only``."""
+    specs = [load_spec(f, profile) for f in config_files] if config_files else bundled_specs(profile)
+    for spec in specs:
+        if spec.family not in FAMILIES:
+            raise ValueError(f"{spec.source}: unknown family {spec.family!r} (expected one of {', '.join(FAMILIES)})")
+    if only:
+        unknown = sorted(set(only) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"Invalid --only {','.join(unknown)} (expected some of {', '.join(FAMILIES)})")
+        specs = [s for s in specs if s.family in only]
+        if not specs:
+            raise ValueError(f"no experiment of the families {', '.join(only)} in this configuration")
+    return specs
+
+
+def _load_done(folder: Path, print_: str) -> FamilyOutcome | None:
+    try:
+        stored = json.loads((folder / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if stored.get("fingerprint") != print_:
+        return None
+    return FamilyOutcome(
+        records=stored["records"], figures=[Path(f) for f in stored["figures"]], config=stored["config"]
+    )
+
+
+@contextlib.contextmanager
+def overall_progress(total_runs: int, enabled: bool | None) -> Iterator[tuple[ProgressFn, Any]]:
+    """One overall bar (experiment, run, elapsed, ETA) over all runs; yields (task callback, set_experiment)."""
+    console = Console(stderr=True)
+    if enabled is None:
+        enabled = console.is_terminal
+    state = {"finished": 0, "experiment": ""}
+    if not enabled:
+        yield (lambda task, done, total: None), (lambda name: None)
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[runs]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task_id = bar.add_task("", total=total_runs, runs="")
+
+        def update(run: str, done: int, total: int) -> None:
+            if done >= total:
+                state["finished"] += 1
+                completed = state["finished"]
+            else:
+                completed = state["finished"] + done / max(total, 1)
+            bar.update(
+                task_id,
+                completed=min(completed, total_runs),
+                description=f"{state['experiment']}: {run}",
+                runs=f"{min(state['finished'], total_runs)}/{total_runs} runs",
+            )
+
+        def set_experiment(name: str) -> None:
+            state["experiment"] = name
+            bar.update(task_id, description=name)
+
+        yield update, set_experiment
+
+
+def run_reproduce(
+    out_dir: str | Path,
+    *,
+    profile: str = "quick",
+    only: Sequence[str] | None = None,
+    device: str = "cpu",
+    config_files: Sequence[str | Path] | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    command: str | None = None,
+) -> ReproduceResult:
+    """Run the selected experiments into ``out_dir`` and write ``results.json`` and ``report.md``."""
+    check_device(device)
+    specs = select_specs(profile, only, config_files)
+    out = ensure_dir(out_dir)
+    for name in ("report.md", "results.json"):  # never leave an old report beside new results
+        (out / name).unlink(missing_ok=True)
+    start = time.perf_counter()
+    outcomes: dict[str, FamilyOutcome] = {}
+    total = sum(count_runs(s) for s in specs)
+    with overall_progress(total, progress) as (update, set_experiment):
+        for spec in specs:
+            folder = ensure_dir(out / spec.name)
+            print_ = fingerprint("reproduce", asdict(spec) | {"source": None})
+            set_experiment(spec.name)
+            outcome = _load_done(folder, print_) if resume else None
+            if outcome is None:
+                outcome = run_family(spec, folder, resume, device, update)
+                write_json(
+                    folder / DONE_FILE,
+                    {
+                        "fingerprint": print_,
+                        "records": outcome.records,
+                        "figures": [str(f) for f in outcome.figures],
+                        "config": outcome.config,
+                    },
+                )
+            else:
+                for _ in range(count_runs(spec)):
+                    update("finished earlier", 1, 1)
+            outcomes[spec.name] = outcome
+    elapsed = time.perf_counter() - start
+    env = environment(device)
+    records = [{"experiment": s.name, "family": s.family, **r} for s in specs for r in outcomes[s.name].records]
+    results = write_json(out / "results.json", {"profile": profile, "environment": env, "records": records})
+    sections = [experiment_section(s, outcomes[s.name], out / s.name, out) for s in specs]
+    report = out / "report.md"
+    with atomic_open(report) as f:
+        f.write(render_report(sections, env, profile, elapsed, command))
+    return ReproduceResult(out_dir=out, outcomes=outcomes, report=report, results=results)
