@@ -18,7 +18,6 @@ from .. import __version__
 from ._common import ClickException, UsageError, print_error
 from .complete import complete_command
 from .dynamics import dynamics_command
-from .finetune import finetune_command
 from .reproduce import reproduce_command
 
 __all__ = ["app", "main"]
@@ -50,7 +49,6 @@ def _root(
 # Commands, one module each.
 app.command("dynamics")(dynamics_command)
 app.command("complete")(complete_command)
-app.command("finetune")(finetune_command)
 app.command("reproduce")(reproduce_command)
 
 _INTERRUPTED = 130
