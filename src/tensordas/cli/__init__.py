@@ -17,8 +17,11 @@ import typer
 from .. import __version__
 from ._common import ClickException, UsageError, print_error
 from .complete import complete_command
+from .compress import compress_command
 from .dynamics import dynamics_command
+from .finetune import finetune_command
 from .reproduce import reproduce_command
+from .train import train_command
 
 __all__ = ["app", "main"]
 
@@ -49,7 +52,10 @@ def _root(
 # Commands, one module each.
 app.command("dynamics")(dynamics_command)
 app.command("complete")(complete_command)
+app.command("finetune")(finetune_command)
 app.command("reproduce")(reproduce_command)
+app.command("train")(train_command)
+app.command("compress")(compress_command)
 
 _INTERRUPTED = 130
 

@@ -1,5 +1,20 @@
-"""What every task shares: building the compared optimizers and driving them with one step function."""
+"""What every task shares: building the compared optimizers, driving them with one step function,
+and one training loop for classifiers."""
 
+from .loop import LR_SCHEDULES, LoopConfig, TrainResult, evaluate, load_checkpoint, train_classifier
 from .optimizers import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, check_device, optimizer_step
 
-__all__ = ["BASE_OPTIMIZERS", "METHODS", "OptimizerConfig", "build_optimizer", "check_device", "optimizer_step"]
+__all__ = [
+    "BASE_OPTIMIZERS",
+    "LR_SCHEDULES",
+    "METHODS",
+    "LoopConfig",
+    "OptimizerConfig",
+    "TrainResult",
+    "build_optimizer",
+    "check_device",
+    "evaluate",
+    "load_checkpoint",
+    "optimizer_step",
+    "train_classifier",
+]

@@ -1,0 +1,143 @@
+"""``tensordas compress``: decompose a trained dense network's layers, then fine-tune with base, SAM and DAS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from ..reporting import ensure_dir, progress_bar
+from ..tasks.compress import CompressConfig, compress_table, run_compress, write_compress
+from ._common import build_config, console, parse_ints
+from .train import parse_methods, parse_rank
+
+_C = CompressConfig(train_dense=True, ratio=4.0)
+
+
+def _patterns(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def compress_command(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dense model to compress: OUT/dense.pt of a --train-dense run, a 'tensordas train' checkpoint of a "
+            "dense model, or a bare state dict (with --model)."
+        ),
+    ] = None,
+    train_dense: Annotated[
+        bool, typer.Option("--train-dense", help="Train the dense model first (base optimizer); saves OUT/dense.pt.")
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Dense architecture: mlp | cnn | resnet20 | resnet32 (default mlp; checked against a file)."),
+    ] = None,
+    hidden: Annotated[str | None, typer.Option(help="MLP hidden sizes for --train-dense, e.g. 256,256.")] = None,
+    dense_epochs: Annotated[int, typer.Option(help="Epochs of --train-dense.")] = _C.dense_epochs,
+    dense_lr: Annotated[float, typer.Option(help="Learning rate of --train-dense.")] = _C.dense_lr,
+    method: Annotated[str, typer.Option(help="Decomposition: tt | tr | cp | tucker.")] = _C.method,
+    ratio: Annotated[
+        float | None, typer.Option(help="Target compression ratio per layer (dense weight / core entries).")
+    ] = None,
+    rank: Annotated[str | None, typer.Option(help="Rank instead of --ratio: R, or one per bond.")] = None,
+    layers: Annotated[
+        str | None, typer.Option(help="Layers to decompose: comma-separated name patterns (default: all but the last).")
+    ] = None,
+    exclude: Annotated[str | None, typer.Option(help="Comma-separated name patterns to keep dense.")] = None,
+    data: Annotated[
+        str, typer.Option(help="digits (bundled) | cifar10 (with --data-dir) | an .npz file with arrays X and y.")
+    ] = _C.data,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with torchvision's cifar-10-batches-py (for --data cifar10).")
+    ] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch CIFAR-10 into --data-dir with torchvision if it is missing.")
+    ] = False,
+    test_fraction: Annotated[float, typer.Option(help="Share of each class held out for testing.")] = _C.test_fraction,
+    train_size: Annotated[int | None, typer.Option(help="Keep this many random training samples.")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Keep this many random test samples.")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/test split (and of --train-dense).")] = 0,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = _C.epochs,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = _C.batch_size,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = _C.lr,
+    lr_schedule: Annotated[str, typer.Option(help="cosine | step | none (stepped per optimizer step).")] = (
+        _C.lr_schedule
+    ),
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _C.momentum,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay of the base optimizer.")] = _C.weight_decay,
+    base: Annotated[str, typer.Option(help="Base optimizer: sgd | adam | adamw.")] = _C.base,
+    optimizer: Annotated[str, typer.Option(help="base | sam | das | bar (or several: das,sam).")] = "das",
+    compare: Annotated[bool, typer.Option("--compare", help="Fine-tune with base, SAM and DAS.")] = False,
+    alpha: Annotated[float, typer.Option(help="DAS strength.")] = _C.alpha,
+    alpha_schedule: Annotated[str, typer.Option(help="constant | linear | cosine.")] = _C.alpha_schedule,
+    rho: Annotated[float, typer.Option(help="SAM radius.")] = _C.rho,
+    seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds, e.g. 0,1,2.")] = "0",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = _C.device,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (1 is fastest for small models on a busy machine).", min=1)
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/compress"),
+    resume: Annotated[
+        bool, typer.Option(help="Reuse finished runs, the trained dense model and checkpoints found in OUT.")
+    ] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
+) -> None:
+    """Compress a dense network's layers into TT/TR/CP/Tucker form at a ratio or rank, then fine-tune it.
+
+    Reports accuracy of the dense model, right after decomposition and after fine-tuning, parameter
+    counts and the achieved ratio. Writes OUT/curves.csv (per fine-tuning epoch; epoch 0 is right after
+    decomposition), OUT/compress.png, OUT/config.json and, last, OUT/results.json; prints mean ± std over seeds.
+    """
+    config = build_config(
+        CompressConfig,
+        data=data,
+        data_dir=None if data_dir is None else str(data_dir),
+        download=download,
+        test_fraction=test_fraction,
+        train_size=train_size,
+        test_size=test_size,
+        split_seed=split_seed,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        train_dense=train_dense,
+        model=model,
+        hidden=None if hidden is None else tuple(parse_ints(hidden, "--hidden")),
+        dense_epochs=dense_epochs,
+        dense_lr=dense_lr,
+        method=method,
+        ratio=ratio,
+        rank=parse_rank(rank),
+        layers=_patterns(layers),
+        exclude=_patterns(exclude) or (),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr_schedule=lr_schedule,
+        base=base,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        optimizers=parse_methods(optimizer, compare),
+        alpha=alpha,
+        rho=rho,
+        alpha_schedule=alpha_schedule,
+        seeds=tuple(parse_ints(seeds, "--seeds")),
+        device=device,
+    )
+    if threads is not None:
+        torch.set_num_threads(threads)
+    ensure_dir(out)  # fail before the runs, not after them
+    start = time.perf_counter()
+    with progress_bar(enabled=None if progress else False) as update:
+        results = run_compress(config, out_dir=out, resume=resume, progress=update)
+    paths = write_compress(results, config, out)
+    con = console()
+    con.print(compress_table(results, config))
+    elapsed = time.perf_counter() - start
+    con.print(
+        f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
+    )

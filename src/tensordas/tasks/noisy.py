@@ -1,0 +1,337 @@
+"""Noisy-label training: tensorized networks trained on corrupted labels; clean test accuracy.
+
+Every (optimizer, seed) run of one seed shares the seed's data split, label noise and initial
+weights (``torch.manual_seed(seed)`` before the network is built), so the optimizers differ only
+in how they train. Each run goes through :func:`tensordas.training.train_classifier` with a
+checkpoint per epoch in ``OUT/checkpoints/``; an interrupted experiment resumes finished runs from
+``OUT/runs/`` and the unfinished one from its last epoch.
+
+Records (``results.json``, one per optimizer and seed): ``best_test_acc`` (best epoch),
+``final_test_acc``, ``noise_rate_realized``, memorisation on the corrupted training samples at the
+end (``memorized``: predicted as their noisy label; ``recovered``: predicted as their true label),
+``Q_mean`` (the norm deviation averaged over core groups), times and the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import ClassificationData, NoisyLabels, add_label_noise, asymmetric_mapping, load_classification
+from ..data.noise import NOISE_TYPES, check_noise_rate
+from ..layers._formats import Rank
+from ..networks import build_network, parse_network_name
+from ..reporting import ProgressFn, line_panels
+from ..training import BASE_OPTIMIZERS, METHODS, LoopConfig, OptimizerConfig, check_device, train_classifier
+from ._experiment import RunResult, fingerprint, mean_curves, run_grid, run_key, summary_table, write_experiment
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "NoisyConfig",
+    "NoisyExperiment",
+    "noisy_table",
+    "plot_noisy",
+    "run_noisy",
+    "write_noisy",
+]
+
+TASK = "noisy"
+CURVE_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "memorized",
+    "recovered",
+    "Q_mean",
+    "Q_sum",
+    "time_s",
+]
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def optimizer_configs(
+    optimizers: Sequence[str],
+    *,
+    base: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    alpha: float,
+    rho: float,
+    alpha_schedule: str,
+) -> list[OptimizerConfig]:
+    """One validated :class:`OptimizerConfig` per method name (``total_steps`` is set by the loop)."""
+    bad = [m for m in optimizers if m not in METHODS]
+    if bad or not optimizers:
+        raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
+    if base not in BASE_OPTIMIZERS:
+        raise ValueError(f"Invalid base optimizer {base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
+    # A decaying alpha schedule needs total_steps to validate; the loop replaces it with epochs * batches.
+    steps = None if alpha_schedule == "constant" else 1
+    return [
+        OptimizerConfig(
+            method=m,
+            base=base,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            rho=rho,
+            alpha=alpha,
+            alpha_schedule=alpha_schedule,
+            total_steps=steps,
+        )
+        for m in optimizers
+    ]
+
+
+@dataclass(frozen=True)
+class NoisyConfig:
+    """Settings of a noisy-label experiment (validated on construction)."""
+
+    data: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    test_fraction: float = 0.25
+    train_size: int | None = None
+    test_size: int | None = None
+    noise: float = 0.4
+    noise_type: str = "symmetric"
+    model: str = "tt-mlp"
+    rank: Rank | None = None
+    hidden: tuple[int, ...] | None = None  # MLP hidden sizes (None: the network's default)
+    epochs: int = 30
+    batch_size: int = 64
+    lr_schedule: str = "cosine"
+    base: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizers: tuple[str, ...] = ("das",)
+    alpha: float = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
+    rho: float = 0.1
+    alpha_schedule: str = "constant"
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_noise_rate(self.noise)
+        if self.noise_type not in NOISE_TYPES:
+            raise ValueError(f"Invalid noise type {self.noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                raise ValueError(f"Invalid {name} value: {value} (expected at least 2 samples)")
+        fmt, base = parse_network_name(self.model)
+        if fmt is None and self.rank is not None:
+            raise ValueError(f"model {self.model!r} is dense; --rank needs a tensorized one (e.g. 'tt-{base}')")
+        if self.hidden is not None and (base != "mlp" or not self.hidden or min(self.hidden) < 1):
+            raise ValueError(f"Invalid hidden sizes {self.hidden!r} for model {self.model!r} (MLPs only, positive)")
+        if not self.seeds:
+            raise ValueError("no seeds given")
+        check_device(self.device)
+        _ = self.loop, self.optimizer_configs  # validates epochs, batch size, schedules, lr, alpha, rho
+
+    @cached_property
+    def loop(self) -> LoopConfig:
+        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
+
+    @cached_property
+    def optimizer_configs(self) -> list[OptimizerConfig]:
+        return optimizer_configs(
+            self.optimizers,
+            base=self.base,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            alpha=self.alpha,
+            rho=self.rho,
+            alpha_schedule=self.alpha_schedule,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """What determines a run besides its optimizer and seed (for resume fingerprints)."""
+        out = asdict(self)
+        for key in ("optimizers", "seeds", "device", "download"):
+            out.pop(key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def network_kwargs(hidden: Sequence[int] | None) -> dict[str, Any]:
+    return {} if hidden is None else {"hidden": tuple(hidden)}
+
+
+@dataclass
+class NoisyExperiment:
+    """Per-seed data and label noise shared by every run of one experiment."""
+
+    config: NoisyConfig
+    out_dir: Path | None = None
+    resume: bool = True
+    _data: dict[int, tuple[ClassificationData, NoisyLabels]] = field(default_factory=dict)
+
+    def data(self, seed: int) -> tuple[ClassificationData, NoisyLabels]:
+        """The seed's split (clean test set) and its noisy training labels."""
+        if seed not in self._data:
+            cfg = self.config
+            data = load_classification(
+                cfg.data,
+                data_dir=cfg.data_dir,
+                download=cfg.download,
+                seed=seed,
+                test_fraction=cfg.test_fraction,
+                train_size=cfg.train_size,
+                test_size=cfg.test_size,
+            )
+            mapping = asymmetric_mapping(data.num_classes, data.name) if cfg.noise_type == "asymmetric" else None
+            noisy = add_label_noise(
+                data.y_train, data.num_classes, cfg.noise, cfg.noise_type, seed=seed, mapping=mapping
+            )
+            self._data[seed] = (data, noisy)
+        return self._data[seed]
+
+    def build_model(self, data: ClassificationData, seed: int) -> nn.Module:
+        """The seed's initial network (the same for every optimizer)."""
+        cfg = self.config
+        torch.manual_seed(seed)
+        model = build_network(
+            cfg.model, data.input_shape, data.num_classes, rank=cfg.rank, **network_kwargs(cfg.hidden)
+        )
+        return model.to(torch.device(cfg.device))
+
+    def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
+        """Train one network with ``optimizer`` on the seed's noisy labels; final metrics and curves."""
+        cfg = self.config
+        data, noisy = self.data(seed)
+        model = self.build_model(data, seed)
+        key = run_key(optimizer, seed)
+        checkpoint = None if self.out_dir is None else self.out_dir / CHECKPOINTS_DIR / f"{key}.pt"
+        result = train_classifier(
+            model,
+            optimizer,
+            (data.x_train, noisy.labels),
+            (data.x_test, data.y_test),
+            loop=cfg.loop,
+            seed=seed,
+            true_labels=noisy.true_labels,
+            checkpoint=checkpoint,
+            resume=self.resume,
+            tag=fingerprint(TASK, cfg.settings(), optimizer.as_dict(), seed),
+            meta={
+                "architecture": cfg.model,
+                "input_shape": list(data.input_shape),
+                "num_classes": data.num_classes,
+                "model_kwargs": {k: list(v) for k, v in network_kwargs(cfg.hidden).items()},
+            },
+            progress=progress,
+            label=f"{optimizer.label} s{seed}",
+        )
+        final, best = result.final, result.best
+        record = {
+            "model": cfg.model,
+            "rank": cfg.rank,
+            "data": data.name,
+            "n_train": data.n_train,
+            "n_test": data.n_test,
+            "noise": cfg.noise,
+            "noise_type": cfg.noise_type,
+            "noise_rate_realized": noisy.realized_rate,
+            "n_corrupted": noisy.n_corrupted,
+            "params": sum(p.numel() for p in model.parameters()),
+            "best_test_acc": best["test_acc"],
+            "best_epoch": best["epoch"],
+            "final_test_acc": final["test_acc"],
+            "final_train_loss": final["train_loss"],
+            "final_train_acc": final["train_acc"],
+            "memorized": final["memorized"],
+            "recovered": final["recovered"],
+            "Q_mean": final["Q_mean"],
+            "Q_groups": result.group_q,
+            "epochs": final["epoch"],
+            "steps": result.steps,
+            "diverged": result.diverged,
+            "resumed_from_epoch": result.resumed_from,
+            "train_time_s": result.train_time_s,
+            "step_time_ms": result.step_time_ms,
+            "wall_time_s": result.wall_time_s,  # training and per-epoch evaluation, over resumed sessions too
+        }
+        return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
+
+
+def run_noisy(
+    config: NoisyConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+) -> list[RunResult]:
+    """Run every optimizer on every seed; reuse finished runs (and resume checkpoints) in ``out_dir``."""
+    exp = NoisyExperiment(config, None if out_dir is None else Path(out_dir), resume)
+    return run_grid(
+        TASK,
+        config.settings(),
+        config.optimizer_configs,
+        config.seeds,
+        exp.run,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+    )
+
+
+def _title(config: NoisyConfig) -> str:
+    return f"{config.model} on {config.data}, {config.noise:.0%} {config.noise_type} label noise"
+
+
+def plot_noisy(results: Sequence[RunResult], config: NoisyConfig):
+    """Clean test accuracy, memorised fraction and Q against epochs, mean over seeds, one line per optimizer."""
+    panels = ["test_acc", "memorized", "Q_mean"]
+    series = mean_curves(results, "epoch", panels)
+    return line_panels(
+        series,
+        "epoch",
+        panels,
+        ylabels={
+            "test_acc": "clean test accuracy",
+            "memorized": "corrupted samples fitted to noisy label",
+            "Q_mean": "norm deviation Q (mean over groups)",
+        },
+        yscales={"Q_mean": "log"},
+        title=_title(config),
+    )
+
+
+def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
+    """Mean ± std over seeds: best/final clean test accuracy, memorisation, realised noise, Q, times."""
+    return summary_table(
+        results,
+        {
+            "best_test_acc": "best test acc",
+            "final_test_acc": "final test acc",
+            "recovered": "true-label acc (corrupted)",
+            "memorized": "memorized",
+            "noise_rate_realized": "noise",
+            "Q_mean": "Q",
+            "step_time_ms": "ms/step",
+            "wall_time_s": "wall s",
+        },
+        title=f"Noisy labels: {_title(config)}, {config.epochs} epochs, {len(config.seeds)} seed(s)",
+    )
+
+
+def write_noisy(results: Sequence[RunResult], config: NoisyConfig, out_dir: str | Path):
+    """``curves.csv``, ``noisy.png``, ``config.json`` and, last, ``results.json``."""
+    return write_experiment(out_dir, TASK, config.to_dict(), results, CURVE_COLUMNS, plot_noisy(results, config))
