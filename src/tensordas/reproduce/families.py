@@ -101,3 +101,33 @@ def _completion(spec, out_dir, resume, device, progress) -> FamilyOutcome:
     results = run_completion(config, out_dir=out_dir, resume=resume, progress=progress)
     paths = write_completion(results, config, out_dir)
     return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
+
+
+@register_family("finetune", count=lambda s: _seeded_count(s))
+def _finetune(spec, out_dir, resume, device, progress) -> FamilyOutcome:
+    from ..tasks.finetune import FinetuneConfig, run_finetune, write_finetune
+
+    config = FinetuneConfig(**{**_tuples(spec.settings), "device": device})
+    results = run_finetune(config, out_dir=out_dir, resume=resume, progress=progress)
+    paths = write_finetune(results, config, out_dir)
+    return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
+
+
+@register_family("noisy", count=lambda s: _seeded_count(s))
+def _noisy(spec, out_dir, resume, device, progress) -> FamilyOutcome:
+    from ..tasks.noisy import NoisyConfig, run_noisy, write_noisy
+
+    config = NoisyConfig(**{**_tuples(spec.settings), "device": device})
+    results = run_noisy(config, out_dir=out_dir, resume=resume, progress=progress)
+    paths = write_noisy(results, config, out_dir)
+    return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
+
+
+@register_family("compress", count=lambda s: _seeded_count(s))
+def _compress(spec, out_dir, resume, device, progress) -> FamilyOutcome:
+    from ..tasks.compress import CompressConfig, run_compress, write_compress
+
+    config = CompressConfig(**{**_tuples(spec.settings), "device": device})
+    results = run_compress(config, out_dir=out_dir, resume=resume, progress=progress)
+    paths = write_compress(results, config, out_dir)
+    return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
