@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+
+from ..reporting import ensure_dir, progress_bar
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover - older typer depends on click
     from click.exceptions import ClickException, UsageError
 
-__all__ = ["ClickException", "UsageError", "build_config", "console", "parse_ints", "parse_pair", "print_error"]
+__all__ = [
+    "ClickException",
+    "UsageError",
+    "build_config",
+    "console",
+    "parse_ints",
+    "parse_methods",
+    "parse_pair",
+    "parse_rank",
+    "print_error",
+    "run_comparison",
+]
 
 T = TypeVar("T")
 
@@ -57,6 +72,52 @@ def parse_ints(value: str, option: str) -> list[int]:
     if not numbers:
         raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers", param_hint=f"'{option}'")
     return numbers
+
+
+COMPARED = ("base", "sam", "das")
+
+
+def parse_methods(optimizer: str, compare: bool) -> tuple[str, ...]:
+    """The optimizers to run: base, SAM and DAS with ``--compare``, else the comma-separated ``--optimizer``."""
+    return COMPARED if compare else tuple(o.strip() for o in optimizer.split(","))
+
+
+def parse_rank(value: str | None, option: str = "--rank") -> int | tuple[int, ...] | None:
+    """``None`` -> None, ``"8"`` -> 8, ``"1,4,4,1"`` -> (1, 4, 4, 1)."""
+    if value is None:
+        return None
+    ranks = parse_ints(value, option)
+    return ranks[0] if len(ranks) == 1 else tuple(ranks)
+
+
+def run_comparison(
+    config: Any,
+    out: Path,
+    *,
+    run: Callable[..., Any],
+    write: Callable[..., dict[str, Path]],
+    table: Callable[..., Any],
+    resume: bool,
+    progress: bool,
+    threads: int | None = None,
+) -> None:
+    """What every comparison command does once its configuration is valid: run the (optimizer, seed)
+    grid with a progress bar, write the results, print the mean ± std table."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    ensure_dir(out)  # fail before the runs, not after them
+    start = time.perf_counter()
+    with progress_bar(enabled=None if progress else False) as update:
+        results = run(config, out_dir=out, resume=resume, progress=update)
+    paths = write(results, config, out)
+    con = console()
+    con.print(table(results, config))
+    elapsed = time.perf_counter() - start
+    con.print(
+        f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
+    )
 
 
 def build_config(factory: Callable[..., T], **settings: Any) -> T:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..reporting import ensure_dir, progress_bar
 from ..tasks.completion import CompletionConfig, completion_table, run_completion, write_completion
-from ._common import build_config, console, parse_ints
+from ._common import build_config, parse_ints, parse_methods, parse_rank, run_comparison
 
 _C = CompletionConfig()
-COMPARED = ("base", "sam", "das")
 
 
 def complete_command(
@@ -60,19 +57,18 @@ def complete_command(
     Writes OUT/curves.csv, OUT/completion.png, OUT/config.json and, last, OUT/results.json
     (one record per optimizer and seed); prints mean ± std over seeds.
     """
-    ranks = parse_ints(rank, "--rank")
     config = build_config(
         CompletionConfig,
         data=data,
         model=model,
-        rank=ranks[0] if len(ranks) == 1 else tuple(ranks),
+        rank=parse_rank(rank),
         missing=missing,
         validation=validation,
         patience=patience,
         standardize=standardize,
         init=init,
         base=base,
-        optimizers=COMPARED if compare else tuple(o.strip() for o in optimizer.split(",")),
+        optimizers=parse_methods(optimizer, compare),
         lr=lr,
         momentum=momentum,
         weight_decay=weight_decay,
@@ -87,14 +83,12 @@ def complete_command(
         dtype=dtype,
         device=device,
     )
-    ensure_dir(out)  # fail before the runs, not after them
-    start = time.perf_counter()
-    with progress_bar(enabled=None if progress else False) as update:
-        results = run_completion(config, out_dir=out, resume=resume, progress=update)
-    paths = write_completion(results, config, out)
-    con = console()
-    con.print(completion_table(results, config))
-    elapsed = time.perf_counter() - start
-    con.print(
-        f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
+    run_comparison(
+        config,
+        out,
+        run=run_completion,
+        write=write_completion,
+        table=completion_table,
+        resume=resume,
+        progress=progress,
     )

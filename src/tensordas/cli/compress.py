@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from ..reporting import ensure_dir, progress_bar
 from ..tasks.compress import CompressConfig, compress_table, run_compress, write_compress
-from ._common import build_config, console, parse_ints
-from .train import parse_methods, parse_rank
+from ._common import build_config, parse_ints, parse_methods, parse_rank, run_comparison
 
 _C = CompressConfig(train_dense=True, ratio=4.0)
 
@@ -128,16 +124,13 @@ def compress_command(
         seeds=tuple(parse_ints(seeds, "--seeds")),
         device=device,
     )
-    if threads is not None:
-        torch.set_num_threads(threads)
-    ensure_dir(out)  # fail before the runs, not after them
-    start = time.perf_counter()
-    with progress_bar(enabled=None if progress else False) as update:
-        results = run_compress(config, out_dir=out, resume=resume, progress=update)
-    paths = write_compress(results, config, out)
-    con = console()
-    con.print(compress_table(results, config))
-    elapsed = time.perf_counter() - start
-    con.print(
-        f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
+    run_comparison(
+        config,
+        out,
+        run=run_compress,
+        write=write_compress,
+        table=compress_table,
+        resume=resume,
+        progress=progress,
+        threads=threads,
     )

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..reporting import ensure_dir, progress_bar
 from ..tasks.finetune import DEFAULT_MODEL, FinetuneConfig, finetune_table, run_finetune, write_finetune
-from ._common import build_config, console, parse_ints
+from ._common import build_config, parse_ints, parse_methods, run_comparison
 
 _C = FinetuneConfig()
-COMPARED = ("base", "sam", "das")
 
 
 def finetune_command(
@@ -98,25 +95,20 @@ def finetune_command(
         lr=lr,
         momentum=momentum,
         weight_decay=weight_decay,
-        optimizers=COMPARED if compare else tuple(o.strip() for o in optimizer.split(",")),
+        optimizers=parse_methods(optimizer, compare),
         alpha=alpha,
         alpha_schedule=alpha_schedule,
         rho=rho,
         seeds=tuple(parse_ints(seeds, "--seeds")),
         device=device,
     )
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    ensure_dir(out)  # fail before the runs, not after them
-    start = time.perf_counter()
-    with progress_bar(enabled=None if progress else False) as update:
-        results = run_finetune(config, out_dir=out, resume=resume, progress=update)
-    paths = write_finetune(results, config, out)
-    con = console()
-    con.print(finetune_table(results, config))
-    elapsed = time.perf_counter() - start
-    con.print(
-        f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
+    run_comparison(
+        config,
+        out,
+        run=run_finetune,
+        write=write_finetune,
+        table=finetune_table,
+        resume=resume,
+        progress=progress,
+        threads=threads,
     )

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from ..reporting import ensure_dir, progress_bar
 from ..tasks.noisy import NoisyConfig, noisy_table, run_noisy, write_noisy
-from ._common import build_config, console, parse_ints
+from ._common import build_config, parse_ints, parse_methods, parse_rank, run_comparison
 
 _C = NoisyConfig()
-COMPARED = ("base", "sam", "das")
-
-
-def parse_rank(value: str | None, option: str = "--rank") -> int | tuple[int, ...] | None:
-    """``None`` -> None, ``"8"`` -> 8, ``"1,4,4,1"`` -> (1, 4, 4, 1)."""
-    if value is None:
-        return None
-    ranks = parse_ints(value, option)
-    return ranks[0] if len(ranks) == 1 else tuple(ranks)
-
-
-def parse_methods(optimizer: str, compare: bool) -> tuple[str, ...]:
-    return COMPARED if compare else tuple(o.strip() for o in optimizer.split(","))
 
 
 def train_command(
@@ -111,16 +95,13 @@ def train_command(
         seeds=tuple(parse_ints(seeds, "--seeds")),
         device=device,
     )
-    if threads is not None:
-        torch.set_num_threads(threads)
-    ensure_dir(out)  # fail before the runs, not after them
-    start = time.perf_counter()
-    with progress_bar(enabled=None if progress else False) as update:
-        results = run_noisy(config, out_dir=out, resume=resume, progress=update)
-    paths = write_noisy(results, config, out)
-    con = console()
-    con.print(noisy_table(results, config))
-    elapsed = time.perf_counter() - start
-    con.print(
-        f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
+    run_comparison(
+        config,
+        out,
+        run=run_noisy,
+        write=write_noisy,
+        table=noisy_table,
+        resume=resume,
+        progress=progress,
+        threads=threads,
     )
