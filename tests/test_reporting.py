@@ -160,6 +160,7 @@ def test_mean_std_matches_statistics_module():
     assert ms.std == pytest.approx(statistics.stdev(xs), rel=1e-12)
     assert ms.n == 4
     assert mean_std([2.5]) == MeanStd(2.5, 0.0, 1)
+    assert mean_std([0.1, 0.1, 0.1]) == MeanStd(0.1, 0.0, 3)  # fsum/3 would leave a 1e-17 residue
     assert math.isnan(mean_std([1.0, float("nan")]).mean)
     with pytest.raises(ValueError):
         mean_std([])

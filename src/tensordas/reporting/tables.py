@@ -49,6 +49,8 @@ def mean_std(values: Iterable[float]) -> MeanStd:
     mean = math.fsum(xs) / len(xs)
     if len(xs) == 1:
         return MeanStd(mean, 0.0, 1)
+    if all(math.isfinite(x) for x in xs) and min(xs) == max(xs):  # exactly 0, not a rounding residue
+        return MeanStd(xs[0], 0.0, len(xs))
     var = math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
     return MeanStd(mean, math.sqrt(var) if math.isfinite(var) else math.nan, len(xs))
 

@@ -6,6 +6,7 @@ spec's settings, runs it into its own folder (resuming finished runs) and return
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def _seeded_count(settings: dict) -> int:
 
 
 # ---------------------------------------------------------------------------------- families
-@register_family("dynamics", count=lambda settings: 3)
+@register_family("dynamics", count=lambda settings: 3)  # GD, SAM, DAS
 def _dynamics(spec, out_dir, resume, device, progress) -> FamilyOutcome:
     from ..tasks.dynamics import JSON_NAME, PNG_NAME, DynamicsConfig, run_dynamics, write_dynamics
 
@@ -93,41 +94,24 @@ def _dynamics(spec, out_dir, resume, device, progress) -> FamilyOutcome:
     return FamilyOutcome(records=records, figures=[out_dir / PNG_NAME], config=config.to_dict())
 
 
-@register_family("completion", count=lambda s: _seeded_count(s))
-def _completion(spec, out_dir, resume, device, progress) -> FamilyOutcome:
-    from ..tasks.completion import CompletionConfig, run_completion, write_completion
+def _register_seeded(family: str, module: str, config_cls: str, run: str, write: str) -> None:
+    """A family whose task runs a (optimizer, seed) grid: ``Config(**settings)``, ``run_x``, ``write_x``.
 
-    config = CompletionConfig(**{**_tuples(spec.settings), "device": device})
-    results = run_completion(config, out_dir=out_dir, resume=resume, progress=progress)
-    paths = write_completion(results, config, out_dir)
-    return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
+    The task module is imported only when the family runs (finetune pulls in transformers)."""
 
-
-@register_family("finetune", count=lambda s: _seeded_count(s))
-def _finetune(spec, out_dir, resume, device, progress) -> FamilyOutcome:
-    from ..tasks.finetune import FinetuneConfig, run_finetune, write_finetune
-
-    config = FinetuneConfig(**{**_tuples(spec.settings), "device": device})
-    results = run_finetune(config, out_dir=out_dir, resume=resume, progress=progress)
-    paths = write_finetune(results, config, out_dir)
-    return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
+    @register_family(family, count=_seeded_count)
+    def runner(spec, out_dir, resume, device, progress) -> FamilyOutcome:
+        task = importlib.import_module(f"tensordas.tasks.{module}")
+        config = getattr(task, config_cls)(**{**_tuples(spec.settings), "device": device})
+        results = getattr(task, run)(config, out_dir=out_dir, resume=resume, progress=progress)
+        paths = getattr(task, write)(results, config, out_dir)
+        return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
 
 
-@register_family("noisy", count=lambda s: _seeded_count(s))
-def _noisy(spec, out_dir, resume, device, progress) -> FamilyOutcome:
-    from ..tasks.noisy import NoisyConfig, run_noisy, write_noisy
-
-    config = NoisyConfig(**{**_tuples(spec.settings), "device": device})
-    results = run_noisy(config, out_dir=out_dir, resume=resume, progress=progress)
-    paths = write_noisy(results, config, out_dir)
-    return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
-
-
-@register_family("compress", count=lambda s: _seeded_count(s))
-def _compress(spec, out_dir, resume, device, progress) -> FamilyOutcome:
-    from ..tasks.compress import CompressConfig, run_compress, write_compress
-
-    config = CompressConfig(**{**_tuples(spec.settings), "device": device})
-    results = run_compress(config, out_dir=out_dir, resume=resume, progress=progress)
-    paths = write_compress(results, config, out_dir)
-    return FamilyOutcome(records=[r.record for r in results], figures=[paths["figure"]], config=config.to_dict())
+for _family, _module, _names in (
+    ("completion", "completion", ("CompletionConfig", "run_completion", "write_completion")),
+    ("noisy", "noisy", ("NoisyConfig", "run_noisy", "write_noisy")),
+    ("compress", "compress", ("CompressConfig", "run_compress", "write_compress")),
+    ("finetune", "finetune", ("FinetuneConfig", "run_finetune", "write_finetune")),
+):
+    _register_seeded(_family, _module, *_names)
