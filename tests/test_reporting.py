@@ -206,3 +206,16 @@ def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere():
     with progress_bar(Console(file=quiet)) as update:  # not a terminal: nothing drawn
         update("SAM", 1, 3)
     assert quiet.getvalue() == ""
+
+
+def test_task_labels_get_their_method_colour():
+    from tensordas.reporting import OPTIMIZER_COLORS
+
+    series = {name: {"step": [0, 1], "Q": [1.0, 0.5]} for name in ("sgd", "sam(sgd)", "das(sgd)")}
+    fig = line_panels(series, "step", ["Q"])
+    colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert colours == {
+        "sgd": OPTIMIZER_COLORS["base"],
+        "sam(sgd)": OPTIMIZER_COLORS["SAM"],
+        "das(sgd)": OPTIMIZER_COLORS["DAS"],
+    }

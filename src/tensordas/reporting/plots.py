@@ -29,6 +29,15 @@ OPTIMIZER_COLORS: dict[str, str] = {
 _STYLES = {"GD": "-", "SAM": "--", "DAS": ":"}
 
 
+def _family(name: str) -> str:
+    """The colour key of a series: task labels such as ``sam(sgd)`` or ``das(adamw)`` map to SAM / DAS,
+    a bare base optimizer (``sgd``, ``adamw``) to the base colour."""
+    if name in OPTIMIZER_COLORS:
+        return name
+    head = name.split("(", 1)[0].strip().upper()
+    return head if head in OPTIMIZER_COLORS else "base"
+
+
 def line_panels(
     series: Mapping[str, Mapping[str, Sequence[float]]],
     x: str,
@@ -67,8 +76,8 @@ def line_panels(
                 cols[x],
                 cols[key],
                 label=name,
-                color=OPTIMIZER_COLORS.get(name),
-                linestyle=_STYLES.get(name, "-"),
+                color=OPTIMIZER_COLORS[_family(name)],
+                linestyle=_STYLES.get(_family(name), "-"),
                 linewidth=1.6,
             )
         scale = (yscales or {}).get(key)
