@@ -30,7 +30,7 @@ from ..data import CompletionSplit, Entries, Standardizer, TensorData, load_tens
 from ..metrics import norm_deviation
 from ..models import CPModel, TRModel, TTModel, TuckerModel
 from ..reporting import ProgressFn, line_panels
-from ..training import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, check_device, optimizer_step
+from ..training import OptimizerConfig, build_optimizer, check_device, compared_optimizers, optimizer_step
 from ._experiment import RunResult, RunStore, fingerprint, mean_curves, run_grid, summary_table, write_experiment
 
 MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
@@ -89,29 +89,11 @@ class CompletionConfig:
             raise ValueError(f"Invalid missing ratio: {self.missing} (expected 0 < missing < 1)")
         if not self.seeds:
             raise ValueError("no seeds given")
-        bad = [m for m in self.optimizers if m not in METHODS]
-        if bad or not self.optimizers:
-            raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
-        if self.base not in BASE_OPTIMIZERS:
-            raise ValueError(f"Invalid base optimizer {self.base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
         _ = self.optimizer_configs  # builds them, validating lr, momentum, alpha, rho and the schedule
 
     @cached_property
     def optimizer_configs(self) -> list[OptimizerConfig]:
-        return [
-            OptimizerConfig(
-                method=m,
-                base=self.base,
-                lr=self.lr,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                rho=self.rho,
-                alpha=self.alpha,
-                alpha_schedule=self.alpha_schedule,
-                total_steps=self.steps,
-            )
-            for m in self.optimizers
-        ]
+        return compared_optimizers(self, total_steps=self.steps)
 
     def settings(self) -> dict[str, Any]:
         """What determines a run besides its optimizer and seed (for resume fingerprints)."""

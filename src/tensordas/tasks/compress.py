@@ -39,10 +39,18 @@ from ..layers.from_dense import dense_layout, rank_for_ratio
 from ..layers.tensorize import TensorizeReport
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, atomic_open, ensure_dir, line_panels
-from ..training import LoopConfig, OptimizerConfig, check_device, evaluate, load_checkpoint, train_classifier
+from ..training import (
+    LoopConfig,
+    OptimizerConfig,
+    check_device,
+    compared_optimizers,
+    evaluate,
+    load_checkpoint,
+    train_classifier,
+)
 from ..training.loop import CHECKPOINT_FORMAT
 from ._experiment import RunResult, fingerprint, mean_curves, run_grid, run_key, summary_table, write_experiment
-from .noisy import CHECKPOINTS_DIR, network_kwargs, optimizer_configs
+from .noisy import CHECKPOINTS_DIR, network_kwargs
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -145,16 +153,7 @@ class CompressConfig:
 
     @cached_property
     def optimizer_configs(self) -> list[OptimizerConfig]:
-        return optimizer_configs(
-            self.optimizers,
-            base=self.base,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            alpha=self.alpha,
-            rho=self.rho,
-            alpha_schedule=self.alpha_schedule,
-        )
+        return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def data_settings(self) -> dict[str, Any]:
         keys = ("data", "data_dir", "test_fraction", "train_size", "test_size", "split_seed")

@@ -55,7 +55,7 @@ from ..core_groups import find_core_groups
 from ..data.text import TextData, TextSet, TextSplit, load_text_data, split_text
 from ..metrics import norm_deviation
 from ..reporting import ProgressFn, line_panels
-from ..training import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, check_device, optimizer_step
+from ..training import OptimizerConfig, build_optimizer, check_device, compared_optimizers, optimizer_step
 from ._experiment import RunResult, mean_curves, run_grid, summary_table, write_experiment
 
 __all__ = [
@@ -129,30 +129,12 @@ class FinetuneConfig:
             raise ValueError(f"Invalid target modules: {self.target_modules!r} (expected module names)")
         if not self.seeds:
             raise ValueError("no seeds given")
-        bad = [m for m in self.optimizers if m not in METHODS]
-        if bad or not self.optimizers:
-            raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
-        if self.base not in BASE_OPTIMIZERS:
-            raise ValueError(f"Invalid base optimizer {self.base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
         check_device(self.device)
         self.optimizer_configs(1)  # validates lr, momentum, alpha, rho and the schedule
 
     def optimizer_configs(self, total_steps: int) -> list[OptimizerConfig]:
         """One :class:`OptimizerConfig` per optimizer; ``total_steps`` drives a decaying alpha schedule."""
-        return [
-            OptimizerConfig(
-                method=m,
-                base=self.base,
-                lr=self.lr,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                rho=self.rho,
-                alpha=self.alpha,
-                alpha_schedule=self.alpha_schedule,
-                total_steps=total_steps,
-            )
-            for m in self.optimizers
-        ]
+        return compared_optimizers(self, total_steps)
 
     def settings(self) -> dict[str, Any]:
         """What determines a run besides its optimizer and seed (for resume fingerprints; not the device)."""

@@ -28,7 +28,7 @@ from ..data.noise import NOISE_TYPES, check_noise_rate
 from ..layers._formats import Rank
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, line_panels
-from ..training import BASE_OPTIMIZERS, METHODS, LoopConfig, OptimizerConfig, check_device, train_classifier
+from ..training import LoopConfig, OptimizerConfig, check_device, compared_optimizers, train_classifier
 from ._experiment import RunResult, fingerprint, mean_curves, run_grid, run_key, summary_table, write_experiment
 
 __all__ = [
@@ -56,41 +56,6 @@ CURVE_COLUMNS = [
     "time_s",
 ]
 CHECKPOINTS_DIR = "checkpoints"
-
-
-def optimizer_configs(
-    optimizers: Sequence[str],
-    *,
-    base: str,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    alpha: float,
-    rho: float,
-    alpha_schedule: str,
-) -> list[OptimizerConfig]:
-    """One validated :class:`OptimizerConfig` per method name (``total_steps`` is set by the loop)."""
-    bad = [m for m in optimizers if m not in METHODS]
-    if bad or not optimizers:
-        raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
-    if base not in BASE_OPTIMIZERS:
-        raise ValueError(f"Invalid base optimizer {base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
-    # A decaying alpha schedule needs total_steps to validate; the loop replaces it with epochs * batches.
-    steps = None if alpha_schedule == "constant" else 1
-    return [
-        OptimizerConfig(
-            method=m,
-            base=base,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            rho=rho,
-            alpha=alpha,
-            alpha_schedule=alpha_schedule,
-            total_steps=steps,
-        )
-        for m in optimizers
-    ]
 
 
 @dataclass(frozen=True)
@@ -148,16 +113,7 @@ class NoisyConfig:
 
     @cached_property
     def optimizer_configs(self) -> list[OptimizerConfig]:
-        return optimizer_configs(
-            self.optimizers,
-            base=self.base,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            alpha=self.alpha,
-            rho=self.rho,
-            alpha_schedule=self.alpha_schedule,
-        )
+        return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def settings(self) -> dict[str, Any]:
         """What determines a run besides its optimizer and seed (for resume fingerprints)."""

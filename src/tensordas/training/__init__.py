@@ -2,7 +2,15 @@
 and one training loop for classifiers."""
 
 from .loop import LR_SCHEDULES, LoopConfig, TrainResult, evaluate, load_checkpoint, train_classifier
-from .optimizers import BASE_OPTIMIZERS, METHODS, OptimizerConfig, build_optimizer, check_device, optimizer_step
+from .optimizers import (
+    BASE_OPTIMIZERS,
+    METHODS,
+    OptimizerConfig,
+    build_optimizer,
+    check_device,
+    compared_optimizers,
+    optimizer_step,
+)
 
 __all__ = [
     "BASE_OPTIMIZERS",
@@ -13,6 +21,7 @@ __all__ = [
     "TrainResult",
     "build_optimizer",
     "check_device",
+    "compared_optimizers",
     "evaluate",
     "load_checkpoint",
     "optimizer_step",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
@@ -59,6 +60,35 @@ class OptimizerConfig:
     def label(self) -> str:
         """A short name for tables: ``sgd``, ``sam(sgd)``, ``das(adam)``."""
         return self.base if self.method == "base" else f"{self.method}({self.base})"
+
+
+def compared_optimizers(settings: Any, total_steps: int | None = None) -> list[OptimizerConfig]:
+    """One validated :class:`OptimizerConfig` per name in ``settings.optimizers``.
+
+    ``settings`` is any task configuration with ``optimizers``, ``base``, ``lr``, ``momentum``,
+    ``weight_decay``, ``rho``, ``alpha`` and ``alpha_schedule``. ``total_steps`` drives a decaying
+    alpha schedule; when it is not known yet (a loop sets it later), 1 stands in for validation.
+    """
+    names = tuple(settings.optimizers)
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
+    if total_steps is None and settings.alpha_schedule != "constant":
+        total_steps = 1
+    return [
+        OptimizerConfig(
+            method=m,
+            base=settings.base,
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            rho=settings.rho,
+            alpha=settings.alpha,
+            alpha_schedule=settings.alpha_schedule,
+            total_steps=total_steps,
+        )
+        for m in names
+    ]
 
 
 def build_optimizer(
