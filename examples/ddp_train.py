@@ -1,8 +1,8 @@
 """DAS or SAM under DistributedDataParallel, launched with torchrun.
 
-    torchrun --nproc_per_node 2 examples/ddp_train.py                 # DAS, CPU/gloo or GPU/nccl
-    torchrun --nproc_per_node 2 examples/ddp_train.py --optimizer sam
-    torchrun --nproc_per_node 2 examples/ddp_train.py --optimizer sgd  # plain DDP, for timing
+    torchrun --standalone --nproc_per_node 2 examples/ddp_train.py                 # DAS, CPU/gloo or GPU/nccl
+    torchrun --standalone --nproc_per_node 2 examples/ddp_train.py --optimizer sam
+    torchrun --standalone --nproc_per_node 2 examples/ddp_train.py --optimizer sgd  # plain DDP, for timing
 
 A tiny tensorized MLP (a TT layer and a CP layer) learns a random linear map. Every rank takes its
 slice of the same global batch; DDP averages the gradients in ``backward()``, so DAS, which runs
