@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..core_groups import CoreGroup, as_core_groups
+from ._dtensor import all_reduce_sum, is_dtensor, local, shard_group
 from ._wrapper import BaseOptimizerWrapper, base_accepts, check_non_negative
 from .schedules import check_alpha_schedule, scheduled_alpha
 
@@ -148,7 +149,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                         cores.append(c)
                         index.append(gi)
             device = self.core_groups[0].cores[0].device
-            numels = [c.numel() for c in cores]
+            numels = [local(c).numel() for c in cores]  # of the local shard under FSDP2
             self._plan = _Plan(
                 cores=cores,
                 group_index=to_device(index, torch.int64, device),
@@ -214,6 +215,8 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         gradients the optimizer holds when the global norm is needed (None otherwise)."""
         cores = plan.cores
         dtype = torch.float64 if any(c.dtype == torch.float64 for c in cores) else torch.float32
+        if is_dtensor(cores[0]):
+            return self._sharded_squared_norms(cores, dtype)
         sq = torch.stack(torch._foreach_norm(cores + [c.grad for c in cores], 2, dtype=dtype)).square_()
         if not self._need_global_norm:
             return sq, None
@@ -223,6 +226,28 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         if not others:
             return sq, sq.new_zeros(())
         return sq, torch.stack(torch._foreach_norm(others, 2, dtype=dtype)).to(sq.device).square_().sum()
+
+    def _sharded_squared_norms(
+        self, cores: list[torch.Tensor], dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """FSDP2 (DTensor cores): ``_foreach_norm`` on DTensors gives ``_NormPartial`` norms
+        (whose in-place ``square_()`` raises, and which would take one collective per core), so
+        square the norms of the local shards and sum them over the shards with ONE all-reduce
+        for all cores, gradients and (for the global norm) the other gradients together."""
+        core_ids = {id(c) for c in cores}
+        params = [p for pg in self.param_groups for p in pg["params"]]
+        others = [p.grad for p in params if p.grad is not None and id(p) not in core_ids]
+        group = shard_group(cores + (others if self._need_global_norm else []))
+        pieces = [local(c) for c in cores] + [local(c.grad) for c in cores]
+        sq = torch.stack(torch._foreach_norm(pieces, 2, dtype=dtype)).square_()
+        if not self._need_global_norm:
+            return all_reduce_sum(sq, group), None
+        others_sq = sq.new_zeros(1)
+        if others:
+            others_sq = torch.stack(torch._foreach_norm([local(g) for g in others], 2, dtype=dtype))
+            others_sq = others_sq.to(sq.device).square_().sum().reshape(1)
+        sq = all_reduce_sum(torch.cat([sq, others_sq]), group)
+        return sq[:-1], sq[-1]
 
     def _flat_stats(self, plan: _Plan) -> FlatStats:
         sq, others_sq = self._squared_norms(plan)
@@ -266,7 +291,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         scales, skipped = self._host_scales(n, gamma, plan, eta, alpha, global_sq)
         if any(skipped):
             self._nonfinite_skips.add_(torch.tensor(skipped, dtype=torch.int64))
-        torch._foreach_mul_(plan.cores, scales)
+        torch._foreach_mul_([local(c) for c in plan.cores], scales)
 
     @torch.no_grad()
     def rescale_cores(self) -> None:
@@ -275,6 +300,8 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         if alpha == 0.0:
             return  # alpha = 0 is exactly the base optimizer
         if not self.foreach:
+            if is_dtensor(self.core_groups[0].cores[0]):
+                raise NotImplementedError("foreach=False is not supported with DTensor (FSDP2) parameters")
             self._single_tensor_rescale(alpha)
             return
         plan = self._current_plan()
@@ -289,13 +316,15 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
 
     @staticmethod
     def _apply_scales(plan: _Plan, scales: torch.Tensor, expand: bool) -> None:
-        """``G_k *= s_k`` for every core (see the module docstring for the two strategies)."""
+        """``G_k *= s_k`` for every core (see the module docstring for the two strategies); under
+        FSDP2 on each core's local shard (``plan.numels`` are local numels then)."""
+        cores = [local(c) for c in plan.cores]
         if not expand:
-            torch._foreach_mul_(plan.cores, list(scales.unbind()))
+            torch._foreach_mul_(cores, list(scales.unbind()))
             return
         full = torch.repeat_interleave(scales, plan.numel_tensor, output_size=sum(plan.numels))
-        pieces = [v.view(c.shape) for v, c in zip(full.split(plan.numels), plan.cores)]
-        torch._foreach_mul_(plan.cores, pieces)
+        pieces = [v.view(c.shape) for v, c in zip(full.split(plan.numels), cores)]
+        torch._foreach_mul_(cores, pieces)
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ._dtensor import all_reduce_sum, is_dtensor, local, shard_group
 from ._wrapper import BaseOptimizerWrapper, check_non_negative
 
 __all__ = ["SAM"]
@@ -52,18 +53,25 @@ class SAM(BaseOptimizerWrapper):
         check_non_negative("rho", self.param_groups[-1]["rho"])
 
     def _grad_norm(self) -> torch.Tensor | None:
-        sq_norms = []
+        # Under FSDP2 (DTensor parameters) the norms are taken of the local shards (DTensor has no
+        # usable foreach dispatch here, see _dtensor.py) and summed over the shards by one all-reduce.
+        sq_norms, sharded = [], []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads = [p.grad for p in params]
+            sharded.extend(p for p in params if is_dtensor(p))
+            grads = [local(p.grad) for p in params]
             if group["adaptive"]:
-                grads = torch._foreach_mul(grads, torch._foreach_abs(params))
+                grads = torch._foreach_mul(grads, torch._foreach_abs([local(p) for p in params]))
             sq_norms.extend(torch._foreach_norm(grads, 2))
         if not sq_norms:
             return None
         device = sq_norms[0].device
+        if sharded:
+            params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+            sq = torch.stack([n.to(device) for n in sq_norms]).square_().sum()
+            return all_reduce_sum(sq, shard_group(params)).sqrt()
         return torch.stack([n.to(device) for n in sq_norms]).norm(2)
 
     @torch.no_grad()
@@ -74,21 +82,22 @@ class SAM(BaseOptimizerWrapper):
         grad_norm = self._grad_norm()
         if grad_norm is not None:
             for group in self.param_groups:
-                params = [p for p in group["params"] if p.grad is not None]
-                if not params:
+                perturbed = [p for p in group["params"] if p.grad is not None]
+                if not perturbed:
                     continue
-                buffers = [self._backup.get(p) for p in params]
+                params = [local(p) for p in perturbed]  # FSDP2: the local shards (views of the DTensors)
+                buffers = [self._backup.get(p) for p in perturbed]
                 if any(b is None or b.shape != p.shape for b, p in zip(buffers, params)):
-                    for p in params:
-                        self._backup[p] = torch.empty_like(p)
-                    buffers = [self._backup[p] for p in params]
+                    for p, w in zip(perturbed, params):
+                        self._backup[p] = torch.empty_like(w)
+                    buffers = [self._backup[p] for p in perturbed]
                 torch._foreach_copy_(buffers, params)
                 scale = group["rho"] / (grad_norm + _EPS)
-                e_w = torch._foreach_mul([p.grad for p in params], scale.to(params[0].device))
+                e_w = torch._foreach_mul([local(p.grad) for p in perturbed], scale.to(params[0].device))
                 if group["adaptive"]:
                     torch._foreach_mul_(e_w, torch._foreach_mul(params, params))
                 torch._foreach_add_(params, e_w)
-                self._perturbed.extend(params)
+                self._perturbed.extend(perturbed)
         if zero_grad:
             self.zero_grad()
 
@@ -96,7 +105,7 @@ class SAM(BaseOptimizerWrapper):
     def restore(self) -> None:
         """Move back from ``w + e`` to ``w`` exactly, without stepping (e.g. when a step is skipped)."""
         if self._perturbed:
-            torch._foreach_copy_(self._perturbed, [self._backup[p] for p in self._perturbed])
+            torch._foreach_copy_([local(p) for p in self._perturbed], [self._backup[p] for p in self._perturbed])
             self._perturbed = []
 
     @torch.no_grad()
