@@ -64,7 +64,9 @@ class SAM(BaseOptimizerWrapper):
             grads = [local(p.grad) for p in params]
             if group["adaptive"]:
                 grads = torch._foreach_mul(grads, torch._foreach_abs([local(p) for p in params]))
-            sq_norms.extend(torch._foreach_norm(grads, 2))
+            # Accumulate in at least float32: bf16/fp16 norms would round the perturbation's scale.
+            acc = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+            sq_norms.extend(torch._foreach_norm(grads, 2, dtype=acc))
         if not sq_norms:
             return None
         device = sq_norms[0].device
