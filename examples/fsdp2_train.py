@@ -1,0 +1,108 @@
+"""DAS or SAM under FSDP2 (``torch.distributed.fsdp.fully_shard``), launched with torchrun.
+
+    torchrun --standalone --nproc_per_node 2 examples/fsdp2_train.py                 # DAS, CPU/gloo or GPU/nccl
+    torchrun --standalone --nproc_per_node 2 examples/fsdp2_train.py --optimizer sam
+    torchrun --standalone --nproc_per_node 2 examples/fsdp2_train.py --optimizer sgd  # plain FSDP2, for timing
+
+The same tiny tensorized MLP as ``examples/ddp_train.py`` (a TT layer and a CP layer) learns a
+random linear map. Each tensorized layer is sharded with ``fully_shard``, then the root; only
+then are the core groups found and the optimizer built, because ``fully_shard`` replaces the
+parameters with ``DTensor`` shards. Every rank takes its slice of the same global batch; FSDP2
+reduce-scatters (averages) the gradients in ``backward()``, and DAS sums its squared norms over
+the shards with one all-reduce per step, so every rank computes the same scales. SAM runs two
+ordinary backward passes. Rank 0 prints the loss and the mean time per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+import tensordas as td
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--optimizer", choices=["das", "sam", "sgd"], default="das")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=256, help="global batch size")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--rho", type=float, default=0.05)
+    args = parser.parse_args()
+
+    use_cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if args.batch % world:
+        raise SystemExit(f"--batch {args.batch} is not divisible by world size {world}")
+
+    torch.manual_seed(0)  # the same initial weights on every rank before sharding
+    w = args.width
+    model = nn.Sequential(
+        td.TensorizedLinear(w, w, "tt", rank=8), nn.ReLU(), td.TensorizedLinear(w, 16, "cp", rank=8)
+    ).to(device)
+    target = torch.randn(w, 16, device=device) / w**0.5
+
+    mesh = init_device_mesh(device.type, (world,))
+    for layer in model:
+        if isinstance(layer, td.TensorizedLinear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    # After sharding: the parameters are now DTensors; build the groups and the optimizer from them.
+    params = model.parameters()
+    if args.optimizer == "das":
+        groups = td.find_core_groups(model)
+        opt = td.DAS(params, torch.optim.SGD, core_groups=groups, alpha=args.alpha, lr=args.lr, momentum=0.9)
+    elif args.optimizer == "sam":
+        opt = td.SAM(params, torch.optim.SGD, rho=args.rho, lr=args.lr, momentum=0.9)
+    else:
+        opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9)
+
+    local = args.batch // world
+    times = []
+    for step in range(args.steps):
+        g = torch.Generator().manual_seed(step)  # the same global batch on every rank
+        x = torch.randn(args.batch, w, generator=g).to(device)
+        x = x[rank * local : (rank + 1) * local]
+        y = x @ target
+        if use_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()  # FSDP2 reduce-scatters (averages) the gradients here
+        if args.optimizer == "sam":
+            opt.first_step(zero_grad=True)  # e = rho * g / ||g||, ||g|| summed over the shards
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.second_step(zero_grad=True)
+        else:
+            opt.step()  # DAS: one all-reduce of the squared shard norms, then the same scales on every rank
+        if use_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        if step % 10 == 0 or step == args.steps - 1:
+            dist.all_reduce(loss := loss.detach().clone())  # the global-batch loss (mean over ranks)
+            if rank == 0:
+                print(f"step {step:4d}  loss {loss.item() / world:.5f}", flush=True)
+
+    if rank == 0:
+        tail = times[len(times) // 5 :]  # skip warm-up
+        print(f"{args.optimizer}: FSDP2, {world} ranks, {1e3 * sum(tail) / len(tail):.3f} ms/step", flush=True)
+    dist.barrier()  # let every rank finish its collectives before the process group goes away
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
