@@ -7,13 +7,12 @@ with runs of the same scenario in this (single) process on the full batch, in fl
 
 from __future__ import annotations
 
-import os
-import socket
+import contextlib
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _ranks import run_on_ranks
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -78,7 +77,7 @@ def run(kind: str, rank: int = 0, world: int = 1) -> list[list[torch.Tensor]]:
             # k micro-batches, loss / k each; under DDP all but the last skip the all-reduce.
             for i, (xm, ym) in enumerate(zip(x.chunk(ACCUM), y.chunk(ACCUM))):
                 last = i == ACCUM - 1
-                ctx = model.no_sync() if (world > 1 and not last) else _null()
+                ctx = model.no_sync() if (world > 1 and not last) else contextlib.nullcontext()
                 with ctx:
                     (loss_fn(model(xm), ym) / ACCUM).backward()
             opt.step()  # the scaling sees the synchronised, accumulated gradient only
@@ -99,7 +98,7 @@ def run(kind: str, rank: int = 0, world: int = 1) -> list[list[torch.Tensor]]:
         elif kind == "sam_nosync_first":
             # The tempting saving: skip the first all-reduce. Each rank then perturbs with its own
             # local gradient, which is no longer SAM on the global batch.
-            ctx = model.no_sync() if world > 1 else _null()
+            ctx = model.no_sync() if world > 1 else contextlib.nullcontext()
             with ctx:
                 loss_fn(model(x), y).backward()
             opt.first_step(zero_grad=True)
@@ -111,31 +110,7 @@ def run(kind: str, rank: int = 0, world: int = 1) -> list[list[torch.Tensor]]:
     return history
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 KINDS = ["das", "das_global", "das_accum", "sam", "sam_closure", "sam_nosync_first"]
-
-
-def _worker(rank: int, world: int, port: int, outdir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        results = {kind: run(kind, rank, world) for kind in KINDS}
-        torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +118,7 @@ def ddp_results(tmp_path_factory):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     outdir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(outdir)), nprocs=WORLD, join=True)
-    return [torch.load(outdir / f"rank{r}.pt") for r in range(WORLD)]
+    return run_on_ranks(run, KINDS, WORLD, outdir)
 
 
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

@@ -8,13 +8,10 @@ scenario run in this single process on the full batch.
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _ranks import run_on_ranks
 from torch import nn
 
 import tensordas as td
@@ -109,27 +106,10 @@ def run(kind: str, rank: int = 0, world: int = 1) -> list[list[torch.Tensor]]:
     return history
 
 
-def _worker(rank: int, world: int, port: int, outdir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        results = {kind: run(kind, rank, world) for kind in KINDS}
-        torch.save(results, os.path.join(outdir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def fsdp_results(tmp_path_factory):
     outdir = tmp_path_factory.mktemp("fsdp")
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(outdir)), nprocs=WORLD, join=True)
-    return [torch.load(outdir / f"rank{r}.pt") for r in range(WORLD)]
+    return run_on_ranks(run, KINDS, WORLD, outdir)
 
 
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
