@@ -6,7 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -30,6 +30,19 @@ __all__ = [
     "print_error",
     "run_comparison",
 ]
+
+# Options that several comparison commands declare the same way (defaults stay per command).
+BaseOpt = Annotated[str, typer.Option("--base", help="Base optimizer: sgd | adam | adamw.")]
+Methods = Annotated[str, typer.Option("--optimizer", help="base | sam | das | bar (or several: das,sam).")]
+Compare = Annotated[bool, typer.Option("--compare", help="Run base, SAM and DAS (overrides --optimizer).")]
+Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay of the base optimizer.")]
+Alpha = Annotated[float, typer.Option("--alpha", help="DAS strength.")]
+AlphaSchedule = Annotated[str, typer.Option("--alpha-schedule", help="constant | linear | cosine.")]
+Rho = Annotated[float, typer.Option("--rho", help="SAM radius.")]
+Seeds = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
+Device = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (only on a terminal).")]
 
 T = TypeVar("T")
 

@@ -8,7 +8,24 @@ from typing import Annotated
 import typer
 
 from ..tasks.completion import CompletionConfig, completion_table, run_completion, write_completion
-from ._common import build_config, parse_ints, parse_methods, parse_rank, run_comparison
+from ._common import (
+    Alpha,
+    AlphaSchedule,
+    BaseOpt,
+    Compare,
+    Device,
+    Methods,
+    Momentum,
+    Progress,
+    Rho,
+    Seeds,
+    WeightDecay,
+    build_config,
+    parse_ints,
+    parse_methods,
+    parse_rank,
+    run_comparison,
+)
 
 _C = CompletionConfig()
 
@@ -32,25 +49,25 @@ def complete_command(
         str, typer.Option(help="none | global (z-score from the observed entries).")
     ] = _C.standardize,
     init: Annotated[str, typer.Option(help="balanced | unbalanced | tensorly (masked decomposition).")] = _C.init,
-    base: Annotated[str, typer.Option(help="Base optimizer: sgd | adam | adamw.")] = _C.base,
-    optimizer: Annotated[str, typer.Option(help="base | sam | das | bar (or several: das,sam).")] = "das",
-    compare: Annotated[bool, typer.Option("--compare", help="Run base, SAM and DAS (overrides --optimizer).")] = False,
+    base: BaseOpt = _C.base,
+    optimizer: Methods = "das",
+    compare: Compare = False,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = _C.lr,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _C.momentum,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay of the base optimizer.")] = _C.weight_decay,
-    alpha: Annotated[float, typer.Option(help="DAS strength.")] = _C.alpha,
-    alpha_schedule: Annotated[str, typer.Option(help="constant | linear | cosine.")] = _C.alpha_schedule,
-    rho: Annotated[float, typer.Option(help="SAM radius.")] = _C.rho,
+    momentum: Momentum = _C.momentum,
+    weight_decay: WeightDecay = _C.weight_decay,
+    alpha: Alpha = _C.alpha,
+    alpha_schedule: AlphaSchedule = _C.alpha_schedule,
+    rho: Rho = _C.rho,
     steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = _C.steps,
     batch_size: Annotated[int | None, typer.Option(help="Observed entries per step (default: all).")] = None,
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations (curves).")] = _C.eval_every,
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = "0",
+    seeds: Seeds = "0",
     als: Annotated[bool, typer.Option(help="Add TensorLy's masked ALS reference row (CP, Tucker).")] = True,
     dtype: Annotated[str, typer.Option(help="float32 | float64.")] = _C.dtype,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = _C.device,
+    device: Device = _C.device,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/completion"),
     resume: Annotated[bool, typer.Option(help="Reuse finished runs found in OUT/runs.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
+    progress: Progress = True,
 ) -> None:
     """Fit a low-rank model to the observed entries of a tensor and predict the held-out ones.
 

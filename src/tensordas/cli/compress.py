@@ -8,7 +8,22 @@ from typing import Annotated
 import typer
 
 from ..tasks.compress import CompressConfig, compress_table, run_compress, write_compress
-from ._common import build_config, parse_ints, parse_methods, parse_rank, run_comparison
+from ._common import (
+    Alpha,
+    AlphaSchedule,
+    BaseOpt,
+    Device,
+    Methods,
+    Momentum,
+    Progress,
+    Rho,
+    WeightDecay,
+    build_config,
+    parse_ints,
+    parse_methods,
+    parse_rank,
+    run_comparison,
+)
 
 _C = CompressConfig(train_dense=True, ratio=4.0)
 
@@ -65,16 +80,16 @@ def compress_command(
     lr_schedule: Annotated[str, typer.Option(help="cosine | step | none (stepped per optimizer step).")] = (
         _C.lr_schedule
     ),
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _C.momentum,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay of the base optimizer.")] = _C.weight_decay,
-    base: Annotated[str, typer.Option(help="Base optimizer: sgd | adam | adamw.")] = _C.base,
-    optimizer: Annotated[str, typer.Option(help="base | sam | das | bar (or several: das,sam).")] = "das",
+    momentum: Momentum = _C.momentum,
+    weight_decay: WeightDecay = _C.weight_decay,
+    base: BaseOpt = _C.base,
+    optimizer: Methods = "das",
     compare: Annotated[bool, typer.Option("--compare", help="Fine-tune with base, SAM and DAS.")] = False,
-    alpha: Annotated[float, typer.Option(help="DAS strength.")] = _C.alpha,
-    alpha_schedule: Annotated[str, typer.Option(help="constant | linear | cosine.")] = _C.alpha_schedule,
-    rho: Annotated[float, typer.Option(help="SAM radius.")] = _C.rho,
+    alpha: Alpha = _C.alpha,
+    alpha_schedule: AlphaSchedule = _C.alpha_schedule,
+    rho: Rho = _C.rho,
     seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds, e.g. 0,1,2.")] = "0",
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = _C.device,
+    device: Device = _C.device,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch (1 is fastest for small models on a busy machine).", min=1)
     ] = None,
@@ -82,7 +97,7 @@ def compress_command(
     resume: Annotated[
         bool, typer.Option(help="Reuse finished runs, the trained dense model and checkpoints found in OUT.")
     ] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
+    progress: Progress = True,
 ) -> None:
     """Compress a dense network's layers into TT/TR/CP/Tucker form at a ratio or rank, then fine-tune it.
 

@@ -8,7 +8,23 @@ from typing import Annotated
 import typer
 
 from ..tasks.finetune import DEFAULT_MODEL, FinetuneConfig, finetune_table, run_finetune, write_finetune
-from ._common import build_config, parse_ints, parse_methods, run_comparison
+from ._common import (
+    Alpha,
+    AlphaSchedule,
+    BaseOpt,
+    Compare,
+    Device,
+    Methods,
+    Momentum,
+    Progress,
+    Rho,
+    Seeds,
+    WeightDecay,
+    build_config,
+    parse_ints,
+    parse_methods,
+    run_comparison,
+)
 
 _C = FinetuneConfig()
 
@@ -48,25 +64,25 @@ def finetune_command(
     train_size: Annotated[int | None, typer.Option(help="Subsample the training part to this many examples.")] = None,
     test_size: Annotated[int | None, typer.Option(help="Subsample the test part to this many examples.")] = None,
     max_length: Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")] = _C.max_length,
-    base: Annotated[str, typer.Option(help="Base optimizer: sgd | adam | adamw.")] = _C.base,
-    optimizer: Annotated[str, typer.Option(help="base | sam | das | bar (or several: das,sam).")] = "das",
-    compare: Annotated[bool, typer.Option("--compare", help="Run base, SAM and DAS (overrides --optimizer).")] = False,
+    base: BaseOpt = _C.base,
+    optimizer: Methods = "das",
+    compare: Compare = False,
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _C.epochs,
     batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = _C.batch_size,
     lr: Annotated[float, typer.Option(help="Learning rate (adapter and head).")] = _C.lr,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _C.momentum,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay of the base optimizer.")] = _C.weight_decay,
-    alpha: Annotated[float, typer.Option(help="DAS strength.")] = _C.alpha,
-    alpha_schedule: Annotated[str, typer.Option(help="constant | linear | cosine.")] = _C.alpha_schedule,
-    rho: Annotated[float, typer.Option(help="SAM radius.")] = _C.rho,
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = "0",
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = _C.device,
+    momentum: Momentum = _C.momentum,
+    weight_decay: WeightDecay = _C.weight_decay,
+    alpha: Alpha = _C.alpha,
+    alpha_schedule: AlphaSchedule = _C.alpha_schedule,
+    rho: Rho = _C.rho,
+    seeds: Seeds = "0",
+    device: Device = _C.device,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).", min=1)
     ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/finetune"),
     resume: Annotated[bool, typer.Option(help="Reuse finished runs found in OUT/runs.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
+    progress: Progress = True,
 ) -> None:
     """Fine-tune a pretrained transformer with an adapter and a linear head on a text classification task.
 

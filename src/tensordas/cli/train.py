@@ -8,7 +8,24 @@ from typing import Annotated
 import typer
 
 from ..tasks.noisy import NoisyConfig, noisy_table, run_noisy, write_noisy
-from ._common import build_config, parse_ints, parse_methods, parse_rank, run_comparison
+from ._common import (
+    Alpha,
+    AlphaSchedule,
+    BaseOpt,
+    Compare,
+    Device,
+    Methods,
+    Momentum,
+    Progress,
+    Rho,
+    Seeds,
+    WeightDecay,
+    build_config,
+    parse_ints,
+    parse_methods,
+    parse_rank,
+    run_comparison,
+)
 
 _C = NoisyConfig()
 
@@ -43,16 +60,16 @@ def train_command(
     lr_schedule: Annotated[str, typer.Option(help="cosine | step | none (stepped per optimizer step).")] = (
         _C.lr_schedule
     ),
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = _C.momentum,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay of the base optimizer.")] = _C.weight_decay,
-    base: Annotated[str, typer.Option(help="Base optimizer: sgd | adam | adamw.")] = _C.base,
-    optimizer: Annotated[str, typer.Option(help="base | sam | das | bar (or several: das,sam).")] = "das",
-    compare: Annotated[bool, typer.Option("--compare", help="Run base, SAM and DAS (overrides --optimizer).")] = False,
-    alpha: Annotated[float, typer.Option(help="DAS strength.")] = _C.alpha,
-    alpha_schedule: Annotated[str, typer.Option(help="constant | linear | cosine.")] = _C.alpha_schedule,
-    rho: Annotated[float, typer.Option(help="SAM radius.")] = _C.rho,
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = "0",
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = _C.device,
+    momentum: Momentum = _C.momentum,
+    weight_decay: WeightDecay = _C.weight_decay,
+    base: BaseOpt = _C.base,
+    optimizer: Methods = "das",
+    compare: Compare = False,
+    alpha: Alpha = _C.alpha,
+    alpha_schedule: AlphaSchedule = _C.alpha_schedule,
+    rho: Rho = _C.rho,
+    seeds: Seeds = "0",
+    device: Device = _C.device,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch (1 is fastest for small models on a busy machine).", min=1)
     ] = None,
@@ -60,7 +77,7 @@ def train_command(
     resume: Annotated[
         bool, typer.Option(help="Reuse finished runs in OUT/runs and continue unfinished ones from OUT/checkpoints.")
     ] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
+    progress: Progress = True,
 ) -> None:
     """Train a (tensorized) classifier on labels with symmetric or asymmetric noise; clean test accuracy.
 
