@@ -53,6 +53,15 @@ class TwoGroupNet(nn.Module):
         return [list(self.cp.factors), [self.tucker.core, *self.tucker.factors]]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: fastest, and immune to other load on the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def net() -> TwoGroupNet:
     return TwoGroupNet()

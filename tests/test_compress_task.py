@@ -28,13 +28,7 @@ SMALL = ["--train-size", "600", "--test-size", "150", "--batch-size", "20", "--l
 SMALL_CONFIG = dict(train_size=600, test_size=150, batch_size=20, lr=0.05)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to other load on the machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

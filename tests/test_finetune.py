@@ -29,13 +29,7 @@ BAD = ["awful", "bad", "sad", "terrible", "hate", "horrible", "worst", "ugly"]
 FILL = "table chair river blue seven window paper car tree house green stone music city road".split()  # noqa: SIM905
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: tiny models, and no OpenMP oversubscription on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

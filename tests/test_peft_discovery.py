@@ -15,13 +15,7 @@ transformers = pytest.importorskip("transformers")
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 models: one thread avoids OpenMP stalls on a busy 2-core machine (50x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 TUNER_ATTRS = r"(lora_A|lora_B|lora_E|hada_w[12]_[ab]|lokr_w[12](?:_[ab])?|lora_magnitude_vector)"

@@ -17,13 +17,7 @@ SMALL = ["--hidden", "16,16", "--train-size", "200", "--test-size", "100"]
 FAST = ["--model", "tt-mlp", "--rank", "3", *SMALL]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to other load on the machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_config(**kw) -> NoisyConfig:

@@ -15,13 +15,7 @@ from tensordas.training import LoopConfig, OptimizerConfig, evaluate, train_clas
 TIMES = ("time_s",)  # wall-clock columns differ between runs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to other load on the machine's cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
