@@ -237,16 +237,16 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         core_ids = {id(c) for c in cores}
         params = [p for pg in self.param_groups for p in pg["params"]]
         others = [p.grad for p in params if p.grad is not None and id(p) not in core_ids]
-        group = shard_group(cores + (others if self._need_global_norm else []))
+        shards = shard_group(cores + (others if self._need_global_norm else []))
         pieces = [local(c) for c in cores] + [local(c.grad) for c in cores]
         sq = torch.stack(torch._foreach_norm(pieces, 2, dtype=dtype)).square_()
         if not self._need_global_norm:
-            return all_reduce_sum(sq, group), None
+            return all_reduce_sum(sq, shards), None
         others_sq = sq.new_zeros(1)
         if others:
             others_sq = torch.stack(torch._foreach_norm([local(g) for g in others], 2, dtype=dtype))
             others_sq = others_sq.to(sq.device).square_().sum().reshape(1)
-        sq = all_reduce_sum(torch.cat([sq, others_sq]), group)
+        sq = all_reduce_sum(torch.cat([sq, others_sq]), shards)
         return sq[:-1], sq[-1]
 
     def _flat_stats(self, plan: _Plan) -> FlatStats:

@@ -10,6 +10,7 @@ squared norms themselves, with one all-reduce over the shard dimension's process
 from __future__ import annotations
 
 import sys
+from typing import Any, NamedTuple
 
 import torch
 
@@ -26,9 +27,17 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if is_dtensor(t) else t
 
 
-def shard_group(tensors: list[torch.Tensor]):
-    """The process group over which the shards of ``tensors`` (all DTensors) must be summed, or
-    None when no mesh dimension is sharded (the local tensors are whole)."""
+class ShardGroup(NamedTuple):
+    """The process group that holds the shards, and the device type its backend reduces on."""
+
+    group: Any
+    device_type: str
+
+
+def shard_group(tensors: list[torch.Tensor]) -> ShardGroup | None:
+    """Where the shards of ``tensors`` (all DTensors) must be summed, or None when no mesh
+    dimension is sharded (the local tensors are whole). Under HSDP only the shard dimension
+    counts: the replicas along the other dimension hold equal values."""
     keys = set()
     for t in tensors:
         if not is_dtensor(t):
@@ -42,13 +51,22 @@ def shard_group(tensors: list[torch.Tensor]):
         return None
     if len(dims) > 1:
         raise NotImplementedError(f"parameters sharded over {len(dims)} mesh dimensions are not supported")
-    return mesh.get_group(dims[0])
+    return ShardGroup(mesh.get_group(dims[0]), mesh.device_type)
 
 
-def all_reduce_sum(t: torch.Tensor, group) -> torch.Tensor:
-    """Sum ``t`` in place over ``group`` (nothing to do without one)."""
-    if group is not None:
-        import torch.distributed as dist
+def all_reduce_sum(t: torch.Tensor, shards: ShardGroup | None) -> torch.Tensor:
+    """Sum ``t`` in place over the shard group (nothing to do without one).
 
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-    return t
+    With ``CPUOffloadPolicy`` the shards, and so ``t``, live on the host while the mesh (and an
+    NCCL group) is on the GPU: the sum then goes through the mesh's device and back.
+    """
+    if shards is None:
+        return t
+    import torch.distributed as dist
+
+    if t.device.type == shards.device_type:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=shards.group)
+        return t
+    on_mesh = t.to(shards.device_type)
+    dist.all_reduce(on_mesh, op=dist.ReduceOp.SUM, group=shards.group)
+    return t.copy_(on_mesh)
