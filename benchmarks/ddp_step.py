@@ -1,6 +1,7 @@
 """Wall time per training step under 2-rank DDP: plain SGD vs DAS on SGD vs SAM on SGD, side by side.
 
     torchrun --standalone --nproc_per_node 2 benchmarks/ddp_step.py [--rounds 15] [--steps-per-round 5] [--threads 1]
+    torchrun --standalone --nproc_per_node 2 benchmarks/ddp_step.py --device cuda   # nccl, one GPU per rank
 
 Every rank holds three DDP-wrapped copies of the same small tensorized MLP (``td.TensorizedLinear``
 TT and CP layers) and trains each on its half of one fixed global batch. Every round runs a block
@@ -8,12 +9,14 @@ of ``--steps-per-round`` full steps (zero_grad, forward, backward with DDP's all
 step; SAM: two synchronised passes) for each optimizer in a rotating order; each block starts and
 ends with a barrier, so both ranks time the same block. Warm-up rounds are discarded. Rank 0 prints
 the median per-step times (the slower rank's time per block) and the median per-round (paired)
-ratios DAS/plain and DAS/SAM with their quartiles.
+ratios DAS/plain and DAS/SAM with their quartiles. ``--device cuda`` uses NCCL when every rank
+has its own GPU and gloo (which reduces CUDA tensors through the host) when ranks share one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 
 import torch
@@ -37,8 +40,8 @@ def make_model(width: int, depth: int, rank: int) -> nn.Sequential:
 
 
 def make_step(kind: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor):
-    module = make_model(args.width, args.depth, args.rank)
-    model = DDP(module)
+    module = make_model(args.width, args.depth, args.rank).to(x.device)
+    model = DDP(module, device_ids=[x.device.index] if x.device.type == "cuda" else None)
     params = module.parameters()
     if kind == "das":
         groups = td.find_core_groups(module)  # the inner module, not the DDP wrapper
@@ -65,7 +68,7 @@ def make_step(kind: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Ten
 def timed_block(step, k: int, device: torch.device) -> float:
     """Seconds per step over ``k`` steps, between barriers; the slower rank's time."""
     dist.barrier()
-    t = torch.tensor([time_block(step, k, device)], dtype=torch.float64)
+    t = torch.tensor([time_block(step, k, device)], dtype=torch.float64, device=device)  # NCCL: on the GPU
     dist.all_reduce(t, op=dist.ReduceOp.MAX)  # also the closing barrier
     return t.item()
 
@@ -83,20 +86,29 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--rho", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per rank (0: leave as is)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    dist.init_process_group("gloo")
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    device, backend = torch.device("cpu"), "gloo"
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is available")
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        backend = "nccl" if torch.cuda.device_count() >= world else "gloo"  # NCCL needs a GPU per rank
+    dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cpu")
     if args.batch % world:
         raise SystemExit(f"--batch {args.batch} is not divisible by world size {world}")
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch, args.width, generator=gen)
     y = torch.randn(args.batch, 16, generator=gen)
     local = args.batch // world
-    x, y = x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local]
+    x, y = x[rank * local : (rank + 1) * local].to(device), y[rank * local : (rank + 1) * local].to(device)
 
     steps = {kind: make_step(kind, args, x, y) for kind in KINDS}
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
@@ -111,10 +123,10 @@ def main() -> None:
         model = make_model(args.width, args.depth, args.rank)
         n_params = sum(p.numel() for p in model.parameters())
         n_groups = len(td.find_core_groups(model))
-        print(
-            f"tensordas DDP step benchmark — torch {torch.__version__}, gloo, {world} ranks, "
-            f"{torch.get_num_threads()} threads/rank"
-        )
+        where = f"CPU, {torch.get_num_threads()} threads/rank"
+        if device.type == "cuda":
+            where = torch.cuda.get_device_name(device)
+        print(f"tensordas DDP step benchmark — torch {torch.__version__}, {backend}, {world} ranks, {where}")
         print(
             f"model: {args.depth + 1} tensorized layers, {n_groups} core groups, {n_params:,} parameters; "
             f"global batch {args.batch}; {args.rounds} rounds x {args.steps_per_round} steps (+{args.warmup} warm-up)"
