@@ -558,3 +558,14 @@ def test_expanded_scale_application_equals_per_core_application(net):
     for c, e, c0, s in zip(plan.cores, expanded, before, scales):
         assert torch.equal(c, e)
         assert torch.equal(c, c0 * s)
+
+
+def test_reference_path_keeps_every_tensor_on_the_cores_device():
+    """The per-group reference path builds its learning-rate vector on the cores' device (on the
+    "meta" device here, which stands in for CUDA: mixing it with a CPU tensor raises)."""
+    from tensordas.optim.das import das_scales_single_group
+
+    a, b = (torch.nn.Parameter(torch.randn(3, 2, device="meta")) for _ in range(2))
+    a.grad, b.grad = torch.randn(3, 2, device="meta"), torch.randn(3, 2, device="meta")
+    scales, skipped = das_scales_single_group([a, b], 0.5, [0.1, 0.2])
+    assert all(s.device.type == "meta" for s in scales) and skipped.device.type == "meta"

@@ -226,3 +226,147 @@ def test_sam_add_param_group_with_negative_rho_raises():
     sam = build("SAM", pair_net(), rho=0.1)
     with pytest.raises(ValueError, match="-0.5"):
         sam.add_param_group({"params": [nn.Parameter(torch.ones(2, dtype=F64))], "rho": -0.5})
+
+
+def _adam(kind, net):
+    groups = [[net.a, net.b], [net.c, net.d]]
+    if kind == "SAM":
+        return td.SAM(net.parameters(), torch.optim.Adam, lr=0.01)
+    cls = td.DAS if kind == "DAS" else td.BAR
+    return cls(net.parameters(), torch.optim.Adam, core_groups=groups, lr=0.01)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.filterwarnings("error")  # also: no "lr_scheduler.step() before optimizer.step()" for SAM's phases
+def test_one_cycle_lr_cycles_adams_beta1_through_the_wrapper(kind):
+    """OneCycleLR reads the optimizer's defaults for beta1: the wrapper exposes the base's defaults."""
+    net = pair_net()
+    opt = _adam(kind, net)
+    assert opt.defaults["betas"] == torch.optim.Adam([nn.Parameter(torch.ones(1))]).defaults["betas"]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    beta1_start = opt.param_groups[0]["betas"][0]
+    for _ in range(4):
+        net.a.sum().backward() if kind == "SAM" else (net.a.sum() + net.c.sum()).backward()
+        if kind == "SAM":
+            opt.first_step(zero_grad=True)
+            net.a.sum().backward()
+            opt.second_step(zero_grad=True)
+        else:
+            opt.step()
+            opt.zero_grad()
+        sched.step()
+    assert opt.param_groups[0]["betas"][0] < beta1_start  # the momentum cycle reached the base
+    assert opt.base_optimizer.param_groups[0]["betas"] == opt.param_groups[0]["betas"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_negative_lr_in_a_param_group_raises(kind):
+    net = pair_net()
+    groups = [{"params": [net.a, net.b, net.c, net.d], "lr": -0.1}, {"params": [net.bias]}]
+    with pytest.raises(ValueError, match="-0.1"):
+        if kind == "SAM":
+            td.SAM(groups, torch.optim.SGD, lr=0.1)
+        else:
+            cls = td.DAS if kind == "DAS" else td.BAR
+            cls(groups, torch.optim.SGD, core_groups=[[net.a, net.b], [net.c, net.d]], lr=0.1)
+    opt = build(kind, pair_net())
+    with pytest.raises(ValueError, match="-2.0"):
+        opt.add_param_group({"params": [nn.Parameter(torch.ones(2, dtype=F64))], "lr": -2.0})
+
+
+def test_failed_load_state_dict_changes_nothing():
+    """A checkpoint from a DAS with another core-group layout is refused before anything is loaded."""
+    net = pair_net()
+    src = td.DAS(net.parameters(), torch.optim.SGD, core_groups=[[net.a, net.b], [net.c, net.d]], lr=0.1, momentum=0.9)
+    for _ in range(2):
+        (net.a.sum() * net.b.sum() + net.c.sum() * net.d.sum()).backward()
+        src.step()
+        src.zero_grad()
+    other = pair_net()
+    dst = td.DAS(
+        other.parameters(), torch.optim.SGD, core_groups=[[other.a, other.b, other.c, other.d]], lr=0.5, momentum=0.9
+    )
+    before = dst.state_dict()
+    with pytest.raises(ValueError, match="core groups"):
+        dst.load_state_dict(src.state_dict())
+    assert dst.param_groups[0]["lr"] == 0.5
+    assert dst.step_count == 0
+    assert len(dst.state) == 0
+    assert dst.state_dict()["tensordas"]["step"] == before["tensordas"]["step"]
+
+
+def test_private_subclass_checkpoint_loads_into_its_public_class():
+    """The Trainer's private SAM subclass saves and loads as SAM."""
+
+    class _PrivateSAM(td.SAM):
+        pass
+
+    net = pair_net()
+    private = _PrivateSAM(net.parameters(), torch.optim.SGD, lr=0.1, momentum=0.9)
+    net.a.sum().backward()
+    private.first_step(zero_grad=True)
+    net.a.sum().backward()
+    private.second_step(zero_grad=True)
+    state = private.state_dict()
+    assert state["tensordas"]["wrapper"] == "SAM"
+    public = td.SAM(pair_net().parameters(), torch.optim.SGD, lr=0.1, momentum=0.9)
+    public.load_state_dict(state)
+    assert torch.equal(public.state_dict()["state"][0]["momentum_buffer"], state["state"][0]["momentum_buffer"])
+    with pytest.raises(ValueError, match="saved by SAM"):
+        build("DAS").load_state_dict(state)
+
+
+def test_global_grad_norm_with_a_wider_non_core_gradient():
+    """float32 cores with a float64 non-core gradient: the global norm accumulates in float64."""
+    g = torch.Generator().manual_seed(3)
+    a, b = (nn.Parameter(torch.randn(3, 2, generator=g)) for _ in range(2))
+    bias = nn.Parameter(torch.randn(5, generator=g, dtype=F64))
+    grads = [torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g), torch.randn(5, generator=g, dtype=F64)]
+    results = []
+    for foreach in (True, False):
+        params = [nn.Parameter(p.detach().clone()) for p in (a, b, bias)]
+        for p, gr in zip(params, grads):
+            p.grad = gr.clone()
+        opt = td.DAS(
+            params, torch.optim.SGD, core_groups=[params[:2]], lr=0.1, alpha=0.5, grad_norm="global", foreach=foreach
+        )
+        opt.step()
+        results.append([p.detach().double() for p in params])
+    # independent float64 computation of the sam-matched scale
+    n = torch.stack([a.detach().double().pow(2).sum(), b.detach().double().pow(2).sum()])
+    gamma = torch.stack([grads[0].double().pow(2).sum(), grads[1].double().pow(2).sum()])
+    norm = (gamma.sum() + grads[2].pow(2).sum()).sqrt()
+    s = (1 + 2 * 0.5 * 0.1 * (gamma - gamma.mean()) / (norm * n)).sqrt()
+    want_a = a.detach().double() * s[0] - 0.1 * grads[0].double()
+    for got in results:
+        assert torch.allclose(got[0], want_a, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_complex_parameters_raise_a_clear_error(kind):
+    a, b = (nn.Parameter(torch.randn(3, 2, dtype=torch.complex64)) for _ in range(2))
+    with pytest.raises(ValueError, match="complex"):
+        if kind == "SAM":
+            td.SAM([a, b], torch.optim.SGD, lr=0.1)
+        else:
+            cls = td.DAS if kind == "DAS" else td.BAR
+            cls([a, b], torch.optim.SGD, core_groups=[[a, b], [a, b]][: 1 if kind == "DAS" else 2], lr=0.1)
+    with pytest.raises(ValueError, match="complex"):
+        td.norm_deviation([a, b])
+
+
+@pytest.mark.parametrize("kind", ["DAS", "DAS-reference-path", "SAM"])
+def test_sparse_gradients_raise_a_clear_error(kind):
+    emb = nn.Embedding(10, 4, sparse=True)
+    b = nn.Parameter(torch.randn(4, 3))
+    (emb(torch.tensor([1, 1, 2])) @ b).sum().backward()
+    if kind == "SAM":
+        opt = td.SAM([emb.weight, b], torch.optim.SGD, lr=0.1)
+        step = opt.first_step
+    else:
+        opt = td.DAS([emb.weight, b], torch.optim.SGD, core_groups=[[emb.weight, b]], lr=0.1, foreach=kind == "DAS")
+        step = opt.step
+    before = emb.weight.detach().clone()
+    with pytest.raises(ValueError, match="sparse"):
+        step()
+    assert torch.equal(emb.weight.detach(), before)

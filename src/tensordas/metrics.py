@@ -23,6 +23,9 @@ def _cores(group: GroupLike) -> list[torch.Tensor]:
     cores = list(group.cores if isinstance(group, CoreGroup) else group)
     if not cores:
         raise ValueError("a core group needs at least one core")
+    for c in cores:
+        if not c.is_floating_point():  # a complex core's float cast would drop its imaginary part
+            raise ValueError(f"cores must be real floating-point tensors, got {c.dtype}")
     return cores
 
 

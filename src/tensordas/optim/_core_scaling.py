@@ -27,8 +27,13 @@ import torch
 
 from ..core_groups import CoreGroup, as_core_groups
 from ._dtensor import all_reduce_sum, is_dtensor, local, shard_group
-from ._wrapper import BaseOptimizerWrapper, base_accepts, check_non_negative
+from ._wrapper import BaseOptimizerWrapper, base_accepts, check_dense_grads, check_non_negative
 from .schedules import check_alpha_schedule, scheduled_alpha
+
+
+def accumulation_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    """float64 if any tensor is float64, else float32: bf16/fp16 norms would lose the statistics."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -116,6 +121,8 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             for c in g.cores:
                 if not isinstance(c, torch.Tensor):
                     raise TypeError(f"core group {g.name!r} holds a {type(c).__name__}, not a tensor")
+                if not c.is_floating_point():
+                    raise ValueError(f"core group {g.name!r} holds a {c.dtype} core; cores must be real floating point")
                 if id(c) in seen:
                     raise ValueError(f"a core of group {g.name!r} is also in group {seen[id(c)]!r}")
                 seen[id(c)] = g.name
@@ -148,6 +155,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                     if c.grad is not None:
                         cores.append(c)
                         index.append(gi)
+            check_dense_grads(cores)
             device = self.core_groups[0].cores[0].device
             numels = [local(c).numel() for c in cores]  # of the local shard under FSDP2
             self._plan = _Plan(
@@ -191,14 +199,19 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             "total_steps": self.total_steps,
         }
 
-    def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        self._step_count = int(extra["step"])
-        skips = torch.as_tensor(extra["nonfinite_skips"], dtype=torch.int64)
+    def _check_extra_state(self, extra: dict[str, Any]) -> None:
+        missing = {"step", "nonfinite_skips"} - extra.keys()
+        if missing:
+            raise ValueError(f"state dict lacks {sorted(missing)} in its {type(self).__name__} section")
+        skips = torch.as_tensor(extra["nonfinite_skips"])
         if skips.shape != self._nonfinite_skips.shape:
             raise ValueError(
                 f"state dict has {skips.numel()} core groups, this optimizer has {self._nonfinite_skips.numel()}"
             )
-        self._nonfinite_skips.copy_(skips)
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self._step_count = int(extra["step"])
+        self._nonfinite_skips.copy_(torch.as_tensor(extra["nonfinite_skips"], dtype=torch.int64))
         self._plan_key = None
 
     # ------------------------------------------------------------------- step
@@ -214,30 +227,32 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         """Squared norms of all cores then all their gradients (one fused call), and of the other
         gradients the optimizer holds when the global norm is needed (None otherwise)."""
         cores = plan.cores
-        dtype = torch.float64 if any(c.dtype == torch.float64 for c in cores) else torch.float32
+        others = self._other_grads(cores) if self._need_global_norm else []
+        dtype = accumulation_dtype(cores + others)
         if is_dtensor(cores[0]):
-            return self._sharded_squared_norms(cores, dtype)
+            return self._sharded_squared_norms(cores, others, dtype)
         sq = torch.stack(torch._foreach_norm(cores + [c.grad for c in cores], 2, dtype=dtype)).square_()
         if not self._need_global_norm:
             return sq, None
-        core_ids = {id(c) for c in cores}
-        params = [p for pg in self.param_groups for p in pg["params"]]
-        others = [p.grad for p in params if p.grad is not None and id(p) not in core_ids]
         if not others:
             return sq, sq.new_zeros(())
         return sq, torch.stack(torch._foreach_norm(others, 2, dtype=dtype)).to(sq.device).square_().sum()
 
+    def _other_grads(self, cores: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The gradients of the optimizer's parameters that are not among ``cores``."""
+        core_ids = {id(c) for c in cores}
+        others = [p for pg in self.param_groups for p in pg["params"] if p.grad is not None and id(p) not in core_ids]
+        check_dense_grads(others)
+        return [p.grad for p in others]
+
     def _sharded_squared_norms(
-        self, cores: list[torch.Tensor], dtype: torch.dtype
+        self, cores: list[torch.Tensor], others: list[torch.Tensor], dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """FSDP2 (DTensor cores): ``_foreach_norm`` on DTensors gives ``_NormPartial`` norms
         (whose in-place ``square_()`` raises, and which would take one collective per core), so
         square the norms of the local shards and sum them over the shards with ONE all-reduce
         for all cores, gradients and (for the global norm) the other gradients together."""
-        core_ids = {id(c) for c in cores}
-        params = [p for pg in self.param_groups for p in pg["params"]]
-        others = [p.grad for p in params if p.grad is not None and id(p) not in core_ids]
-        shards = shard_group(cores + (others if self._need_global_norm else []))
+        shards = shard_group(cores + others)
         pieces = [local(c) for c in cores] + [local(c.grad) for c in cores]
         sq = torch.stack(torch._foreach_norm(pieces, 2, dtype=dtype)).square_()
         if not self._need_global_norm:
@@ -302,6 +317,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         if not self.foreach:
             if is_dtensor(self.core_groups[0].cores[0]):
                 raise NotImplementedError("foreach=False is not supported with DTensor (FSDP2) parameters")
+            check_dense_grads([p for pg in self.param_groups for p in pg["params"]])
             self._single_tensor_rescale(alpha)
             return
         plan = self._current_plan()

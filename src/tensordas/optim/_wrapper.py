@@ -30,6 +30,13 @@ def check_non_negative(name: str, value: Any) -> None:
         raise ValueError(f"Invalid {name} value: {value} (expected a finite number >= 0)")
 
 
+def check_dense_grads(params: list[torch.Tensor]) -> None:
+    """Raise ``ValueError`` for sparse gradients (e.g. ``nn.Embedding(sparse=True)``): the fused
+    norm kernels have no sparse implementation."""
+    if any(p.grad is not None and p.grad.layout != torch.strided for p in params):
+        raise ValueError("sparse gradients are not supported (e.g. use nn.Embedding(sparse=False))")
+
+
 class BaseOptimizerWrapper(Optimizer):
     """An optimizer that runs ``base_optimizer`` on shared parameter groups.
 
@@ -52,6 +59,8 @@ class BaseOptimizerWrapper(Optimizer):
             check_non_negative("learning rate", kwargs["lr"])
         super().__init__(params, {**wrapper_defaults, **kwargs})
         self.base_optimizer: Optimizer = base_optimizer(self.param_groups, **kwargs)
+        # The base's defaults too (Adam's betas, ...): schedulers such as OneCycleLR read them here.
+        self.defaults = {**self.base_optimizer.defaults, **wrapper_defaults, **kwargs}
         self._share_with_base()
 
     def _share_with_base(self) -> None:
@@ -59,6 +68,8 @@ class BaseOptimizerWrapper(Optimizer):
         self.state = self.base_optimizer.state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "lr" in param_group:
+            check_non_negative("learning rate", param_group["lr"])
         if not hasattr(self, "base_optimizer"):  # called by Optimizer.__init__
             super().add_param_group(param_group)
             return
@@ -71,21 +82,32 @@ class BaseOptimizerWrapper(Optimizer):
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
+    def _check_extra_state(self, extra: dict[str, Any]) -> None:
+        """Raise ``ValueError`` if ``extra`` does not fit this optimizer (before anything is loaded)."""
+
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         pass
 
+    @classmethod
+    def _public_name(cls) -> str:
+        # Private subclasses (e.g. the Trainer's SAM) save and load as their public class.
+        return next(c.__name__ for c in cls.__mro__ if not c.__name__.startswith("_"))
+
     def state_dict(self) -> dict[str, Any]:
         state = self.base_optimizer.state_dict()
-        state[_EXTRA_KEY] = {"wrapper": type(self).__name__, **self._extra_state()}
+        state[_EXTRA_KEY] = {"wrapper": self._public_name(), **self._extra_state()}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a checkpoint; on a mismatch raise ``ValueError`` with nothing changed."""
         state_dict = dict(state_dict)
         extra = state_dict.pop(_EXTRA_KEY, None)
-        if extra is not None and extra.get("wrapper") != type(self).__name__:
-            raise ValueError(
-                f"state dict was saved by {extra.get('wrapper')}, cannot load it into {type(self).__name__}"
-            )
+        if extra is not None:
+            if extra.get("wrapper") != self._public_name():
+                raise ValueError(
+                    f"state dict was saved by {extra.get('wrapper')}, cannot load it into {self._public_name()}"
+                )
+            self._check_extra_state(extra)
         self.base_optimizer.load_state_dict(state_dict)
         self._share_with_base()
         if extra is not None:

@@ -145,7 +145,7 @@ def das_scales_single_group(
         skipped = skipped | ~torch.isfinite(global_sq_norm)
     deviation = gamma - gamma.mean()
     norm = (gamma.sum() if global_sq_norm is None else global_sq_norm.to(dtype)).sqrt()
-    coef = alpha * torch.tensor([e for c, e in zip(cores, eta) if c.grad is not None], dtype=dtype)
+    coef = alpha * torch.tensor([e for c, e in zip(cores, eta) if c.grad is not None], dtype=dtype, device=n.device)
     s = _raw_scales(n, deviation, norm, coef, variant, s_min, s_max, skipped)
     it = iter(s.unbind())
     return [next(it) if c.grad is not None else None for c in cores], skipped

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ._dtensor import all_reduce_sum, is_dtensor, local, shard_group
-from ._wrapper import BaseOptimizerWrapper, check_non_negative
+from ._wrapper import BaseOptimizerWrapper, check_dense_grads, check_non_negative
 
 __all__ = ["SAM"]
 
@@ -51,6 +51,9 @@ class SAM(BaseOptimizerWrapper):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         check_non_negative("rho", self.param_groups[-1]["rho"])
+        for p in self.param_groups[-1]["params"]:
+            if not p.is_floating_point():
+                raise ValueError(f"SAM needs real floating-point parameters, got a {p.dtype} parameter")
 
     def _grad_norm(self) -> torch.Tensor | None:
         # Under FSDP2 (DTensor parameters) the norms are taken of the local shards (DTensor has no
@@ -60,6 +63,7 @@ class SAM(BaseOptimizerWrapper):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
+            check_dense_grads(params)
             sharded.extend(p for p in params if is_dtensor(p))
             grads = [local(p.grad) for p in params]
             if group["adaptive"]:
@@ -115,6 +119,9 @@ class SAM(BaseOptimizerWrapper):
         """Restore ``w`` exactly and take the base step with the gradient computed at ``w + e``."""
         self.restore()
         self.base_optimizer.step()
+        # A step was taken: tell an LR scheduler (it marks optimizers whose step() it saw called
+        # this way, and would warn "lr_scheduler.step() before optimizer.step()" otherwise).
+        self._opt_called = True
         if zero_grad:
             self.zero_grad()
 
