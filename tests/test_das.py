@@ -541,12 +541,24 @@ def test_step_with_closure_returns_loss_and_matches_backward_then_step():
         assert torch.equal(pa, pb)
 
 
-def test_expanded_scale_application_equals_per_core_application(net):
-    """The CUDA strategy (scales expanded to elements, same-shape views) multiplies exactly like the CPU one."""
+@pytest.mark.parametrize("chunk", [None, 7], ids=["one-batch", "chunked"])
+def test_expanded_scale_application_equals_per_core_application(net, chunk, monkeypatch):
+    """The CUDA strategy (scales expanded to elements, same-shape views) multiplies exactly like the
+    CPU one; with a small buffer bound the cores are split into several batches and cores larger
+    than the bound are multiplied on their own."""
+    from tensordas.optim import _core_scaling
+
+    if chunk is not None:
+        monkeypatch.setattr(_core_scaling, "EXPAND_CHUNK", chunk)
     opt = make_das(net)
     net.loss().backward()
     net.tucker.factors[1].grad = None  # a core left out of the plan
     plan = opt._current_plan()
+    if chunk is not None:
+        layout = _core_scaling._expand_layout(plan.numels, torch.device("cpu"), chunk)
+        assert len(layout.batches) >= 2 and layout.large  # both strategies are exercised
+        assert all(b.total <= chunk for b in layout.batches)
+        assert sorted([i for b in layout.batches for i in b.index] + layout.large) == list(range(len(plan.cores)))
     scales = torch.linspace(0.5, 2.0, len(plan.cores), dtype=F64)
     before = snapshot(plan.cores)
     with torch.no_grad():

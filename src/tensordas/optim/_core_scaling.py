@@ -8,9 +8,12 @@ in ``step()`` reads a value back to the host.
 
 Applying per-core scales: ``torch._foreach_mul_`` with a list of 0-dim tensors is fused only
 for same-shape operands, so on CUDA it would launch one kernel per core. There the scales are
-expanded to one value per element (a transient buffer the size of the cores, freed at once)
-and multiplied through same-shape views: a constant number of kernels. On CPU, where foreach
-kernels loop per tensor anyway, the 0-dim list is cheaper and needs no buffer.
+expanded to one value per element and multiplied through same-shape views. The expanded
+buffer is bounded (``EXPAND_CHUNK`` elements): cores are packed into batches of at most that
+size, and a core larger than it is multiplied on its own (its kernel is worth a launch), so
+the extra memory stays constant and the kernel count grows only with the cores' total size,
+not with the number of groups. On CPU, where foreach kernels loop per tensor anyway, the
+0-dim list is cheaper and needs no buffer.
 
 On CPU there is no device to synchronise with, and the ~40 tiny tensor operations of the flat
 path cost more than the arithmetic itself, so a subclass may offer ``_host_scales``: the same
@@ -57,6 +60,56 @@ class FlatStats:
     global_sq_norm: torch.Tensor | None  # squared gradient norm of all optimizer parameters
 
 
+# Elements of the transient buffer that applies expanded scales (4 MiB in float32).
+EXPAND_CHUNK = 1 << 20
+
+
+@dataclass
+class _ExpandBatch:
+    """Cores whose scales are expanded to elements together (at most ``EXPAND_CHUNK`` of them)."""
+
+    index: list[int]  # positions in the plan's cores
+    index_tensor: torch.Tensor | None  # the same on the device; None when it is every core in order
+    numels: list[int]
+    numel_tensor: torch.Tensor
+    total: int
+
+
+@dataclass
+class _ExpandLayout:
+    batches: list[_ExpandBatch]
+    large: list[int]  # positions of cores of EXPAND_CHUNK elements or more, multiplied one by one
+
+
+def _expand_layout(numels: list[int], device: torch.device, chunk: int) -> _ExpandLayout:
+    groups, large, current, size = [], [], [], 0
+    for i, n in enumerate(numels):
+        if n >= chunk:
+            large.append(i)
+            continue
+        if current and size + n > chunk:
+            groups.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        groups.append(current)
+    batches = []
+    for index in groups:
+        whole = index == list(range(len(numels)))
+        sizes = [numels[i] for i in index]
+        batches.append(
+            _ExpandBatch(
+                index=index,
+                index_tensor=None if whole else to_device(index, torch.int64, device),
+                numels=sizes,
+                numel_tensor=to_device(sizes, torch.int64, device),
+                total=sum(sizes),
+            )
+        )
+    return _ExpandLayout(batches, large)
+
+
 @dataclass
 class _Plan:
     """The cores that have a gradient at this step, in group order, and what indexes them."""
@@ -66,8 +119,8 @@ class _Plan:
     group_count: torch.Tensor  # (number of groups,) int64: cores with a gradient per group
     param_group_of_core: list[int]
     numels: list[int]
-    numel_tensor: torch.Tensor  # (K,) int64, for expanding scales to elements
     group_index_list: list[int]  # the same as group_index, on the host (CPU path)
+    expand: _ExpandLayout | None = None  # built on first use of the expand strategy
 
 
 class CoreScalingOptimizer(BaseOptimizerWrapper):
@@ -164,7 +217,6 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                 group_count=to_device([index.count(g) for g in range(len(self.core_groups))], torch.int64, device),
                 param_group_of_core=[pg_of[id(c)] for c in cores],
                 numels=numels,
-                numel_tensor=to_device(numels, torch.int64, device),
                 group_index_list=index,
             )
             self._plan_key = key
@@ -338,9 +390,15 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         if not expand:
             torch._foreach_mul_(cores, list(scales.unbind()))
             return
-        full = torch.repeat_interleave(scales, plan.numel_tensor, output_size=sum(plan.numels))
-        pieces = [v.view(c.shape) for v, c in zip(full.split(plan.numels), cores)]
-        torch._foreach_mul_(cores, pieces)
+        if plan.expand is None:
+            plan.expand = _expand_layout(plan.numels, scales.device, EXPAND_CHUNK)
+        for batch in plan.expand.batches:
+            s = scales if batch.index_tensor is None else scales.index_select(0, batch.index_tensor)
+            full = torch.repeat_interleave(s, batch.numel_tensor, output_size=batch.total)
+            members = [cores[i] for i in batch.index]
+            torch._foreach_mul_(members, [v.view(c.shape) for v, c in zip(full.split(batch.numels), members)])
+        for i in plan.expand.large:
+            cores[i].mul_(scales[i])
 
     @torch.no_grad()
     def step(self, closure=None):
