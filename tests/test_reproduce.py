@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tensordas.cli import main
-from tensordas.reproduce import FAMILIES, bundled_specs, run_reproduce
+from tensordas.reproduce import FAMILIES, bundled_specs, run_reproduce, select_specs
 from tensordas.tasks.completion import CompletionExperiment
 
 
@@ -143,3 +143,102 @@ def test_bad_toml_is_a_clear_error(tmp_path, capsys):
     assert main(["reproduce", "--config", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) != 0
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "bad.toml" in err
+
+
+GOOD = (
+    'family = "completion"\ntitle = "Mine"\nmetric = "test_r2"\n'
+    '[settings]\ndata = "synthetic:shape=6x5x4,rank=2,noise=0.0"\nmodel = "cp"\nrank = 2\n'
+    'optimizers = ["base", "das"]\n[profiles.smoke]\nsteps = 5\nseeds = [0]\nals = false\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (GOOD.replace("steps = 5", "stepz = 5"), ["[profiles.smoke]", "stepz", "steps"]),
+        (GOOD.replace("model = ", "modle = "), ["[settings]", "modle", "model"]),
+        (GOOD.replace("seeds = [0]", "seeds = 0"), ["seeds", "list"]),
+        (GOOD.replace("steps = 5", 'steps = "5"'), ["steps", "integer"]),
+        (GOOD.replace('optimizers = ["base", "das"]', 'optimizers = "das"'), ["optimizers", "list"]),
+        (GOOD.replace("rank = 2", "rank = [2, 2.5]"), ["rank"]),
+        ('family = "completion"\nsettings = 3\n', ["settings", "table"]),
+        (GOOD.replace("[profiles.smoke]", "[profiles]\nquick = 3\n[profiles.smoke]"), ["quick", "table"]),
+        (GOOD.replace('title = "Mine"', 'titel = "Mine"'), ["titel", "title"]),
+        (GOOD.replace('title = "Mine"', "title = 3"), ["title", "string"]),
+        (GOOD.replace('metric = "test_r2"', 'metric = "test_acc"'), ["test_acc", "test_r2"]),
+        (GOOD.replace('metric = "test_r2"', "metric = 1"), ["metric", "string"]),
+        ('family = "dynamics"\n[settings]\nstepz = 3\n', ["stepz", "steps"]),
+        (GOOD.replace('family = "completion"', 'family = "dynamics"').split("[settings]")[0], ["dynamics", "metric"]),
+    ],
+)
+def test_bad_experiment_file_is_one_line_naming_file_and_key(text, needles, tmp_path, capsys):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(text)
+    status = main(["reproduce", "--config", str(cfg), "--profile", "smoke", "--out", str(tmp_path / "o"),
+                   "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 1
+    assert len(err.strip().splitlines()) == 1 and "exp.toml" in err, err
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "o" / "exp").exists()  # rejected before anything ran
+
+
+def test_a_misspelt_key_in_another_profile_is_caught_too(tmp_path):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(GOOD + "[profiles.full]\nstepz = 9\n")
+    with pytest.raises(ValueError, match=r"\[profiles\.full\].*stepz"):
+        select_specs("smoke", config_files=[cfg])
+
+
+def test_metric_defaults_per_family(tmp_path):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(GOOD.replace('metric = "test_r2"\n', ""))
+    result = run_reproduce(tmp_path / "o", profile="smoke", config_files=[cfg], progress=False)
+    report = result.report.read_text()
+    table = report.split("| optimizer |", 1)[1].split("\n\n", 1)[0]
+    assert "test_r2" in table.splitlines()[0] and "—" not in table, table
+
+
+def test_declared_metrics_are_in_the_records(smoke):
+    _, result, _ = smoke
+    for spec in bundled_specs("smoke"):
+        records = result.outcomes[spec.name].records
+        for metric in FAMILIES[spec.family].metrics:
+            assert any(metric in r for r in records), (spec.name, metric)
+
+
+def test_two_config_files_with_the_same_name_are_rejected(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "exp.toml").write_text(GOOD)
+    with pytest.raises(ValueError, match=r"exp\.toml.*exp\.toml.*same name"):
+        select_specs("smoke", config_files=[tmp_path / "a" / "exp.toml", tmp_path / "b" / "exp.toml"])
+
+
+def test_config_that_is_a_folder_or_not_utf8_is_one_line(tmp_path, capsys):
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(GOOD.replace("Mine", "Caf\xe9").encode("latin-1"))
+    for path, needle in ((tmp_path, "is a folder"), (latin, "UTF-8")):
+        status = main(["reproduce", "--config", str(path), "--out", str(tmp_path / "o"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert status == 1
+        assert len(err.strip().splitlines()) == 1 and str(path) in err and needle in err, err
+
+
+def test_config_with_a_byte_order_mark_is_read(tmp_path):
+    cfg = tmp_path / "bom.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert select_specs("smoke", config_files=[cfg])[0].title == "Mine"
+
+
+@pytest.mark.parametrize("stored", ["[1, 2]", '"x"', '{"fingerprint": 3}', "{not json"])
+def test_malformed_experiment_json_is_redone(stored, tmp_path):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(GOOD)
+    out = tmp_path / "o"
+    run_reproduce(out, profile="smoke", config_files=[cfg], progress=False)
+    (out / "exp" / "experiment.json").write_text(stored)
+    result = run_reproduce(out, profile="smoke", config_files=[cfg], progress=False)
+    assert result.outcomes["exp"].records
+    assert isinstance(json.loads((out / "exp" / "experiment.json").read_text()), dict)

@@ -138,3 +138,20 @@ def test_hub_dataset_through_datasets_load_dataset(monkeypatch):
     assert data.label_names == ("negative", "positive")
     with pytest.raises(ValueError, match=r"no column 'text' \(set --text-column; columns: sentence, label\)"):
         load_text_data("glue/sst2")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json"])
+def test_files_with_a_utf8_byte_order_mark(tmp_path, suffix):
+    # Excel's "CSV UTF-8" (and some editors) start the file with a byte-order mark.
+    rows = [("nice day", "pos"), ("awful day", "neg")]
+    if suffix in (".csv", ".tsv"):
+        sep = "," if suffix == ".csv" else "\t"
+        body = "\n".join([f"text{sep}label", *(f"{t}{sep}{y}" for t, y in rows)])
+    elif suffix == ".jsonl":
+        body = "\n".join(json.dumps({"text": t, "label": y}) for t, y in rows)
+    else:
+        body = json.dumps([{"text": t, "label": y} for t, y in rows])
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    data = load_text_data(str(path))
+    assert data.texts == ("nice day", "awful day") and data.label_names == ("neg", "pos")

@@ -137,7 +137,7 @@ def vader_lexicon_path() -> Path:
 
 def _read_vader(path: Path) -> list[tuple[str, float, list[int]]]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -251,15 +251,15 @@ def _from_columns(
 
 
 def _read_records(path: Path) -> tuple[list[str], list[Mapping[str, Any]]]:
-    """Column names and rows of a CSV/TSV/JSONL/JSON file."""
+    """Column names and rows of a CSV/TSV/JSONL/JSON file (UTF-8, with or without a byte-order mark)."""
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8") as fh:
+            with path.open(newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8" starts with a BOM
                 reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
                 rows = list(reader)
                 return list(reader.fieldnames or []), rows
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
         if suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..reporting import format_value, summarize
-from .families import FamilyOutcome
+from .families import FamilyOutcome, family_metric
 from .specs import ExperimentSpec
 
 PACKAGES = ("tensordas", "torch", "tensorly", "numpy", "scipy", "scikit-learn", "transformers", "peft")
@@ -73,7 +73,7 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
         lines += ["", markdown_table(records, columns), ""]
         lines.append("dq_ratio: measured (dQ_X - dQ_GD) / predicted 4·eta·rho·C/||g|| at the first step (1 = theory).")
     else:
-        metric = spec.metric or "test_acc"
+        metric = family_metric(spec)
         times = [k for k in TIME_KEYS if any(r.get(k) is not None for r in records)]
         rows = summarize(records, by=["optimizer"], metrics=[metric, *times])
         columns = {"optimizer": "optimizer", metric: spec.metric_label or metric}

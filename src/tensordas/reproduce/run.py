@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from ..reporting import ProgressFn, atomic_open, ensure_dir, write_json
 from ..tasks._experiment import fingerprint
 from ..training import check_device
-from .families import FAMILIES, FamilyOutcome, count_runs, run_family
+from .families import FAMILIES, FamilyOutcome, count_runs, family_metric, run_family
 from .report import environment, experiment_section, render_report
 from .specs import ExperimentSpec, bundled_specs, load_spec
 
@@ -43,11 +43,22 @@ class ReproduceResult:
 def select_specs(
     profile: str, only: Sequence[str] | None = None, config_files: Sequence[str | Path] | None = None
 ) -> list[ExperimentSpec]:
-    """The bundled experiments (or the user's files), restricted to the families in ``only``."""
+    """The bundled experiments (or the user's files), restricted to the families in ``only``.
+
+    Each experiment writes into ``OUT/<file name>/``, so two files of the same name are refused."""
     specs = [load_spec(f, profile) for f in config_files] if config_files else bundled_specs(profile)
+    seen: dict[str, ExperimentSpec] = {}
     for spec in specs:
         if spec.family not in FAMILIES:
             raise ValueError(f"{spec.source}: unknown family {spec.family!r} (expected one of {', '.join(FAMILIES)})")
+        other = seen.setdefault(spec.name.casefold(), spec)
+        if other is not spec:
+            if Path(other.source).resolve() == Path(spec.source).resolve():
+                raise ValueError(f"experiment file {spec.source} is given twice")
+            raise ValueError(
+                f"experiment files {other.source} and {spec.source} have the same name {spec.name!r} "
+                f"(each experiment writes to OUT/<name>/): rename one"
+            )
     if only:
         unknown = sorted(set(only) - set(FAMILIES))
         if unknown:
@@ -59,15 +70,34 @@ def select_specs(
 
 
 def _load_done(folder: Path, print_: str) -> FamilyOutcome | None:
+    """The finished experiment in ``folder`` if its ``experiment.json`` is intact and matches ``print_``."""
     try:
-        stored = json.loads((folder / DONE_FILE).read_text())
+        stored = json.loads((folder / DONE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if stored.get("fingerprint") != print_:
+    if not isinstance(stored, dict) or stored.get("fingerprint") != print_:
+        return None  # stale, or not written by this tool: redo it
+    records, figures, config = stored.get("records"), stored.get("figures"), stored.get("config")
+    if not (
+        isinstance(records, list)
+        and all(isinstance(r, dict) for r in records)
+        and isinstance(figures, list)
+        and all(isinstance(f, str) for f in figures)
+        and isinstance(config, dict)
+    ):
         return None
-    return FamilyOutcome(
-        records=stored["records"], figures=[Path(f) for f in stored["figures"]], config=stored["config"]
-    )
+    return FamilyOutcome(records=records, figures=[Path(f) for f in figures], config=config)
+
+
+def _check_records(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> None:
+    """The records must hold the table's metric (else the report would show blank columns)."""
+    metric = family_metric(spec)
+    if metric is not None and records and not any(metric in r for r in records):
+        fields = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float))})
+        raise ValueError(
+            f"{spec.source}: the records of family {spec.family!r} have no {metric!r} "
+            f"(numeric fields: {', '.join(fields)})"
+        )
 
 
 @contextlib.contextmanager
@@ -139,6 +169,7 @@ def run_reproduce(
             outcome = _load_done(folder, print_) if resume else None
             if outcome is None:
                 outcome = run_family(spec, folder, resume, device, update)
+                _check_records(spec, outcome.records)
                 write_json(
                     folder / DONE_FILE,
                     {

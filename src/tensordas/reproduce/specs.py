@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .families import check_family
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -36,28 +38,49 @@ class ExperimentSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+TOP_KEYS = ("family", "title", "metric", "metric_label", "settings", "profiles")
+
+
+def _table(value: Any, where: str, header: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: {header.strip('[]')!r} should be a table ({header}), not {value!r}")
+    return value
+
+
 def parse_spec(text: str, name: str, profile: str, source: str = "") -> ExperimentSpec:
-    """An :class:`ExperimentSpec` from TOML ``text`` with ``profile``'s overrides applied."""
+    """An :class:`ExperimentSpec` from TOML ``text`` with ``profile``'s overrides applied.
+
+    The whole file is checked first (keys, types, every profile's settings against the family's
+    task, the metric against the family's records): a ``ValueError`` names the file and the key."""
     if profile not in PROFILES:
         raise ValueError(f"Invalid profile {profile!r} (expected one of {', '.join(PROFILES)})")
+    where = source or name
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{source or name}: not valid TOML ({e})") from None
+        raise ValueError(f"{where}: not valid TOML ({e})") from None
+    unknown = sorted(set(doc) - set(TOP_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(TOP_KEYS)})")
     family = doc.get("family")
     if not isinstance(family, str):
-        raise ValueError(f"{source or name}: missing 'family = \"...\"' (the task that runs this experiment)")
-    settings = dict(doc.get("settings", {}))
-    profiles = doc.get("profiles", {})
+        raise ValueError(f"{where}: missing 'family = \"...\"' (the task that runs this experiment)")
+    for key in ("title", "metric", "metric_label"):
+        if key in doc and not isinstance(doc[key], str):
+            raise ValueError(f"{where}: {key!r} should be a string, not {doc[key]!r}")
+    settings = _table(doc.get("settings", {}), where, "[settings]")
+    profiles = _table(doc.get("profiles", {}), where, "[profiles.<name>]")
     unknown = sorted(set(profiles) - set(PROFILES))
     if unknown:
-        raise ValueError(f"{source or name}: unknown profile(s) {unknown} (expected {', '.join(PROFILES)})")
-    settings.update(profiles.get(profile, {}))
+        raise ValueError(f"{where}: unknown profile(s) {unknown} (expected {', '.join(PROFILES)})")
+    tables = {"[settings]": settings}
+    tables.update({f"[profiles.{p}]": _table(t, where, f"[profiles.{p}]") for p, t in profiles.items()})
+    check_family(family, doc.get("metric"), doc.get("metric_label"), tables, where)
     return ExperimentSpec(
         name=name,
         family=family,
-        title=str(doc.get("title", name)),
-        settings=settings,
+        title=doc.get("title", name),
+        settings={**settings, **profiles.get(profile, {})},
         metric=doc.get("metric"),
         metric_label=doc.get("metric_label"),
         source=source,
@@ -66,12 +89,20 @@ def parse_spec(text: str, name: str, profile: str, source: str = "") -> Experime
 
 
 def load_spec(path: str | Path, profile: str) -> ExperimentSpec:
-    """Read a user's experiment file."""
+    """Read a user's experiment file (UTF-8 TOML, with or without a byte-order mark)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"experiment file {path} is a folder, not a TOML file")
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"experiment file not found: {path}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"experiment file {path} is not UTF-8 text (byte {e.start}); TOML files must be UTF-8"
+        ) from None
     return parse_spec(text, path.stem, profile, source=str(path))
 
 
