@@ -237,3 +237,10 @@ def test_cifar10_corrupted_batch_is_a_clear_error(tmp_path):
     (folder / "data_batch_3").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="data_batch_3"):
         load_classification("cifar10", data_dir=tmp_path)
+
+
+def test_npy_file_instead_of_npz_is_a_clear_error(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="single array, not an .npz"):
+        load_classification(str(path))

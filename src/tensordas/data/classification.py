@@ -243,12 +243,13 @@ def _load_npz(path: str, seed: int, test_fraction: float) -> tuple[np.ndarray, .
     if not Path(path).is_file():
         raise FileNotFoundError(f"data file not found: {path!r} (expected digits, cifar10 or an .npz file)")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)
     except Exception as e:  # zipfile, pickle and format errors all mean "not a readable .npz"
         raise ValueError(f"cannot read {path!r} as an .npz file with arrays X and y: {e}") from None
-    if not isinstance(arrays, dict):
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy file: one array, no labels
         raise ValueError(f"{path!r} is a single array, not an .npz file with arrays X and y")
+    with loaded as f:
+        arrays = {k: f[k] for k in f.files}
     missing = [k for k in ("X", "y") if k not in arrays]
     if missing:
         found = ", ".join(sorted(arrays)) or "none"
