@@ -149,6 +149,9 @@ def test_early_stopping_reports_the_best_validation_model():
         (["--data", SYNTH, "--model", "svd"], "svd"),
         (["--data", SYNTH, "--optimizer", "lbfgs"], "lbfgs"),
         (["--data", SYNTH, "--seeds", "a,b"], "a,b"),
+        (["--data", SYNTH, "--seeds", "-1"], "--seeds"),
+        (["--data", SYNTH, "--seeds", "99999999999999999999"], "--seeds"),
+        (["--data", SYNTH, "--seeds", "0,1,0"], "--seeds"),
         (["--data", "missing-file.npy"], "missing-file.npy"),
         (["--data", SYNTH, "--missing", "0.0001"], "empty"),
         (["--data", SYNTH, "--device", "tpu"], "tpu"),
@@ -227,3 +230,37 @@ def test_cuda_device_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert main(["complete", "--data", SYNTH, "--device", "cuda", "--out", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "CUDA is not available" in err
+
+
+def test_a_changed_data_file_is_rerun_not_reused(tmp_path):
+    path = tmp_path / "t.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, rng.normal(size=(6, 5, 4)))
+    cfg = CompletionConfig(data=str(path), model="cp", rank=2, steps=5, optimizers=("das",), als=False)
+    (first,) = run_completion(cfg, out_dir=tmp_path / "o")
+    np.save(path, 10 * rng.normal(size=(6, 5, 4)))  # same name and shape, other content
+    (second,) = run_completion(cfg, out_dir=tmp_path / "o")
+    assert second.record["test_rmse"] != first.record["test_rmse"]
+    (third,) = run_completion(cfg, out_dir=tmp_path / "o")  # unchanged since: reused
+    assert third.record == second.record
+
+
+def test_every_task_fingerprints_the_device():
+    from tensordas.tasks.compress import CompressConfig
+    from tensordas.tasks.finetune import FinetuneConfig
+    from tensordas.tasks.noisy import NoisyConfig
+
+    for config in (CompletionConfig(), NoisyConfig(), CompressConfig(train_dense=True, ratio=2.0), FinetuneConfig()):
+        assert config.settings()["device"] == "cpu", type(config).__name__
+
+
+def test_cli_diverged_runs_are_marked_and_warned_about(tmp_path, capsys):
+    args = ["complete", "--data", SYNTH, "--lr", "1000", "--base", "sgd", "--model", "cp", "--rank", "3", "--compare"]
+    status = main([*args, "--no-als", "--steps", "30", "--no-progress", "--out", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert status == 0
+    records = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert all(r["diverged"] for r in records)
+    assert "diverged" in out  # the table says so, not only results.json
+    warning = [line for line in err.splitlines() if "diverged" in line]
+    assert len(warning) == 1 and "sgd" in warning[0] and "das(sgd)" in warning[0] and "seed 0" in warning[0], err

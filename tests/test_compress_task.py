@@ -190,3 +190,18 @@ def test_cli_unreachable_ratio_fails_before_training_the_dense_model(tmp_path, c
     assert main(["compress", "--train-dense", "--ratio", "1e6", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "layer 'features.0'" in err and "cannot be reached" in err
+
+
+def test_a_changed_npz_file_retrains_the_dense_model_and_reruns(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "c.npz"
+    y = np.arange(80) % 4
+    np.savez(path, X=rng.normal(size=(80, 16)), y=y)
+    cfg = CompressConfig(
+        data=str(path), train_dense=True, hidden=(16,), dense_epochs=1, method="tt", ratio=2.0, epochs=1,
+        batch_size=20,
+    )  # fmt: skip
+    (first,) = run_compress(cfg, out_dir=tmp_path / "o")
+    np.savez(path, X=rng.normal(size=(80, 16)) + 4 * y[:, None], y=y)
+    (second,) = run_compress(cfg, out_dir=tmp_path / "o")
+    assert second.record["dense_test_acc"] != first.record["dense_test_acc"]

@@ -7,6 +7,8 @@ test fine-tunes the real all-MiniLM-L6-v2.
 import csv
 import json
 import random
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +192,31 @@ def test_cli_bad_input_is_one_line_and_nonzero(tiny_model, easy_csv, args, needl
     assert status != 0
     assert len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_a_changed_csv_file_is_rerun_not_reused(tiny_model, easy_csv, tmp_path):
+    data = tmp_path / "s.csv"
+    data.write_text(Path(easy_csv).read_text())
+    cfg = tiny_config(tiny_model, str(data), optimizers=("base",))
+    (first,) = run_finetune(cfg, out_dir=tmp_path / "o")
+    lines = data.read_text().splitlines()
+    swap = {",pos": ",neg", ",neg": ",pos"}
+    flipped = [lines[0]] + [ln[:-4] + swap[ln[-4:]] for ln in lines[1:]]
+    data.write_text("\n".join(flipped) + "\n")
+    (second,) = run_finetune(cfg, out_dir=tmp_path / "o")
+    assert second.curve != first.curve
+
+
+def test_step_time_is_the_median_step(tiny_model, easy_csv, monkeypatch):
+    real, calls = ft.optimizer_step, []
+
+    def slow_first_step(opt, closure):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(1.0)
+        return real(opt, closure)
+
+    monkeypatch.setattr(ft, "optimizer_step", slow_first_step)
+    (res,) = run_finetune(tiny_config(tiny_model, easy_csv, optimizers=("base",)))
+    assert res.record["steps"] == 6
+    assert res.record["step_time_ms"] < 1000 / 6  # a mean would be above it

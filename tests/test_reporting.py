@@ -219,3 +219,24 @@ def test_task_labels_get_their_method_colour():
         "sam(sgd)": OPTIMIZER_COLORS["SAM"],
         "das(sgd)": OPTIMIZER_COLORS["DAS"],
     }
+
+
+def test_summary_table_marks_diverged_runs():
+    from rich.console import Console
+
+    from tensordas.tasks._experiment import RunResult, summary_table
+
+    results = [
+        RunResult({"optimizer": "sgd", "seed": 0, "loss": 0.5, "diverged": False}),
+        RunResult({"optimizer": "das(sgd)", "seed": 0, "loss": None, "diverged": True}),
+        RunResult({"optimizer": "das(sgd)", "seed": 1, "loss": 0.4, "diverged": False}),
+    ]
+    con = Console(width=120, record=True)
+    con.print(summary_table(results, {"loss": "loss"}, title="t"))
+    lines = con.export_text().splitlines()
+    assert "diverged" in next(line for line in lines if "optimizer" in line)
+    assert "1/2" in next(line for line in lines if "das(sgd)" in line)
+    clean = [RunResult({"optimizer": "sgd", "seed": 0, "loss": 0.5, "diverged": False})]
+    con = Console(width=120, record=True)
+    con.print(summary_table(clean, {"loss": "loss"}, title="t"))
+    assert "diverged" not in con.export_text()  # no column when nothing diverged

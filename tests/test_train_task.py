@@ -126,6 +126,11 @@ def test_cli_train_compare_writes_results_and_prints_a_table(tmp_path, capsys):
         (["--model", "mlp", "--rank", "4"], "dense"),
         (["--optimizer", "lbfgs"], "lbfgs"),
         (["--seeds", "a,b"], "a,b"),
+        (["--seeds", "-1"], "--seeds"),
+        (["--seeds", "0,0"], "--seeds"),
+        (["--seeds", str(2**32)], "--seeds"),
+        (["--model", "tt-mlp", "--rank", "100000"], "rank 100000"),
+        (["--model", "cp-mlp", "--rank", "100000"], "rank 100000"),
         (["--epochs", "0"], "epochs"),
         (["--lr-schedule", "exp"], "exp"),
         (["--data", "missing.npz"], "missing.npz"),
@@ -158,3 +163,20 @@ def test_digits_test_set_is_the_clean_split():
     cfg = tiny_config(noise=0.8)
     data, _ = NoisyExperiment(cfg).data(1)
     assert torch.equal(data.y_test, load_classification("digits", seed=1, train_size=200, test_size=100).y_test)
+
+
+def test_a_changed_npz_file_is_rerun_not_reused(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "c.npz"
+    y = np.arange(60) % 3
+    np.savez(path, X=rng.normal(size=(60, 6)), y=y)
+    cfg = NoisyConfig(data=str(path), model="tt-mlp", rank=2, hidden=(8, 8), epochs=1, batch_size=20)
+    (first,) = run_noisy(cfg, out_dir=tmp_path / "o")
+    np.savez(path, X=rng.normal(size=(60, 6)) + 5 * y[:, None], y=y)
+    (second,) = run_noisy(cfg, out_dir=tmp_path / "o")
+    assert second.record["final_train_loss"] != first.record["final_train_loss"]
+
+
+def test_duplicate_seeds_are_rejected_by_the_library_too():
+    with pytest.raises(ValueError, match="twice"):
+        run_noisy(tiny_config(seeds=(0, 0), optimizers=("base",), epochs=1))

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from ..reporting import ensure_dir, progress_bar
+from ..tasks._experiment import MAX_SEED, diverged_runs
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
@@ -27,7 +28,9 @@ __all__ = [
     "parse_methods",
     "parse_pair",
     "parse_rank",
+    "parse_seeds",
     "print_error",
+    "print_warning",
     "run_comparison",
 ]
 
@@ -64,6 +67,12 @@ def print_error(message: str) -> None:
     print(f"tensordas: error: {text}", file=sys.stderr, flush=True)
 
 
+def print_warning(message: str) -> None:
+    """Print ``tensordas: warning: message`` on one line of standard error."""
+    text = " ".join(str(message).split())
+    print(f"tensordas: warning: {text}", file=sys.stderr, flush=True)
+
+
 def parse_pair(value: str, option: str) -> int | tuple[int, int]:
     """``"30"`` -> 30, ``"30x20"`` -> (30, 20); anything else is a usage error naming ``option``."""
     parts = value.lower().replace("*", "x").split("x")
@@ -85,6 +94,20 @@ def parse_ints(value: str, option: str) -> list[int]:
     if not numbers:
         raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers", param_hint=f"'{option}'")
     return numbers
+
+
+def parse_seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
+    """``"0,1,2"`` -> (0, 1, 2): distinct ints in [0, 2**32 - 1]; anything else is a usage error naming ``option``."""
+    seeds = parse_ints(value, option)
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise typer.BadParameter(f"seed {bad[0]} is out of range (expected 0 to {MAX_SEED})", param_hint=f"'{option}'")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise typer.BadParameter(
+            f"seed {repeated[0]} is listed twice (a repeated seed repeats the same run)", param_hint=f"'{option}'"
+        )
+    return tuple(seeds)
 
 
 COMPARED = ("base", "sam", "das")
@@ -127,6 +150,9 @@ def run_comparison(
     paths = write(results, config, out)
     con = console()
     con.print(table(results, config))
+    diverged = diverged_runs(results)
+    if diverged:
+        print_warning(f"diverged (non-finite loss; metrics missing): {', '.join(diverged)}")
     elapsed = time.perf_counter() - start
     con.print(
         f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False

@@ -21,9 +21,9 @@ from ._common import (
     Seeds,
     WeightDecay,
     build_config,
-    parse_ints,
     parse_methods,
     parse_rank,
+    parse_seeds,
     run_comparison,
 )
 
@@ -95,7 +95,7 @@ def complete_command(
         steps=steps,
         batch_size=batch_size,
         eval_every=eval_every,
-        seeds=tuple(parse_ints(seeds, "--seeds")),
+        seeds=parse_seeds(seeds),
         als=als,
         dtype=dtype,
         device=device,

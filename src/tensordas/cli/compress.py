@@ -22,6 +22,7 @@ from ._common import (
     parse_ints,
     parse_methods,
     parse_rank,
+    parse_seeds,
     run_comparison,
 )
 
@@ -136,7 +137,7 @@ def compress_command(
         alpha=alpha,
         rho=rho,
         alpha_schedule=alpha_schedule,
-        seeds=tuple(parse_ints(seeds, "--seeds")),
+        seeds=parse_seeds(seeds),
         device=device,
     )
     run_comparison(

@@ -21,8 +21,8 @@ from ._common import (
     Seeds,
     WeightDecay,
     build_config,
-    parse_ints,
     parse_methods,
+    parse_seeds,
     run_comparison,
 )
 
@@ -115,7 +115,7 @@ def finetune_command(
         alpha=alpha,
         alpha_schedule=alpha_schedule,
         rho=rho,
-        seeds=tuple(parse_ints(seeds, "--seeds")),
+        seeds=parse_seeds(seeds),
         device=device,
     )
     run_comparison(

@@ -24,6 +24,7 @@ from ._common import (
     parse_ints,
     parse_methods,
     parse_rank,
+    parse_seeds,
     run_comparison,
 )
 
@@ -109,7 +110,7 @@ def train_command(
         alpha=alpha,
         rho=rho,
         alpha_schedule=alpha_schedule,
-        seeds=tuple(parse_ints(seeds, "--seeds")),
+        seeds=parse_seeds(seeds),
         device=device,
     )
     run_comparison(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,65 @@ def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-able settings: equal settings, equal runs."""
     text = json.dumps(json_ready(parts), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """A digest of a file's size and bytes (streamed in 1 MiB blocks): equal contents, equal digests."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(str(os.fstat(f.fileno()).st_size).encode())
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _folder_digest(folder: Path) -> str:
+    """A digest of a folder's file listing: relative names, sizes and modification times (no bytes read)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = path.stat()
+        h.update(f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def data_digest(source: str | os.PathLike | None) -> str | None:
+    """What a run's fingerprint needs to know about user data beyond its name.
+
+    An existing file (also ``FILE:KEY``, an array inside an ``.npz``/``.mat``) gives a digest of its
+    contents, a folder one of its listing (names, sizes, times); a data set name, a ``synthetic:``
+    spec or a hub id gives None. So a file overwritten with other data re-runs instead of being reused.
+    """
+    if source is None:
+        return None
+    text = os.fspath(source)
+    candidates = [text]
+    head, sep, _ = text.rpartition(":")
+    if sep and head:
+        candidates.append(head)
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        try:
+            if path.is_file():
+                return "file:" + file_digest(path)
+            if path.is_dir():
+                return "dir:" + _folder_digest(path)
+        except OSError:
+            return None  # unreadable: the loader reports it
+    return None
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch accepts it too
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """``ValueError`` unless ``seeds`` are distinct ints in [0, 2**32 - 1] (and there is at least one)."""
+    if not seeds:
+        raise ValueError("no seeds given")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+            raise ValueError(f"Invalid seed {s!r} (expected an int from 0 to {MAX_SEED})")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds are listed twice: {list(seeds)} (a repeated seed repeats the same run)")
 
 
 class RunStore:
@@ -102,6 +162,7 @@ def run_grid(
     labels = [o.label for o in optimizers]
     if len(set(labels)) != len(labels):
         raise ValueError(f"optimizers are listed twice: {labels}")
+    check_seeds(list(seeds))
     store = RunStore(out_dir) if out_dir is not None else None
     results = []
     for seed in seeds:
@@ -147,9 +208,25 @@ def mean_curves(results: Sequence[RunResult], x: str, keys: Sequence[str]) -> di
 def summary_table(
     results: Sequence[RunResult], metrics: Mapping[str, str], *, title: str, caption: str | None = None
 ) -> Table:
-    """Mean ± std over seeds of each metric, one row per optimizer."""
-    rows = summarize([r.record for r in results], by=["optimizer"], metrics=list(metrics))
-    return results_table(rows, {"optimizer": "optimizer", **metrics}, title=title, caption=caption)
+    """Mean ± std over seeds of each metric, one row per optimizer.
+
+    When a run diverged, a ``diverged`` column counts the optimizer's diverged seeds (its metrics
+    cover the other seeds, or are missing); without divergence there is no such column.
+    """
+    records = [r.record for r in results]
+    rows = summarize(records, by=["optimizer"], metrics=list(metrics))
+    columns = {"optimizer": "optimizer", **metrics}
+    if diverged_runs(results):
+        for row in rows:
+            mine = [r for r in records if r["optimizer"] == row["optimizer"]]
+            row["diverged"] = f"{sum(bool(r.get('diverged')) for r in mine)}/{len(mine)}"
+        columns["diverged"] = "diverged"
+    return results_table(rows, columns, title=title, caption=caption)
+
+
+def diverged_runs(results: Sequence[RunResult]) -> list[str]:
+    """``"OPTIMIZER seed N"`` for each run whose record says it diverged."""
+    return [f"{r.record['optimizer']} seed {r.record['seed']}" for r in results if r.record.get("diverged")]
 
 
 def write_experiment(

@@ -31,7 +31,17 @@ from ..metrics import norm_deviation
 from ..models import CPModel, TRModel, TTModel, TuckerModel
 from ..reporting import ProgressFn, line_panels
 from ..training import OptimizerConfig, build_optimizer, check_device, compared_optimizers, optimizer_step
-from ._experiment import RunResult, RunStore, fingerprint, mean_curves, run_grid, summary_table, write_experiment
+from ._experiment import (
+    RunResult,
+    RunStore,
+    check_seeds,
+    data_digest,
+    fingerprint,
+    mean_curves,
+    run_grid,
+    summary_table,
+    write_experiment,
+)
 
 MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
 INITS = ("balanced", "unbalanced", "tensorly")
@@ -87,8 +97,7 @@ class CompletionConfig:
             raise ValueError(f"Invalid patience {self.patience}: needs >= 1 and a validation fraction > 0")
         if not (0 < self.missing < 1):
             raise ValueError(f"Invalid missing ratio: {self.missing} (expected 0 < missing < 1)")
-        if not self.seeds:
-            raise ValueError("no seeds given")
+        check_seeds(self.seeds)
         _ = self.optimizer_configs  # builds them, validating lr, momentum, alpha, rho and the schedule
 
     @cached_property
@@ -96,10 +105,14 @@ class CompletionConfig:
         return compared_optimizers(self, total_steps=self.steps)
 
     def settings(self) -> dict[str, Any]:
-        """What determines a run besides its optimizer and seed (for resume fingerprints)."""
+        """What determines a run besides its optimizer and seed (for resume fingerprints).
+
+        Includes the device (timings depend on it) and a digest of a data file's contents.
+        """
         out = asdict(self)
-        for key in ("optimizers", "seeds", "als", "device"):
+        for key in ("optimizers", "seeds", "als"):
             out.pop(key)
+        out["data_digest"] = data_digest(self.data)
         return out
 
     def to_dict(self) -> dict[str, Any]:

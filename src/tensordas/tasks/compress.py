@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -49,7 +48,18 @@ from ..training import (
     train_classifier,
 )
 from ..training.loop import CHECKPOINT_FORMAT
-from ._experiment import RunResult, fingerprint, mean_curves, run_grid, run_key, summary_table, write_experiment
+from ._experiment import (
+    RunResult,
+    check_seeds,
+    data_digest,
+    file_digest,
+    fingerprint,
+    mean_curves,
+    run_grid,
+    run_key,
+    summary_table,
+    write_experiment,
+)
 from .noisy import CHECKPOINTS_DIR, network_kwargs
 
 __all__ = [
@@ -128,8 +138,11 @@ class CompressConfig:
             raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
         if not self.dense_lr >= 0:
             raise ValueError(f"Invalid dense_lr value: {self.dense_lr} (expected >= 0)")
-        if not self.seeds:
-            raise ValueError("no seeds given")
+        check_seeds(self.seeds)
+        try:
+            check_seeds((self.split_seed,))
+        except ValueError as e:
+            raise ValueError(f"split_seed: {e}") from None
         check_device(self.device)
         _ = self.loop, self.dense_loop, self.optimizer_configs  # validates epochs, batch size, schedules, hyper-params
 
@@ -156,8 +169,13 @@ class CompressConfig:
         return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def data_settings(self) -> dict[str, Any]:
+        """What determines the data split, including digests of a data file's contents or a data folder."""
         keys = ("data", "data_dir", "test_fraction", "train_size", "test_size", "split_seed")
-        return {k: getattr(self, k) for k in keys}
+        return {
+            **{k: getattr(self, k) for k in keys},
+            "data_digest": data_digest(self.data),
+            "data_dir_digest": data_digest(self.data_dir),
+        }
 
     def dense_settings(self) -> dict[str, Any]:
         """What determines a dense model trained by ``train_dense``."""
@@ -170,11 +188,14 @@ class CompressConfig:
         }
 
     def settings(self) -> dict[str, Any]:
-        """What determines a fine-tuning run besides its optimizer, seed and the dense model's identity."""
+        """What determines a fine-tuning run besides its optimizer, seed and the dense model's identity.
+
+        Includes the device (timings depend on it) and the data digests of :meth:`data_settings`.
+        """
         out = asdict(self)
-        for key in ("optimizers", "seeds", "device", "download"):
+        for key in ("optimizers", "seeds", "download"):
             out.pop(key)
-        return out
+        return {**out, **self.data_settings()}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -335,14 +356,6 @@ def check_target(
             )
 
 
-def _file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 # --- the experiment ---------------------------------------------------------------------------------------
 
 
@@ -409,7 +422,7 @@ class CompressExperiment:
         if cfg.checkpoint is not None:
             if not Path(cfg.checkpoint).is_file():
                 raise FileNotFoundError(f"checkpoint not found: {cfg.checkpoint!r}")
-            return "file:" + _file_digest(cfg.checkpoint)
+            return "file:" + file_digest(cfg.checkpoint)
         return "trained:" + fingerprint("compress-dense", cfg.dense_settings())
 
     def _dense(self) -> tuple[nn.Module, str]:

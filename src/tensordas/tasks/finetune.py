@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import resource
+import statistics
 import sys
 import time
 import warnings
@@ -56,7 +57,7 @@ from ..data.text import TextData, TextSet, TextSplit, load_text_data, split_text
 from ..metrics import norm_deviation
 from ..reporting import ProgressFn, line_panels
 from ..training import OptimizerConfig, build_optimizer, check_device, compared_optimizers, optimizer_step
-from ._experiment import RunResult, mean_curves, run_grid, summary_table, write_experiment
+from ._experiment import RunResult, check_seeds, data_digest, mean_curves, run_grid, summary_table, write_experiment
 
 __all__ = [
     "ADAPTER_NAMES",
@@ -127,8 +128,7 @@ class FinetuneConfig:
             raise ValueError(f"Invalid adapter alpha: {self.adapter_alpha} (expected > 0)")
         if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
             raise ValueError(f"Invalid target modules: {self.target_modules!r} (expected module names)")
-        if not self.seeds:
-            raise ValueError("no seeds given")
+        check_seeds(self.seeds)
         check_device(self.device)
         self.optimizer_configs(1)  # validates lr, momentum, alpha, rho and the schedule
 
@@ -137,10 +137,16 @@ class FinetuneConfig:
         return compared_optimizers(self, total_steps)
 
     def settings(self) -> dict[str, Any]:
-        """What determines a run besides its optimizer and seed (for resume fingerprints; not the device)."""
+        """What determines a run besides its optimizer and seed (for resume fingerprints).
+
+        Includes the device (timings depend on it) and digests of a data file's contents and of a local
+        model folder's listing.
+        """
         out = asdict(self)
-        for key in ("optimizers", "seeds", "device"):
+        for key in ("optimizers", "seeds"):
             out.pop(key)
+        out["data_digest"] = data_digest(self.data)
+        out["model_digest"] = data_digest(self.model)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -445,7 +451,7 @@ class FinetuneExperiment:
             curve.append(dict(epoch=epoch, step=step, train_loss=loss, test_acc=acc, test_f1=f1, Q=_group_q(groups)))
 
         evaluate(0, 0, None)
-        step, train_time, diverged = 0, 0.0, False
+        step, train_time, diverged, step_times = 0, 0.0, False, []
         for epoch in range(1, cfg.epochs + 1):
             order = torch.randperm(len(train), generator=gen)
             loss_sum = torch.zeros((), device=device)
@@ -459,7 +465,9 @@ class FinetuneExperiment:
                     loss.backward()
                     return loss
 
+                tick_step = time.perf_counter()
                 loss_sum += optimizer_step(opt, closure).detach()
+                step_times.append(time.perf_counter() - tick_step)
                 step += 1
                 if progress is not None:
                     progress(label, step, total)
@@ -493,7 +501,8 @@ class FinetuneExperiment:
             "steps": step,
             "diverged": diverged,
             "train_time_s": train_time,
-            "step_time_ms": 1e3 * train_time / max(step, 1),
+            # The median step, as in every task: robust to the first steps' warm-up and to other load.
+            "step_time_ms": 1e3 * statistics.median(step_times) if step_times else None,
             "peak_memory_mb": memory.read(),
             "device": cfg.device,
             "wall_time_s": time.perf_counter() - start,

@@ -25,11 +25,22 @@ from torch import nn
 
 from ..data import ClassificationData, NoisyLabels, add_label_noise, asymmetric_mapping, load_classification
 from ..data.noise import NOISE_TYPES, check_noise_rate
-from ..layers._formats import Rank
+from ..layers._base import TensorizedLayer
+from ..layers._formats import Rank, get_format
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, line_panels
 from ..training import LoopConfig, OptimizerConfig, check_device, compared_optimizers, train_classifier
-from ._experiment import RunResult, fingerprint, mean_curves, run_grid, run_key, summary_table, write_experiment
+from ._experiment import (
+    RunResult,
+    check_seeds,
+    data_digest,
+    fingerprint,
+    mean_curves,
+    run_grid,
+    run_key,
+    summary_table,
+    write_experiment,
+)
 
 __all__ = [
     "CURVE_COLUMNS",
@@ -102,8 +113,7 @@ class NoisyConfig:
             raise ValueError(f"model {self.model!r} is dense; --rank needs a tensorized one (e.g. 'tt-{base}')")
         if self.hidden is not None and (base != "mlp" or not self.hidden or min(self.hidden) < 1):
             raise ValueError(f"Invalid hidden sizes {self.hidden!r} for model {self.model!r} (MLPs only, positive)")
-        if not self.seeds:
-            raise ValueError("no seeds given")
+        check_seeds(self.seeds)
         check_device(self.device)
         _ = self.loop, self.optimizer_configs  # validates epochs, batch size, schedules, lr, alpha, rho
 
@@ -116,10 +126,15 @@ class NoisyConfig:
         return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def settings(self) -> dict[str, Any]:
-        """What determines a run besides its optimizer and seed (for resume fingerprints)."""
+        """What determines a run besides its optimizer and seed (for resume fingerprints).
+
+        Includes the device (timings depend on it) and digests of a data file's contents or a data folder.
+        """
         out = asdict(self)
-        for key in ("optimizers", "seeds", "device", "download"):
+        for key in ("optimizers", "seeds", "download"):
             out.pop(key)
+        out["data_digest"] = data_digest(self.data)
+        out["data_dir_digest"] = data_digest(self.data_dir)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +143,44 @@ class NoisyConfig:
 
 def network_kwargs(hidden: Sequence[int] | None) -> dict[str, Any]:
     return {} if hidden is None else {"hidden": tuple(hidden)}
+
+
+def check_rank(model: str, input_shape: Sequence[int], num_classes: int, rank: Rank | None, **kwargs: Any) -> None:
+    """``ValueError`` when ``rank`` gives tensorized layers more parameters than their dense weights.
+
+    The layers cap an int rank at what each one can use, so a huge rank silently became a full-rank
+    "tensorized" network larger than the dense one (or, for CP/TR, an allocation that cannot succeed).
+    The network is built on the meta device: nothing is allocated. ``rank=None`` (the network's
+    defaults) is not checked.
+    """
+    if rank is None:
+        return
+    with torch.device("meta"):
+        net = build_network(model, tuple(input_shape), num_classes, rank=rank, **kwargs)
+    layers = [m for m in net.modules() if isinstance(m, TensorizedLayer)]
+    cores = sum(m.num_core_params for m in layers)
+    dense = sum(m.layout.dense_numel for m in layers)
+    if cores <= dense:
+        return
+
+    def total(r: int) -> int:
+        return sum(
+            get_format(m.format).num_params(m.layout, get_format(m.format).resolve_rank(m.layout, r)) for m in layers
+        )
+
+    hint = ""
+    if total(1) <= dense:
+        low, high = 1, 2
+        while total(high) <= dense:
+            low, high = high, 2 * high
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if total(mid) <= dense else (low, mid)
+        hint = f"; the largest int rank that keeps it smaller is {low}"
+    raise ValueError(
+        f"rank {rank!r} does not compress {model!r}: its tensorized layers would hold {cores} parameters, "
+        f"more than the {dense} of their dense weights{hint}"
+    )
 
 
 @dataclass
@@ -167,6 +220,12 @@ class NoisyExperiment:
             cfg.model, data.input_shape, data.num_classes, rank=cfg.rank, **network_kwargs(cfg.hidden)
         )
         return model.to(torch.device(cfg.device))
+
+    def check_rank(self) -> None:
+        """``ValueError`` for a rank that makes the tensorized network larger than the dense one."""
+        cfg = self.config
+        data, _ = self.data(cfg.seeds[0])
+        check_rank(cfg.model, data.input_shape, data.num_classes, cfg.rank, **network_kwargs(cfg.hidden))
 
     def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
         """Train one network with ``optimizer`` on the seed's noisy labels; final metrics and curves."""
@@ -236,6 +295,7 @@ def run_noisy(
 ) -> list[RunResult]:
     """Run every optimizer on every seed; reuse finished runs (and resume checkpoints) in ``out_dir``."""
     exp = NoisyExperiment(config, None if out_dir is None else Path(out_dir), resume)
+    exp.check_rank()
     return run_grid(
         TASK,
         config.settings(),
