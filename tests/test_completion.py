@@ -264,3 +264,20 @@ def test_cli_diverged_runs_are_marked_and_warned_about(tmp_path, capsys):
     assert "diverged" in out  # the table says so, not only results.json
     warning = [line for line in err.splitlines() if "diverged" in line]
     assert len(warning) == 1 and "sgd" in warning[0] and "das(sgd)" in warning[0] and "seed 0" in warning[0], err
+
+
+def test_das_variant_and_grad_norm_reach_the_optimizer_and_the_records(tmp_path):
+    """--das-variant/--grad-norm select DAS's formula; every DAS record says which one ran."""
+    outs = {}
+    for variant in ("sam-matched", "reference"):
+        out = tmp_path / variant
+        args = ["complete", "--data", SYNTH, "--model", "cp", "--rank", "3", "--no-als", "--steps", "20"]
+        args += ["--optimizer", "das,base", "--alpha", "0.5", "--das-variant", variant, "--grad-norm", "global"]
+        assert main([*args, "--out", str(out)]) == 0
+        records = json.loads((out / "results.json").read_text())
+        das = [r for r in records if r["method"] == "das"]
+        assert das and all(r["das_variant"] == variant and r["grad_norm"] == "global" for r in das)
+        assert all("das_variant" not in r for r in records if r["method"] != "das")
+        outs[variant] = das[0]
+    assert outs["sam-matched"]["test_rmse"] != outs["reference"]["test_rmse"]  # the formula mattered
+    assert main(["complete", "--data", SYNTH, "--das-variant", "authors", "--out", str(tmp_path / "bad")]) != 0

@@ -42,6 +42,10 @@ Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
 WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay of the base optimizer.")]
 Alpha = Annotated[float, typer.Option("--alpha", help="DAS strength.")]
 AlphaSchedule = Annotated[str, typer.Option("--alpha-schedule", help="constant | linear | cosine.")]
+DasVariant = Annotated[
+    str, typer.Option("--das-variant", help="DAS formula: sam-matched (drift equals SAM's) | reference (authors').")
+]
+GradNorm = Annotated[str, typer.Option("--grad-norm", help="DAS normaliser: group | global (SAM's norm).")]
 Rho = Annotated[float, typer.Option("--rho", help="SAM radius.")]
 Seeds = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
 Device = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")]

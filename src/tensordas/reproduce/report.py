@@ -119,7 +119,9 @@ def render_report(
         f"- packages: {packages}",
         "",
         "Every experiment compares the base optimizer, SAM on that base and DAS on that base on the same seeds;",
-        "all records are in `results.json`, per-run files under each experiment's `runs/`.",
+        "all records are in `results.json`, per-run files under each experiment's `runs/`. DAS uses the",
+        "`sam-matched` formula and group gradient norms unless an experiment sets `das_variant`/`grad_norm`;",
+        "each DAS record names its `das_variant` and `grad_norm`.",
         "",
     ]
     return "\n".join([line for line in head if line is not None]) + "\n" + "\n".join(sections)

@@ -172,6 +172,7 @@ def run_grid(
             if done is None:
                 done = run_one(opt, seed, progress)
                 done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed)
+                done.record.update(opt.record_fields())
                 if store is not None:
                     store.save(key, print_, done)
             elif progress is not None:

@@ -108,6 +108,8 @@ class FinetuneConfig:
     alpha: float = 0.05
     rho: float = 0.05
     alpha_schedule: str = "constant"
+    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
+    grad_norm: str = "group"  # DAS normaliser: group | global
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
 

@@ -95,6 +95,8 @@ class NoisyConfig:
     alpha: float = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
     rho: float = 0.1
     alpha_schedule: str = "constant"
+    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
+    grad_norm: str = "group"  # DAS normaliser: group | global
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
 

@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 
 from ..core_groups import CoreGroup
 from ..optim import BAR, DAS, SAM
+from ..optim.das import GRAD_NORMS, VARIANTS
 from ..optim.schedules import check_alpha_schedule
 
 BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -52,6 +53,16 @@ class OptimizerConfig:
             if not value >= 0:  # also rejects NaN
                 raise ValueError(f"Invalid {name} value: {value} (expected >= 0)")
         check_alpha_schedule(self.alpha_schedule, self.total_steps)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"Invalid DAS variant {self.variant!r} (expected one of {', '.join(VARIANTS)})")
+        if self.grad_norm not in GRAD_NORMS:
+            raise ValueError(f"Invalid grad_norm {self.grad_norm!r} (expected one of {', '.join(GRAD_NORMS)})")
+
+    def record_fields(self) -> dict[str, str]:
+        """What a result record says about the method beyond its label (DESIGN: which DAS variant)."""
+        if self.method != "das":
+            return {}
+        return {"das_variant": self.variant, "grad_norm": self.grad_norm}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +97,8 @@ def compared_optimizers(settings: Any, total_steps: int | None = None) -> list[O
             alpha=settings.alpha,
             alpha_schedule=settings.alpha_schedule,
             total_steps=total_steps,
+            grad_norm=getattr(settings, "grad_norm", "group"),
+            variant=getattr(settings, "das_variant", "sam-matched"),
         )
         for m in names
     ]
