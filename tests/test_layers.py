@@ -278,6 +278,33 @@ def test_invalid_layer_arguments_raise(build, message):
         build()
 
 
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: TensorizedConv2d(4, 6, 3, stride=0), "stride"),
+        (lambda: TensorizedConv2d(4, 6, 3, stride=(1, -2)), "stride"),
+        (lambda: TensorizedConv2d(4, 6, 3, dilation=0), "dilation"),
+        (lambda: TensorizedConv2d(4, 6, 3, padding=-1), "padding"),
+        (lambda: TensorizedConv2d(4, 6, 3, padding=(1, 1, 1, 1)), "padding"),
+        (lambda: TensorizedConv2d(4, 6, 3, stride=2, padding="same"), "'same'"),
+        (lambda: TensorizedLinear(12, 10, "tt", 2, dtype=torch.int64), "dtype"),
+        (lambda: TensorizedConv2d(4, 6, 3, dtype=torch.bool), "dtype"),
+    ],
+)
+def test_bad_conv_geometry_and_dtype_raise_at_construction(build, message):
+    # These used to be accepted and fail only in forward (or build a non-float layer with a RuntimeError).
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_conv_geometry_is_applied_like_conv2d():
+    torch.manual_seed(0)
+    layer = TensorizedConv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), rank=3, dtype=F64)
+    x = torch.randn(2, 4, 9, 8, dtype=F64)
+    ref = F.conv2d(x, layer.dense_weight(), layer.bias, (2, 1), (1, 2), (1, 2))
+    torch.testing.assert_close(layer(x), ref)
+
+
 def test_int_rank_caps_tucker_and_tt_at_full_rank():
     layer = TensorizedLinear(12, 10, "tucker", 100, factorization=([3, 4], [2, 5]))
     assert layer.rank == (3, 4, 2, 5)
@@ -395,3 +422,11 @@ def test_from_dense_rejects_unsupported_layers_and_ranks():
         from_dense(linear, "tucker", rank=[7, 2, 2, 2], factorization=([3, 4], [2, 5]))
     with pytest.raises(ValueError, match="Unknown TR from_tensor method 'qr'"):
         from_dense(linear, "tr", rank=2, algorithm="qr")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_from_dense_raises_instead_of_returning_nan_cores():
+    # CP-ALS with a rank far above the weight's size diverges; the NaN cores used to be loaded silently
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="not finite"):
+        from_dense(nn.Conv2d(4, 8, 3), "cp", rank=200)

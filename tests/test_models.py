@@ -111,6 +111,14 @@ def test_invalid_model_arguments_raise(build):
         build()
 
 
+@pytest.mark.parametrize("model", ["CPModel", "TuckerModel", "TTModel", "TRModel"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_non_float_dtype_is_a_clear_error(model, dtype):
+    # used to fail deep inside torch.randn / nn.Parameter with NotImplementedError or RuntimeError
+    with pytest.raises(ValueError, match="dtype"):
+        getattr(td, model)((3, 4), 2, dtype=dtype)
+
+
 # ----------------------------------------------------------- the facts of section 1
 def loss_and_grads(m, target):
     cores = cores_of(m)

@@ -222,3 +222,38 @@ def test_tensorize_a_bare_layer_and_attention_is_left_alone():
     new, report = tensorize(attn, "tt", rank=2)
     assert [r.name for r in report.layers] == ["1"]
     assert type(new[0].out_proj) is type(attn[0].out_proj)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("mlp", {"hiden": (8,)}),  # a typo used to vanish silently in a dense network
+        ("mlp", {"init": "balanced"}),
+        ("cnn", {"factorization": 2}),
+        ("resnet20", {"init": "balanced"}),
+    ],
+)
+def test_dense_networks_reject_tensorized_layer_options(name, kwargs):
+    with pytest.raises(ValueError, match="dense"):
+        build_network(name, (1, 8, 8), 10, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["tt-mlp", "cp-cnn", "tr-resnet20", "mlp", "resnet20"])
+def test_dtype_applies_to_the_whole_network(name):
+    # dtype used to reach only the tensorized layers, leaving a float32 head: forward then failed
+    model = build_network(name, (1, 8, 8), 10, dtype=torch.float64)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    assert model(torch.randn(2, 1, 8, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: build_network("resnet20", (3, 8, 8), 10, width=0),
+        lambda: build_network("cnn", (1, 8, 8), 10, channels=(0, 4)),
+        lambda: build_network("tt-cnn", (1, 8, 8), 10, channels=(8, -4)),
+    ],
+)
+def test_non_positive_widths_raise(build):
+    with pytest.raises(ValueError, match="Invalid"):
+        build()

@@ -58,6 +58,8 @@ class TensorizedLayer(nn.Module):
         self.fan_in = fan_in
         self.nonlinearity = nonlinearity
         self.init = init
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise ValueError(f"Invalid dtype {dtype!r} for a tensorized layer (expected a floating-point dtype)")
         factory = {"device": device, "dtype": dtype}
         self.cores = nn.ParameterList(
             [nn.Parameter(torch.empty(s, **factory)) for s in fmt.core_shapes(layout, self.rank)]

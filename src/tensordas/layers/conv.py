@@ -13,6 +13,15 @@ from .factorization import Factorization, resolve_layout
 __all__ = ["TensorizedConv2d"]
 
 
+def _int_pair(value: object, what: str, minimum: int) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints, each ``>= minimum``) as a pair; else a ValueError naming it."""
+    pair = _pair(value)
+    if len(pair) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in pair):
+        kind = "positive" if minimum >= 1 else "non-negative"
+        raise ValueError(f"Invalid {what} {value!r} (expected a {kind} int or a pair of them)")
+    return (pair[0], pair[1])
+
+
 class TensorizedConv2d(TensorizedLayer):
     """A ``Conv2d`` (``groups=1``, zero padding) whose ``(out, in, kh, kw)`` kernel is a tensor in ``format``.
 
@@ -46,17 +55,25 @@ class TensorizedConv2d(TensorizedLayer):
         ks = _pair(kernel_size)
         if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in ks):
             raise ValueError(f"Invalid kernel_size {kernel_size!r} (expected positive ints)")
-        if isinstance(padding, str) and padding not in ("same", "valid"):
-            raise ValueError(f"Invalid padding {padding!r} (expected an int, a pair, 'same' or 'valid')")
+        stride_ = _int_pair(stride, "stride", minimum=1)
+        dilation_ = _int_pair(dilation, "dilation", minimum=1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Invalid padding {padding!r} (expected an int, a pair, 'same' or 'valid')")
+            if padding == "same" and stride_ != (1, 1):
+                raise ValueError(f"Invalid padding 'same' with stride {stride!r} (F.conv2d needs stride 1 for it)")
+            padding_: str | tuple[int, int] = padding
+        else:
+            padding_ = _int_pair(padding, "padding", minimum=0)
         kernel = ks[0] * ks[1]
         layout = resolve_layout(in_channels, out_channels, factorization, kernel=kernel, format=str(format).lower())
         super().__init__(layout, format, rank, bias, layout.in_size * kernel, nonlinearity, init, device, dtype)
         self.kernel_size = ks
         self.in_channels = layout.in_size
         self.out_channels = layout.out_size
-        self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation = _pair(dilation)
+        self.stride = stride_
+        self.padding = padding_
+        self.dilation = dilation_
 
     def dense_weight(self) -> torch.Tensor:
         """The reconstructed ``(out_channels, in_channels, kh, kw)`` kernel (differentiable)."""

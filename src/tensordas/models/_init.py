@@ -90,6 +90,8 @@ def make_cores(
             raise ValueError(f"core_scales has {len(core_scales)} entries for {len(shapes)} cores")
         if not all(math.isfinite(float(s)) for s in core_scales):
             raise ValueError(f"Invalid core_scales {list(core_scales)!r} (every scale must be finite)")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"Invalid dtype {dtype!r} for the cores (expected a floating-point dtype)")
     dtype = dtype or torch.get_default_dtype()
     if isinstance(std, str):
         if std != "balanced":
@@ -199,6 +201,11 @@ def method_choice(method: str | None, known: dict[str, Callable], model: str) ->
 def load_cores(params: Sequence[nn.Parameter], arrays: Sequence[np.ndarray], what: str) -> None:
     """Copy TensorLy's arrays into the parameters; a shape mismatch is a clear error."""
     for k, (p, a) in enumerate(zip(params, arrays)):
+        if not np.isfinite(np.asarray(a)).all():
+            raise ValueError(
+                f"{what}: TensorLy returned core {k} with values that are not finite (the decomposition diverged; "
+                "lower the rank or pick another method)"
+            )
         if tuple(a.shape) != tuple(p.shape):
             raise ValueError(
                 f"{what}: TensorLy returned core {k} of shape {tuple(a.shape)}, expected {tuple(p.shape)} "

@@ -9,10 +9,32 @@ from torch import nn
 from ..layers import TensorizedConv2d, TensorizedLinear
 from ..layers._formats import Rank, get_format
 
-__all__ = ["DEFAULT_RANKS", "conv", "linear"]
+__all__ = ["DEFAULT_RANKS", "check_widths", "conv", "linear", "pop_factory_kwargs"]
 
 # Rank used when a network is built with a format and no rank: a moderate compression of each layer.
 DEFAULT_RANKS: dict[str, int] = {"tt": 8, "tr": 8, "cp": 32, "tucker": 8}
+
+
+def pop_factory_kwargs(layer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove ``device``/``dtype`` from ``layer_kwargs``; the networks apply them to every module with ``.to``."""
+    return {k: layer_kwargs.pop(k) for k in ("device", "dtype") if layer_kwargs.get(k) is not None}
+
+
+def check_widths(widths: Any, what: str) -> tuple[int, ...]:
+    """Layer widths as a tuple of positive ints; ValueError naming ``what`` otherwise."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)):
+        raise ValueError(f"Invalid {what} {widths!r} (expected a sequence of positive ints)")
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise ValueError(f"Invalid {what} {widths!r} (every width must be a positive int)")
+    return tuple(widths)
+
+
+def _check_dense_kwargs(layer_kwargs: dict[str, Any]) -> None:
+    if layer_kwargs:
+        raise ValueError(
+            f"a dense layer takes no tensorized-layer options, got {', '.join(sorted(layer_kwargs))} "
+            "(use a tensorized network, e.g. 'tt-mlp', or drop them)"
+        )
 
 
 def resolve_rank(format: str | None, rank: Rank | None) -> Rank | None:
@@ -33,6 +55,7 @@ def linear(
 ) -> nn.Module:
     """``nn.Linear`` when ``format`` is None, else a :class:`TensorizedLinear`."""
     if format is None:
+        _check_dense_kwargs(layer_kwargs)
         return nn.Linear(in_features, out_features, bias=bias)
     return TensorizedLinear(
         in_features,
@@ -58,6 +81,7 @@ def conv(
 ) -> nn.Module:
     """A Kaiming-initialised ``nn.Conv2d`` when ``format`` is None, else a :class:`TensorizedConv2d`."""
     if format is None:
+        _check_dense_kwargs(layer_kwargs)
         layer = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
         return layer

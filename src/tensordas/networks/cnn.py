@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers._formats import Rank
-from ._factory import conv, linear
+from ._factory import check_widths, conv, linear, pop_factory_kwargs
 
 __all__ = ["SmallCNN"]
 
@@ -29,7 +29,8 @@ class SmallCNN(nn.Module):
         format: None (dense) or a tensor format for the three convolutions after the stem.
         rank: rank of every tensorized layer (None: the format's default, see ``DEFAULT_RANKS``).
         tensorize_stem, tensorize_head: also tensorize the stem convolution / the linear head.
-        **layer_kwargs: passed to the tensorized layers (``factorization``, ``init``, ...).
+        **layer_kwargs: passed to the tensorized layers (``factorization``, ``init``, ...); a dense CNN takes none
+            (ValueError). ``device``/``dtype`` apply to the whole network.
     """
 
     def __init__(
@@ -45,6 +46,8 @@ class SmallCNN(nn.Module):
         **layer_kwargs: Any,
     ) -> None:
         super().__init__()
+        factory = pop_factory_kwargs(layer_kwargs)
+        channels = check_widths(list(channels) if isinstance(channels, Sequence) else channels, "channels")
         if len(channels) != 2:
             raise ValueError(f"Invalid channels {channels!r} (expected two sizes (c0, c1))")
         if image_shape is not None and (len(image_shape) != 3 or image_shape[0] != in_channels):
@@ -61,6 +64,8 @@ class SmallCNN(nn.Module):
         self.head = linear(
             c1, num_classes, format if tensorize_head else None, rank, nonlinearity="linear", **head_kwargs
         )
+        if factory:
+            self.to(**factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:

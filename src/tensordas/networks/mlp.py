@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..layers._formats import Rank
-from ._factory import linear
+from ._factory import check_widths, linear, pop_factory_kwargs
 
 __all__ = ["MLP"]
 
@@ -25,7 +25,8 @@ class MLP(nn.Module):
         rank: rank of every tensorized layer (None: the format's default, see ``DEFAULT_RANKS``).
         tensorize_head: also tensorize the head (initialised with ``nonlinearity="linear"``).
         dropout: dropout probability after each hidden activation.
-        **layer_kwargs: passed to :class:`TensorizedLinear` (``factorization``, ``init``, ...).
+        **layer_kwargs: passed to :class:`TensorizedLinear` (``factorization``, ``init``, ...); a dense MLP
+            takes none (ValueError). ``device``/``dtype`` apply to the whole network.
     """
 
     def __init__(
@@ -40,6 +41,8 @@ class MLP(nn.Module):
         **layer_kwargs: Any,
     ) -> None:
         super().__init__()
+        factory = pop_factory_kwargs(layer_kwargs)
+        hidden = check_widths(list(hidden) if isinstance(hidden, Sequence) else hidden, "hidden sizes")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Invalid dropout {dropout!r} (expected 0 <= dropout < 1)")
         layers: list[nn.Module] = []
@@ -54,6 +57,8 @@ class MLP(nn.Module):
         head_kwargs = layer_kwargs if tensorize_head else {}
         self.head = linear(size, num_classes, head_format, rank, nonlinearity="linear", **head_kwargs)
         self.in_features = in_features
+        if factory:
+            self.to(**factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x.reshape(x.shape[0], -1)))

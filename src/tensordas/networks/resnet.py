@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers._formats import Rank
-from ._factory import conv
+from ._factory import check_widths, conv, pop_factory_kwargs
 
 __all__ = ["BasicBlock", "ResNet", "resnet20", "resnet32"]
 
@@ -51,10 +51,6 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            if self.image_shape is None:
-                raise ValueError("ResNet got flat inputs but was built without image_shape")
-            x = x.reshape(x.shape[0], *self.image_shape)
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -72,7 +68,8 @@ class ResNet(nn.Module):
         rank: rank of every tensorized convolution (None: the format's default, see ``DEFAULT_RANKS``).
         tensorize_stem: also tensorize the stem convolution (``in_channels -> width``; default False: it is tiny).
         image_shape: ``(C, H, W)`` used to read flat ``(B, C*H*W)`` inputs as images; None accepts only images.
-        **layer_kwargs: passed to :class:`TensorizedConv2d` (``factorization``, ``init``, ...).
+        **layer_kwargs: passed to :class:`TensorizedConv2d` (``factorization``, ``init``, ...); a dense ResNet takes
+            none (ValueError). ``device``/``dtype`` apply to the whole network.
     """
 
     def __init__(
@@ -88,9 +85,11 @@ class ResNet(nn.Module):
         **layer_kwargs: Any,
     ) -> None:
         super().__init__()
+        factory = pop_factory_kwargs(layer_kwargs)
         if image_shape is not None and (len(image_shape) != 3 or image_shape[0] != in_channels):
             raise ValueError(f"Invalid image_shape {image_shape!r} for in_channels={in_channels} (expected (C, H, W))")
         self.image_shape = None if image_shape is None else tuple(image_shape)
+        check_widths((width,), "width")
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"Invalid ResNet depth {depth!r} (expected 6n + 2 with n >= 1: 20, 32, 44, 56, ...)")
         n = (depth - 2) // 6
@@ -109,6 +108,8 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(4 * width, num_classes)
+        if factory:
+            self.to(**factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
