@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv and install tensordas into it.
-# torch is pinned to the CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
+# torch is pinned to one version first (TORCH_VERSION): an open `torch` requirement could pull a newer
+# multi-GB CUDA build. pip takes whichever build of that version the configured index serves.
 # Usage: bash scripts/setup.sh [EXTRAS]     e.g. `bash scripts/setup.sh test`
 set -euo pipefail
 cd "$(dirname "$0")/.."
