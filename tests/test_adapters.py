@@ -175,6 +175,28 @@ def test_save_load_round_trip_is_exact(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", CONFIGS)
+def test_refused_load_leaves_the_model_as_it_was(kind, tmp_path):
+    """Weights that do not fit are refused before anything changes: no adapter layers, the same
+    trainable flags, and a trained head (modules_to_save) not partly overwritten."""
+    model = A.inject_adapter(Tiny(), CONFIGS[kind](modules_to_save=["head"]))
+    randomize_cores(model)
+    A.save_adapter(model, tmp_path / "ad")
+    state = torch.load(tmp_path / "ad" / "adapter_model.pt", weights_only=True)
+    state["head.bias"] = torch.zeros(state["head.bias"].numel() + 1, dtype=state["head.bias"].dtype)
+    torch.save(state, tmp_path / "ad" / "adapter_model.pt")
+    base = Tiny()
+    base.embed.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in base.named_parameters()}
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    with pytest.raises(ValueError, match="head.bias"):
+        A.load_adapter(base, tmp_path / "ad")
+    assert not A.adapter_layers(base)
+    assert {n: p.requires_grad for n, p in base.named_parameters()} == flags
+    assert all(torch.equal(p, before[n]) for n, p in base.named_parameters())
+    A.inject_adapter(base, CONFIGS[kind]())  # not marked as carrying an adapter any more
+
+
+@pytest.mark.parametrize("kind", CONFIGS)
 def test_dropout_only_on_adapter_branch(kind):
     base = Tiny()
     model = A.inject_adapter(copy.deepcopy(base), CONFIGS[kind](dropout=0.5)).train()

@@ -164,22 +164,38 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
         raise ValueError(f"{src} is not a saved tensordas adapter (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
     config = config_from_dict(json.loads((src / CONFIG_NAME).read_text()))
     state = torch.load(src / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+    trainable = {p: p.requires_grad for p in model.parameters()}
     inject_adapter(model, config)
     expected = adapter_state_dict(model)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"saved adapter does not fit {type(model).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    with torch.no_grad():
-        for name, target in expected.items():
+    try:
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"saved adapter does not fit {type(model).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+        for name, target in expected.items():  # every check before the first copy
             if target.shape != state[name].shape:
                 raise ValueError(
                     f"saved adapter tensor {name!r} has shape {tuple(state[name].shape)}, the model expects "
                     f"{tuple(target.shape)}"
                 )
+    except ValueError:
+        _remove_adapter(model, trainable)  # a refused adapter leaves the model as it was
+        raise
+    with torch.no_grad():
+        for name, target in expected.items():
             target.copy_(state[name])
     return model
+
+
+def _remove_adapter(model: nn.Module, trainable: dict[nn.Parameter, bool]) -> None:
+    """Undo :func:`inject_adapter`: put the base layers back and restore ``requires_grad``."""
+    for name, layer in adapter_layers(model).items():
+        _set_submodule(model, name, layer.base_layer)
+    for p, flag in trainable.items():
+        p.requires_grad_(flag)
+    if hasattr(model, _CONFIG_ATTR):
+        delattr(model, _CONFIG_ATTR)
 
 
 def merge_adapter(model: nn.Module) -> nn.Module:
