@@ -30,7 +30,14 @@ from ..data import CompletionSplit, Entries, Standardizer, TensorData, load_tens
 from ..metrics import norm_deviation
 from ..models import CPModel, TRModel, TTModel, TuckerModel
 from ..reporting import ProgressFn, line_panels
-from ..training import OptimizerConfig, build_optimizer, check_device, compared_optimizers, optimizer_step
+from ..training import (
+    ComparisonSettings,
+    OptimizerConfig,
+    build_optimizer,
+    check_device,
+    compared_optimizers,
+    optimizer_step,
+)
 from ._experiment import (
     RunResult,
     RunStore,
@@ -53,7 +60,7 @@ DENSE_LIMIT = 2_000_000
 
 
 @dataclass(frozen=True)
-class CompletionConfig:
+class CompletionConfig(ComparisonSettings):
     """Settings of a completion experiment (validated on construction)."""
 
     data: str = "covid19"
@@ -68,19 +75,8 @@ class CompletionConfig:
     eval_every: int = 50
     patience: int | None = None
     base: str = "adam"
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    optimizers: tuple[str, ...] = ("das",)
-    alpha: float = 0.05
-    rho: float = 0.05
-    alpha_schedule: str = "constant"
-    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
-    grad_norm: str = "group"  # DAS normaliser: group | global
-    seeds: tuple[int, ...] = (0,)
     als: bool = True
     dtype: str = "float32"
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

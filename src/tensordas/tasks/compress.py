@@ -39,6 +39,7 @@ from ..layers.tensorize import TensorizeReport
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, atomic_open, ensure_dir, line_panels
 from ..training import (
+    ComparisonSettings,
     LoopConfig,
     OptimizerConfig,
     check_device,
@@ -84,7 +85,7 @@ CURVE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_ac
 
 
 @dataclass(frozen=True)
-class CompressConfig:
+class CompressConfig(ComparisonSettings):
     """Settings of a compression experiment (validated on construction)."""
 
     data: str = "digits"
@@ -108,18 +109,10 @@ class CompressConfig:
     epochs: int = 10
     batch_size: int = 64
     lr_schedule: str = "cosine"
-    base: str = "sgd"
-    lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    optimizers: tuple[str, ...] = ("das",)
     alpha: float = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
     rho: float = 0.1
-    alpha_schedule: str = "constant"
-    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
-    grad_norm: str = "group"  # DAS normaliser: group | global
-    seeds: tuple[int, ...] = (0,)
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (not self.train_dense):

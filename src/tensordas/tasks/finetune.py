@@ -56,7 +56,14 @@ from ..core_groups import find_core_groups
 from ..data.text import TextData, TextSet, TextSplit, load_text_data, split_text
 from ..metrics import norm_deviation
 from ..reporting import ProgressFn, line_panels
-from ..training import OptimizerConfig, build_optimizer, check_device, compared_optimizers, optimizer_step
+from ..training import (
+    ComparisonSettings,
+    OptimizerConfig,
+    build_optimizer,
+    check_device,
+    compared_optimizers,
+    optimizer_step,
+)
 from ._experiment import RunResult, check_seeds, data_digest, mean_curves, run_grid, summary_table, write_experiment
 
 __all__ = [
@@ -82,7 +89,7 @@ EVAL_BATCH = 256
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(ComparisonSettings):
     """Settings of a fine-tuning experiment (validated on construction)."""
 
     data: str = "vader"
@@ -102,16 +109,6 @@ class FinetuneConfig:
     batch_size: int = 32
     base: str = "adamw"
     lr: float = 5e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    optimizers: tuple[str, ...] = ("das",)
-    alpha: float = 0.05
-    rho: float = 0.05
-    alpha_schedule: str = "constant"
-    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
-    grad_norm: str = "group"  # DAS normaliser: group | global
-    seeds: tuple[int, ...] = (0,)
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.adapter not in ADAPTER_NAMES:

@@ -29,7 +29,14 @@ from ..layers._base import TensorizedLayer
 from ..layers._formats import Rank, get_format
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, line_panels
-from ..training import LoopConfig, OptimizerConfig, check_device, compared_optimizers, train_classifier
+from ..training import (
+    ComparisonSettings,
+    LoopConfig,
+    OptimizerConfig,
+    check_device,
+    compared_optimizers,
+    train_classifier,
+)
 from ._experiment import (
     RunResult,
     check_seeds,
@@ -70,7 +77,7 @@ CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass(frozen=True)
-class NoisyConfig:
+class NoisyConfig(ComparisonSettings):
     """Settings of a noisy-label experiment (validated on construction)."""
 
     data: str = "digits"
@@ -87,18 +94,11 @@ class NoisyConfig:
     epochs: int = 30
     batch_size: int = 64
     lr_schedule: str = "cosine"
-    base: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    optimizers: tuple[str, ...] = ("das",)
     alpha: float = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
     rho: float = 0.1
-    alpha_schedule: str = "constant"
-    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
-    grad_norm: str = "group"  # DAS normaliser: group | global
-    seeds: tuple[int, ...] = (0,)
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         check_noise_rate(self.noise)

@@ -5,6 +5,7 @@ from .loop import LR_SCHEDULES, LoopConfig, TrainResult, evaluate, load_checkpoi
 from .optimizers import (
     BASE_OPTIMIZERS,
     METHODS,
+    ComparisonSettings,
     OptimizerConfig,
     build_optimizer,
     check_device,
@@ -16,6 +17,7 @@ __all__ = [
     "BASE_OPTIMIZERS",
     "LR_SCHEDULES",
     "METHODS",
+    "ComparisonSettings",
     "LoopConfig",
     "OptimizerConfig",
     "TrainResult",

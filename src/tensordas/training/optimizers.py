@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 from torch.optim import Optimizer
@@ -73,12 +72,30 @@ class OptimizerConfig:
         return self.base if self.method == "base" else f"{self.method}({self.base})"
 
 
-def compared_optimizers(settings: Any, total_steps: int | None = None) -> list[OptimizerConfig]:
+@dataclass(frozen=True)
+class ComparisonSettings:
+    """The settings every comparison task shares: which optimizers, their hyper-parameters, the
+    seeds and the device. Task configurations inherit them and override the defaults they need."""
+
+    base: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    optimizers: tuple[str, ...] = ("das",)
+    alpha: float = 0.05  # DAS strength
+    rho: float = 0.05  # SAM radius
+    alpha_schedule: str = "constant"
+    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
+    grad_norm: str = "group"  # DAS normaliser: group | global
+    seeds: tuple[int, ...] = (0,)
+    device: str = "cpu"
+
+
+def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = None) -> list[OptimizerConfig]:
     """One validated :class:`OptimizerConfig` per name in ``settings.optimizers``.
 
-    ``settings`` is any task configuration with ``optimizers``, ``base``, ``lr``, ``momentum``,
-    ``weight_decay``, ``rho``, ``alpha`` and ``alpha_schedule``. ``total_steps`` drives a decaying
-    alpha schedule; when it is not known yet (a loop sets it later), 1 stands in for validation.
+    ``total_steps`` drives a decaying alpha schedule; when it is not known yet (a loop sets it
+    later), 1 stands in for validation.
     """
     names = tuple(settings.optimizers)
     bad = [m for m in names if m not in METHODS]
@@ -97,8 +114,8 @@ def compared_optimizers(settings: Any, total_steps: int | None = None) -> list[O
             alpha=settings.alpha,
             alpha_schedule=settings.alpha_schedule,
             total_steps=total_steps,
-            grad_norm=getattr(settings, "grad_norm", "group"),
-            variant=getattr(settings, "das_variant", "sam-matched"),
+            grad_norm=settings.grad_norm,
+            variant=settings.das_variant,
         )
         for m in names
     ]
