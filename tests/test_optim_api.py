@@ -370,3 +370,13 @@ def test_sparse_gradients_raise_a_clear_error(kind):
     with pytest.raises(ValueError, match="sparse"):
         step()
     assert torch.equal(emb.weight.detach(), before)
+
+
+def test_sam_refused_param_group_leaves_the_optimizer_as_it_was():
+    sam = build("SAM", pair_net(), rho=0.1)
+    groups = len(sam.param_groups)
+    with pytest.raises(ValueError, match="-0.5"):
+        sam.add_param_group({"params": [nn.Parameter(torch.ones(2, dtype=F64))], "rho": -0.5})
+    with pytest.raises(ValueError, match="complex"):
+        sam.add_param_group({"params": nn.Parameter(torch.ones(2, dtype=torch.complex64))})
+    assert len(sam.param_groups) == len(sam.base_optimizer.param_groups) == groups

@@ -44,16 +44,21 @@ class SAM(BaseOptimizerWrapper):
     """
 
     def __init__(self, params, base_optimizer, rho: float = 0.05, adaptive: bool = False, **kwargs: Any) -> None:
+        check_non_negative("rho", rho)
         super().__init__(params, base_optimizer, {"rho": rho, "adaptive": bool(adaptive)}, **kwargs)
         self._backup: dict[torch.Tensor, torch.Tensor] = {}  # w before the perturbation, by parameter
         self._perturbed: list[torch.Tensor] = []
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        check_non_negative("rho", self.param_groups[-1]["rho"])
-        for p in self.param_groups[-1]["params"]:
+        # Checked before the group is added, so a refused group leaves the optimizer as it was.
+        params = param_group["params"]
+        param_group["params"] = params = [params] if isinstance(params, torch.Tensor) else list(params)
+        if "rho" in param_group:
+            check_non_negative("rho", param_group["rho"])
+        for p in params:
             if not p.is_floating_point():
                 raise ValueError(f"SAM needs real floating-point parameters, got a {p.dtype} parameter")
+        super().add_param_group(param_group)
 
     def _grad_norm(self) -> torch.Tensor | None:
         # Under FSDP2 (DTensor parameters) the norms are taken of the local shards (DTensor has no
