@@ -240,3 +240,41 @@ def test_summary_table_marks_diverged_runs():
     con = Console(width=120, record=True)
     con.print(summary_table(clean, {"loss": "loss"}, title="t"))
     assert "diverged" not in con.export_text()  # no column when nothing diverged
+
+
+def test_mean_std_of_diverged_or_huge_values_never_raises():
+    # math.fsum raised on inf + -inf and on an intermediate overflow; inf gave an "inf" mean
+    for values in ([math.inf, -math.inf], [math.inf, 1.0], [math.inf], [math.nan]):
+        ms = mean_std(values)
+        assert math.isnan(ms.mean) and math.isnan(ms.std) and ms.n == len(values)
+    huge = [1e308, 1e308, -1e308]
+    ms = mean_std(huge)
+    ref = [x / 1e308 for x in huge]  # the same numbers, scaled into range
+    assert ms.mean == pytest.approx(statistics.mean(ref) * 1e308, rel=1e-12)
+    assert ms.std == pytest.approx(statistics.stdev(ref) * 1e308, rel=1e-12)
+
+
+def test_format_value_and_csv_cells_handle_numpy_and_torch_scalars(tmp_path):
+    assert format_value(np.float32("nan")) == "—" and format_value(torch.tensor(float("nan"))) == "—"
+    assert format_value(np.float32(1 / 3)) == "0.3333" and format_value(torch.tensor(0.5)) == "0.5"
+    assert format_value(np.int64(7)) == "7" and format_value(torch.tensor(3)) == "3"
+    path = write_csv(
+        tmp_path / "r.csv",
+        [{"a": np.float32("nan"), "b": torch.tensor(float("inf")), "c": torch.tensor(0.25), "d": np.float32(0.5)}],
+        ["a", "b", "c", "d"],
+    )
+    with open(path, newline="") as f:
+        assert list(csv.DictReader(f)) == [{"a": "", "b": "", "c": "0.25", "d": "0.5"}]
+
+
+def test_line_panels_leaves_out_a_series_without_the_panel_column():
+    series = {
+        "sgd": {"step": [0, 1, 2], "loss": [1.0, math.nan, math.inf], "Q": [1.0, 0.5, 0.2]},
+        "das(sgd)": {"step": [0, 1, 2], "Q": [1.0, 0.4, 0.1]},  # no loss recorded (e.g. diverged at once)
+        "sam(sgd)": {"step": [0, 1], "loss": None, "Q": [1.0, 0.6]},
+    }
+    fig = line_panels(series, "step", ["loss", "Q"], yscales={"loss": "log"})
+    assert [len(ax.get_lines()) for ax in fig.get_axes()] == [1, 3]
+    assert fig.get_axes()[0].get_legend() is not None
+    only_missing = line_panels({"das(sgd)": {"step": [0, 1]}}, "step", ["loss"])
+    assert fig is not only_missing and only_missing.get_axes()[0].get_lines() == []

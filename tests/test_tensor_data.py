@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -277,3 +279,14 @@ def test_metrics_on_original_scale_through_standardizer():
     pred = s.inverse(s.transform(split.test.values))
     assert r2_score(pred, split.test.values).item() == pytest.approx(1.0)
     assert rmse(pred, split.test.values).item() < 1e-9
+
+
+def test_masked_and_bfloat16_arrays_keep_their_missing_entries():
+    # np.asarray dropped a masked array's mask, so masked fill values were used as observed data
+    data = np.ma.masked_array(np.arange(12.0).reshape(3, 4), mask=np.zeros((3, 4), bool))
+    data.mask[1, 2] = data.mask[0, 0] = True
+    t = from_array(data, "m")
+    assert t.n_known == 10 and not t.known[1, 2] and not t.known[0, 0]
+    assert math.isnan(float(t.tensor[1, 2])) and float(t.tensor[2, 3]) == 11.0
+    b = from_array(torch.tensor([[1.5, float("nan")], [2.0, 3.0]], dtype=torch.bfloat16), "b")
+    assert b.n_known == 3 and float(b.tensor[0, 0]) == 1.5

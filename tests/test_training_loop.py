@@ -215,3 +215,35 @@ def test_alpha_schedule_spans_all_steps_of_the_run(digits, monkeypatch):
     opt = OptimizerConfig(method="das", alpha=0.1, alpha_schedule="cosine", total_steps=1)
     result = train_classifier(tiny(), opt, (digits.x_train, digits.y_train), (digits.x_test, digits.y_test), loop=loop)
     assert seen["config"].total_steps == result.steps == 3 * 5
+
+
+def test_a_checkpoint_of_other_settings_is_not_continued(digits, tmp_path):
+    # Without a tag, a checkpoint left by a run with another seed or schedule was continued (or,
+    # finished, returned as this run's result): resuming must never mix settings.
+    opt = OptimizerConfig(method="base", lr=0.05)
+    data = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+    path = tmp_path / "c.pt"
+    train_classifier(tiny(), opt, *data, loop=LoopConfig(epochs=1, batch_size=64), checkpoint=path)
+    other_seed = train_classifier(tiny(), opt, *data, loop=LoopConfig(epochs=1, batch_size=64), seed=1, checkpoint=path)
+    assert other_seed.resumed_from == 0
+    model, ref_model = tiny(), tiny()
+    longer = train_classifier(model, opt, *data, loop=LoopConfig(epochs=2, batch_size=64), checkpoint=path)
+    reference = train_classifier(ref_model, opt, *data, loop=LoopConfig(epochs=2, batch_size=64))
+    assert longer.resumed_from == 0 and strip_times(longer.history) == strip_times(reference.history)
+    noisy = add_label_noise(digits.y_train, 10, 0.3, seed=0)  # other labels, same everything else
+    relabelled = train_classifier(
+        tiny(), opt, (digits.x_train, noisy.labels), data[1], loop=LoopConfig(epochs=2, batch_size=64), checkpoint=path
+    )
+    assert relabelled.resumed_from == 0
+
+
+def test_a_double_model_trains_and_evaluates_on_float32_data(digits):
+    model = tiny().double()
+    x_test = digits.x_test.float()
+    result = train_classifier(
+        model, OptimizerConfig(method="base", lr=0.05), (digits.x_train.float(), digits.y_train),
+        (x_test, digits.y_test), loop=LoopConfig(epochs=1, batch_size=64),
+    )  # fmt: skip
+    assert math.isfinite(result.final["test_loss"])
+    loss, acc, _ = evaluate(model, x_test, digits.y_test)
+    assert loss == pytest.approx(result.final["test_loss"]) and acc == result.final["test_acc"]

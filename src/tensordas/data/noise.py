@@ -6,7 +6,8 @@ binomial around the requested one; :attr:`NoisyLabels.realized_rate` reports it)
 - ``symmetric``: a corrupted label is replaced by a class drawn uniformly from the *other* K-1
   classes, so every corrupted label is wrong.
 - ``asymmetric``: a corrupted label ``c`` becomes ``mapping[c]``; classes mapped to themselves are
-  never corrupted, so the realised rate over all samples is ``rate`` times the share of such classes.
+  never corrupted, so the realised rate over all samples is ``rate`` times the share of samples
+  whose class is flipped (not mapped to itself).
   The default mapping (:func:`asymmetric_mapping`) is ``c -> (c + 1) mod K`` (every class flips,
   the digits included), and for CIFAR-10 the classic one of Patrini et al. (2017): truck -> automobile,
   bird -> airplane, deer -> horse, cat <-> dog. At ``rate >= 0.5`` the flipped class outnumbers the

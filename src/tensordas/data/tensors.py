@@ -85,14 +85,19 @@ DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
 
 def from_array(array: np.ndarray | torch.Tensor, name: str, dtype: torch.dtype | None = None) -> TensorData:
-    """Wrap an in-memory array as ``TensorData``: NaN and +-inf mark unknown entries.
+    """Wrap an in-memory array as ``TensorData``: NaN and +-inf (and masked entries of a NumPy masked
+    array) mark unknown entries.
 
     Raises:
         ValueError: non-numeric or complex data, fewer than 2 modes, no entry, or no finite entry.
     """
     if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    x = np.asarray(array)
+        array = array.detach().cpu()
+        if array.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
+            array = array.float()
+        array = array.numpy()
+    masked = np.ma.getmaskarray(array) if isinstance(array, np.ma.MaskedArray) else None
+    x = np.asarray(np.ma.getdata(array) if masked is not None else array)
     if x.dtype.kind not in "biuf":
         raise ValueError(f"{name}: expected a real numeric array, got dtype {x.dtype}")
     if x.ndim < 2:
@@ -101,6 +106,8 @@ def from_array(array: np.ndarray | torch.Tensor, name: str, dtype: torch.dtype |
         raise ValueError(f"{name}: the array is empty (shape {x.shape})")
     x = x.astype(np.float64)
     finite = np.isfinite(x)
+    if masked is not None:  # a masked entry of a NumPy masked array is missing, whatever its fill value
+        finite &= ~masked
     if not finite.any():
         raise ValueError(f"{name}: no finite entries (every entry is NaN or infinite)")
     x[~finite] = np.nan

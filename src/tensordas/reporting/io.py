@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import math
+import numbers
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -131,6 +132,17 @@ def write_json(path: PathLike, obj: Any) -> Path:
     return Path(path)
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: ``None`` and non-finite numbers (Python, NumPy or 0-d torch) empty, scalars unwrapped."""
+    if value is None:
+        return ""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return value if math.isfinite(float(value)) else ""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # 0-d torch tensors, numpy 0-d arrays
+        return _csv_cell(value.item())
+    return value
+
+
 def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str]) -> Path:
     """Write ``rows`` (dicts keyed by ``fieldnames``) as CSV with a header to ``path`` atomically.
 
@@ -143,9 +155,7 @@ def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]], fieldnames: Seq
     writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in row.items()}
-        )
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
     with atomic_open(path, "w", newline="") as f:
         f.write(buf.getvalue())
     return Path(path)

@@ -52,6 +52,9 @@ def line_panels(
 ) -> Figure:
     """One panel per key in ``panels``, one line per series, all against ``series[name][x]``.
 
+    A series that lacks a panel's column (or ``x``) is left out of that panel; NaN and infinite
+    values (a diverged run) leave gaps in its line.
+
     Args:
         series: ``{name: {column: values}}``, e.g. ``{"GD": {"step": [...], "Q": [...]}}``.
         x: the column on the horizontal axis.
@@ -72,6 +75,8 @@ def line_panels(
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, key in zip(axes, panels):
         for name, cols in series.items():
+            if cols.get(x) is None or cols.get(key) is None:
+                continue  # a run without this curve (e.g. diverged, or a metric it does not record)
             ax.plot(
                 cols[x],
                 cols[key],
@@ -86,7 +91,9 @@ def line_panels(
         ax.set_xlabel(xlabel or x)
         ax.set_ylabel((ylabels or {}).get(key, key))
         ax.grid(True, alpha=0.3)
-    axes[0].legend(frameon=False)
+    drawn = [ax for ax in axes if ax.get_lines()]
+    if drawn:  # the legend goes on the first panel that has a line
+        drawn[0].legend(frameon=False)
     if title:
         fig.suptitle(title)
     return fig

@@ -7,6 +7,7 @@ aggregate them over seeds with :func:`summarize`, and render them with :func:`re
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ class MeanStd:
 
 
 def mean_std(values: Iterable[float]) -> MeanStd:
-    """Mean ± sample standard deviation of ``values``; non-finite values make both NaN.
+    """Mean ± sample standard deviation of ``values``; any non-finite value makes both NaN.
 
     Raises:
         ValueError: if ``values`` is empty.
@@ -46,13 +47,22 @@ def mean_std(values: Iterable[float]) -> MeanStd:
     xs = [float(v) for v in values]
     if not xs:
         raise ValueError("mean_std needs at least one value")
-    mean = math.fsum(xs) / len(xs)
-    if len(xs) == 1:
-        return MeanStd(mean, 0.0, 1)
-    if all(math.isfinite(x) for x in xs) and min(xs) == max(xs):  # exactly 0, not a rounding residue
-        return MeanStd(xs[0], 0.0, len(xs))
-    var = math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-    return MeanStd(mean, math.sqrt(var) if math.isfinite(var) else math.nan, len(xs))
+    n = len(xs)
+    if not all(math.isfinite(x) for x in xs):  # a diverged seed (inf, NaN): no meaningful mean
+        return MeanStd(math.nan, math.nan, n)
+    if min(xs) == max(xs):  # exactly 0, not a rounding residue
+        return MeanStd(xs[0], 0.0, n)
+    try:
+        mean = math.fsum(xs) / n
+        var = math.fsum((x - mean) * (x - mean) for x in xs) / (n - 1)
+    except OverflowError:
+        mean, var = math.inf, math.inf
+    if not (math.isfinite(mean) and math.isfinite(var)):  # values near the float range: rescale
+        scale = max(abs(x) for x in xs)
+        ys = [x / scale for x in xs]
+        m = math.fsum(ys) / n
+        return MeanStd(m * scale, math.sqrt(math.fsum((y - m) * (y - m) for y in ys) / (n - 1)) * scale, n)
+    return MeanStd(mean, math.sqrt(var), n)
 
 
 def format_value(value: Any, digits: int = 4) -> str:
@@ -61,9 +71,12 @@ def format_value(value: Any, digits: int = 4) -> str:
         return MISSING
     if isinstance(value, MeanStd):
         return value.format(digits)
-    if isinstance(value, int):  # bool included
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, numbers.Integral):  # bool included
         return str(value)
-    if isinstance(value, float):
+    if isinstance(value, numbers.Real):
+        value = float(value)
         if math.isnan(value):
             return MISSING
         return f"{value:.{digits}g}"

@@ -23,14 +23,20 @@ may be smaller, except that a last batch of a single sample is dropped (batch no
 Checkpoints. With ``checkpoint=PATH`` the loop writes, atomically after every epoch, the model,
 optimizer (incl. momentum/Adam moments and DAS's step counter), scheduler, the global RNG state,
 the epoch, the metrics so far and the elapsed times. With ``resume=True`` a checkpoint whose ``tag``
-matches is continued from the next epoch, to exactly the result of an uninterrupted run (same
-parameters, same metrics); an unreadable or mismatched one is ignored (with a warning) and training
-starts afresh.
+matches, and that was written for the same settings (seed, loop and optimizer configurations, the
+model's parameter names and shapes, the data's shapes and labels), is continued from the next
+epoch, to exactly the result of an uninterrupted run (same parameters, same metrics); any other one
+is stale and training starts afresh (an unreadable one with a warning).
+
+Device and dtype. Inputs are moved to the device of the model's parameters and floating inputs are
+cast to their floating dtype (a ``.double()`` model trains on float32 data); labels stay int64.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import statistics
 import time
@@ -151,9 +157,19 @@ def _take(x: Inputs, idx: torch.Tensor) -> Inputs:
     return x[idx]
 
 
-def _to(x: Inputs, device: torch.device) -> Inputs:
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    """The device of the model's parameters and their floating dtype (None: no floating parameter)."""
+    params = list(model.parameters())
+    floating = [p for p in params if p.is_floating_point()]
+    return params[0].device, (floating[0].dtype if floating else None)
+
+
+def _to(x: Inputs, device: torch.device, dtype: torch.dtype | None = None) -> Inputs:
+    """Move ``x`` to ``device``; floating tensors also take ``dtype`` (the model's), integer ones keep theirs."""
     if isinstance(x, Mapping):
-        return {k: v.to(device) for k, v in x.items()}
+        return {k: _to(v, device, dtype) for k, v in x.items()}
+    if dtype is not None and x.is_floating_point():
+        return x.to(device=device, dtype=dtype)
     return x.to(device)
 
 
@@ -173,6 +189,8 @@ def evaluate(
     n = int(y.shape[0])
     if n == 0:
         return math.nan, math.nan, torch.empty(0, dtype=torch.int64)
+    device, dtype = _model_device_dtype(model)
+    x, y = _to(x, device, dtype), y.to(device)
     was_training = model.training
     model.eval()
     try:
@@ -243,7 +261,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def _resume_state(path: Path, tag: str | None) -> dict[str, Any] | None:
+def _settings_key(
+    model: nn.Module,
+    config: OptimizerConfig,
+    loop: LoopConfig,
+    seed: int,
+    data: tuple[Inputs, torch.Tensor, Inputs, torch.Tensor],
+    true_labels: torch.Tensor | None,
+) -> str:
+    """A digest of everything that determines the run's numbers besides the initial weights.
+
+    Stored in the checkpoint and compared on resume (on top of ``tag``), so that a checkpoint left by
+    a run with another seed, schedule, optimizer, architecture or other labels is never continued.
+    """
+
+    def shapes(x: Inputs) -> Any:
+        if isinstance(x, Mapping):
+            return {str(k): [list(v.shape), str(v.dtype)] for k, v in x.items()}
+        return [list(x.shape), str(x.dtype)]
+
+    x_train, y_train, x_test, y_test = data
+    facts = {
+        "loop": dataclasses.asdict(loop),
+        "optimizer": dataclasses.asdict(config),
+        "seed": int(seed),
+        "model": [[name, list(t.shape), str(t.dtype)] for name, t in model.state_dict().items()],
+        "data": [shapes(x_train), shapes(x_test)],
+    }
+    h = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode())
+    for labels in (y_train, y_test, true_labels):
+        h.update(b"|" if labels is None else labels.detach().to("cpu", torch.int64).numpy().tobytes() + b"|")
+    return h.hexdigest()
+
+
+def _resume_state(path: Path, tag: str | None, settings: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
@@ -254,7 +305,7 @@ def _resume_state(path: Path, tag: str | None) -> dict[str, Any] | None:
     if state.get("format") != CHECKPOINT_FORMAT:
         warnings.warn(f"{str(path)!r} is not a training checkpoint; training from scratch", stacklevel=3)
         return None
-    if state.get("tag") != tag:
+    if state.get("tag") != tag or state.get("settings") != settings:
         return None  # written for other settings: stale
     return state
 
@@ -309,8 +360,9 @@ def train_classifier(
     n_train = int(y_train.shape[0])
     if true_labels is not None and tuple(true_labels.shape) != tuple(y_train.shape):
         raise ValueError(f"true_labels has shape {tuple(true_labels.shape)}, the labels {tuple(y_train.shape)}")
-    device = next(model.parameters()).device
-    x_train, y_train, x_test, y_test = _to(x_train, device), y_train.to(device), _to(x_test, device), y_test.to(device)
+    device, dtype = _model_device_dtype(model)
+    x_train, x_test = _to(x_train, device, dtype), _to(x_test, device, dtype)
+    y_train, y_test = y_train.to(device), y_test.to(device)
     corrupted_idx = None
     if true_labels is not None:
         true_labels = true_labels.to(device)
@@ -356,7 +408,8 @@ def train_classifier(
 
     session_start = time.perf_counter()
     path = Path(checkpoint) if checkpoint is not None else None
-    state = _resume_state(path, tag) if (path is not None and resume) else None
+    settings = _settings_key(model, config, loop, seed, (x_train, y_train, x_test, y_test), true_labels)
+    state = _resume_state(path, tag, settings) if (path is not None and resume) else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -415,6 +468,7 @@ def train_classifier(
                 {
                     "format": CHECKPOINT_FORMAT,
                     "tag": tag,
+                    "settings": settings,
                     "meta": dict(meta or {}),
                     "epoch": epoch,
                     "steps": steps,
