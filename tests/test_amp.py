@@ -216,3 +216,73 @@ def test_low_precision_norms_accumulate_in_float32():
         assert got == pytest.approx(want, rel=1e-6)
     sam = td.SAM(cores, torch.optim.SGD, rho=0.05, lr=0.1)
     assert float(sam._grad_norm()) == pytest.approx(sum(exact[2:]) ** 0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_sam_amp_step_restores_w_when_second_pass_raises(enabled):
+    model = make_model(F64)
+    sam = make_sam(model)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8, enabled=enabled)
+    x, y = data(0, F64)
+    calls = []
+
+    def loss_fn():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("second pass failed")
+        return nn.functional.mse_loss(model(x), y)
+
+    before = params_of(model)
+    with pytest.raises(RuntimeError, match="second pass failed"):
+        sam_amp_step(sam, scaler, loss_fn)
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model), before))  # w, not w + e
+    sam_amp_step(sam, scaler, lambda: nn.functional.mse_loss(model(x), y))  # no "first_step() called twice"
+
+
+def test_sam_amp_step_none_scaler_is_plain_sam():
+    ref, amp = make_model(F64), make_model(F64)
+    sam_ref, sam_amp = make_sam(ref), make_sam(amp)
+    for step in range(2):
+        x, y = data(step, F64)
+        _sam_plain_step(ref, sam_ref, x, y)
+        sam_amp_step(sam_amp, None, lambda x=x, y=y: nn.functional.mse_loss(amp(x), y))
+    assert max_diff(params_of(amp), params_of(ref)) == 0.0
+
+
+@pytest.mark.parametrize("overflow", [False, True])
+def test_sam_amp_step_tells_lr_scheduler_about_the_step(overflow, recwarn):
+    model = make_model(F64)
+    sam, scaler = make_sam(model), scaler_(2.0**8)
+    sched = torch.optim.lr_scheduler.StepLR(sam, step_size=1, gamma=0.5)
+    x, y = data(0, F64)
+    calls = []
+
+    def loss_fn():
+        calls.append(1)
+        loss = nn.functional.mse_loss(model(x), y)
+        return loss * math.inf if overflow and len(calls) == 2 else loss
+
+    sam_amp_step(sam, scaler, loss_fn)
+    assert getattr(sam, "_opt_called", False) is not overflow  # a skipped step is not a step
+    sched.step()
+    before_step = [w for w in recwarn if "lr_scheduler.step()` before `optimizer.step()" in str(w.message)]
+    assert len(before_step) == int(overflow)  # torch's own warning only when the step really was skipped
+
+
+def test_sam_amp_step_rejects_a_closure_and_non_sam():
+    model = make_model(F64)
+    sam = make_sam(model)
+    x, y = data(0, F64)
+
+    def closure():  # SAM.step's closure: runs backward itself
+        sam.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    before = params_of(model)
+    with pytest.raises(ValueError, match="only run the forward pass"):
+        sam_amp_step(sam, scaler_(), closure)
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model), before))
+    with pytest.raises(TypeError, match="DAS"):
+        sam_amp_step(make_das(model), scaler_(), lambda: nn.functional.mse_loss(model(x), y))

@@ -200,3 +200,75 @@ def test_decaying_alpha_uses_trainer_steps_and_bad_settings_raise(tmp_path):
         hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, method="adam")
     with pytest.raises(ValueError, match="-1"):
         hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, alpha=-1.0)
+
+
+def test_decaying_alpha_schedule_trains_and_resumes_exactly(tmp_path):
+    """train() creates the optimizer with create_optimizer() alone: a decaying alpha schedule must still get the
+    Trainer's number of optimizer steps, and a resumed run must equal the uninterrupted one (DAS's step counter)."""
+    data = dataset(8)
+
+    def run(out, save, resume=None):
+        args = training_args(out, 2, 2)
+        args.max_steps, args.optim, args.lr_scheduler_type, args.learning_rate = 2, "adamw_torch", "linear", 0.05
+        args.save_strategy, args.save_steps = ("steps", 1) if save else ("no", 500)
+        model = lora_classifier()
+        trainer = InOrderTrainer(model=model, args=args, train_dataset=data, alpha=50.0, alpha_schedule="linear")
+        trainer.train(resume_from_checkpoint=resume)
+        das = trainer.optimizer.optimizer
+        assert (das.total_steps, das.step_count) == (2, 2)
+        return model
+
+    straight = run(tmp_path / "a", save=True)
+    resumed = run(tmp_path / "a", save=False, resume=str(tmp_path / "a" / "checkpoint-1"))
+    assert_same_update(resumed, straight, rtol=1e-12)
+
+
+def test_given_optimizer_must_match_method(tmp_path):
+    model, data = lora_classifier(), dataset()
+    args = training_args(tmp_path, 4, 1)
+    params = list(trainable(model).values())
+    sgd = torch.optim.SGD(params, lr=LR)
+    with pytest.raises(ValueError, match="method='das' but optimizers=.* SGD"):  # was silently plain SGD
+        hf.DASTrainer(model=model, args=args, train_dataset=data, optimizers=(sgd, None))
+    sam = td.SAM(params, torch.optim.SGD, rho=RHO, lr=LR)
+    with pytest.raises(ValueError, match="method='sam'"):
+        hf.DASTrainer(model=model, args=args, train_dataset=data, method="base", optimizers=(sam, None))
+    factory = hf.das_optimizer_cls_and_kwargs(model, args, alpha=ALPHA)
+    with pytest.raises(ValueError, match="tensordas wrapper"):
+        hf.DASTrainer(model=model, args=args, train_dataset=data, optimizer_cls_and_kwargs=factory).create_optimizer()
+
+
+def test_user_built_sam_under_trainer_equals_sam_step(tmp_path):
+    model, data = lora_classifier(), dataset()
+    reference = copy.deepcopy(model)
+    sam_ref = td.SAM(list(trainable(reference).values()), torch.optim.SGD, rho=RHO, lr=LR)
+    batch = full_batch(data)
+
+    def closure():
+        sam_ref.zero_grad()
+        loss = reference(**batch).loss
+        loss.backward()
+        return loss
+
+    sam_ref.step(closure)
+    sam = td.SAM(list(trainable(model).values()), torch.optim.SGD, rho=RHO, lr=LR)
+    args = training_args(tmp_path, 4, 1)
+    hf.DASTrainer(model=model, args=args, train_dataset=data, method="sam", optimizers=(sam, None)).train()
+    assert_same_update(model, reference)
+    assert sam.state_dict()["tensordas"]["wrapper"] == "SAM"
+
+
+def test_model_without_core_groups_fails_at_construction(tmp_path):
+    model, data = lora_classifier(), dataset()
+    base = model.get_base_model()
+    for p in base.parameters():
+        p.requires_grad_(True)
+    plain = copy.deepcopy(base)
+    for name, module in list(plain.named_modules()):
+        if hasattr(module, "base_layer"):  # unwrap the LoRA layers: a model with no core groups
+            parent, _, child = name.rpartition(".")
+            setattr(plain.get_submodule(parent), child, module.base_layer)
+    args = training_args(tmp_path, 4, 1)
+    with pytest.raises(ValueError, match="no core groups.*method='sam' or 'base'"):
+        hf.DASTrainer(model=plain, args=args, train_dataset=data)
+    hf.DASTrainer(model=plain, args=args, train_dataset=data, method="sam")  # needs no groups

@@ -32,6 +32,10 @@ What the optimizer sees
       this is SAM exactly. With accumulation the perturbation is computed per micro-batch (the
       "m-sharpness" form of SAM, m = micro-batch size), not from the full batch's gradient: the
       update is the mean over micro-batches of SAM gradients ``grad L_i(w + rho g_i / ||g_i||)``.
+    - **Given optimizers.** ``optimizers=(opt, sched)`` is used as is, so it must match ``method``: a
+      :class:`tensordas.DAS` for ``"das"``, a :class:`tensordas.SAM` for ``"sam"`` (anything else raises
+      ``ValueError``). A decaying ``alpha_schedule`` without ``total_steps`` decays over the Trainer's
+      ``max_steps``; DAS's step counter is saved in and restored from the Trainer's checkpoints.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..core_groups import CoreGroup, find_core_groups
 from ..optim import DAS, SAM
-from ..optim._wrapper import check_non_negative
+from ..optim._wrapper import BaseOptimizerWrapper, check_non_negative
 
 __all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
 
@@ -68,6 +72,11 @@ class _TrainerSAM(SAM):
 def _base_optimizer(args: TrainingArguments, model: nn.Module, given=None) -> tuple[type, dict[str, Any]]:
     """The optimizer class and keyword arguments ``args.optim`` names, checked to be wrappable."""
     cls, kwargs = given if given is not None else Trainer.get_optimizer_cls_and_kwargs(args, model)
+    if isinstance(cls, type) and issubclass(cls, BaseOptimizerWrapper):
+        raise ValueError(
+            f"optimizer_cls_and_kwargs names {cls.__name__}, a tensordas wrapper: DASTrainer wraps the base "
+            "optimizer itself, so pass the base optimizer class (e.g. torch.optim.AdamW) or use method='base'"
+        )
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or any(
         k in kwargs for k in _UNWRAPPABLE_KEYS
     ):
@@ -145,8 +154,41 @@ class DASTrainer(Trainer):
         self.sam_kwargs: dict[str, Any] = {"rho": rho, "adaptive": adaptive}
         self.core_groups = core_groups
         self._num_training_steps: int | None = None
+        self._check_given_optimizer()
+        if method == "das" and core_groups is None and self.optimizer is None and self.model is not None:
+            try:
+                find_core_groups(self.model)
+            except ValueError as err:
+                raise ValueError(
+                    f"DASTrainer(method='das'): {err}; use method='sam' or 'base' for such a model"
+                ) from err
         if not trust_model_loss_kwargs:
             self.model_accepts_loss_kwargs = False
+
+    def _check_given_optimizer(self) -> None:
+        """An optimizer passed as ``optimizers=(opt, sched)`` must match ``method`` (it is used as is)."""
+        opt = self.optimizer
+        if opt is None:
+            return
+        name = type(opt).__name__
+        if self.method == "das" and not isinstance(opt, DAS):
+            raise ValueError(
+                f"method='das' but optimizers=(...) passes a {name}, not a tensordas.DAS: a given optimizer is used "
+                "as is, so build it with tensordas.DAS(...), or leave optimizers out (DASTrainer then wraps "
+                "args.optim), or pass method='base'"
+            )
+        if self.method == "sam":
+            if not isinstance(opt, SAM):
+                raise ValueError(
+                    f"method='sam' but optimizers=(...) passes a {name}, not a tensordas.SAM: build it with "
+                    "tensordas.SAM(...) or leave optimizers out"
+                )
+            if type(opt) is SAM:
+                opt.__class__ = _TrainerSAM  # same state; step() without a closure after training_step's passes
+            elif not isinstance(opt, _TrainerSAM):
+                raise ValueError(f"method='sam' supports tensordas.SAM itself, not the subclass {name}")
+        if self.method != "sam" and isinstance(opt, SAM):
+            raise ValueError(f"optimizers=(...) passes a tensordas.SAM: use method='sam' (got method={self.method!r})")
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
         self._num_training_steps = num_training_steps
@@ -161,7 +203,9 @@ class DASTrainer(Trainer):
         if self.method == "das":
             das_kwargs = dict(self.das_kwargs)
             if das_kwargs["alpha_schedule"] != "constant" and das_kwargs["total_steps"] is None:
-                das_kwargs["total_steps"] = self._num_training_steps
+                # train() calls create_optimizer() directly (not create_optimizer_and_scheduler), after
+                # setting state.max_steps to the number of optimizer steps.
+                das_kwargs["total_steps"] = self._num_training_steps or self.state.max_steps or None
             groups = self.core_groups if self.core_groups is not None else find_core_groups(opt_model)
             wrapped = (DAS, {"base_optimizer": base_cls, "core_groups": groups, **das_kwargs, **base_kwargs})
         else:

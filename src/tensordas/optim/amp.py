@@ -45,6 +45,8 @@ def _unscale_and_check_(optimizer: torch.optim.Optimizer, scaler: torch.amp.Grad
                 continue
             if p.grad.is_sparse:
                 raise ValueError("sam_amp_step does not support sparse gradients")
+            if p.grad.dtype == torch.float16:  # as GradScaler.unscale_, before the weights are perturbed
+                raise ValueError("Attempting to unscale FP16 gradients.")
             by_device[(p.grad.device, p.grad.dtype)].append(p.grad)
     if not by_device:
         return False
@@ -59,25 +61,42 @@ def _unscale_and_check_(optimizer: torch.optim.Optimizer, scaler: torch.amp.Grad
     return bool(sum(found))  # one host sync; GradScaler.step syncs on the same flag anyway
 
 
-def sam_amp_step(sam: SAM, scaler: torch.amp.GradScaler, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+def _check_forward_only(sam: SAM) -> None:
+    if any(p.grad is not None for group in sam.param_groups for p in group["params"]):
+        raise ValueError(
+            "sam_amp_step: loss_fn produced gradients; it must only run the forward pass and return the loss "
+            "(sam_amp_step calls backward itself; do not pass a SAM.step closure)"
+        )
+
+
+def sam_amp_step(sam: SAM, scaler: torch.amp.GradScaler | None, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
     """One SAM step driven by ``scaler``; returns the (unscaled) first-pass loss, detached.
 
     Args:
         sam: a :class:`tensordas.SAM` optimizer.
-        scaler: a ``torch.amp.GradScaler`` (disabled scalers give a plain SAM step).
+        scaler: a ``torch.amp.GradScaler``; ``None`` or a disabled scaler gives a plain SAM step
+            (bf16 autocast needs no scaler).
         loss_fn: runs the forward pass and returns the loss; called twice (at ``w`` and ``w + e``).
 
     Gradients are zeroed before the first pass and after the step. When either pass overflows the
     step is skipped: the weights stay at ``w`` exactly, the base optimizer's state is untouched and
     ``scaler.update()`` backs the scale off (call nothing else on the scaler for this iteration).
+    If ``loss_fn`` raises, the weights are restored to ``w`` before the error propagates.
     """
+    if not isinstance(sam, SAM):
+        raise TypeError(f"sam_amp_step needs a tensordas.SAM optimizer, got {type(sam).__name__}")
     base = sam.base_optimizer
     sam.zero_grad()
     loss = loss_fn()
-    if not scaler.is_enabled():
+    _check_forward_only(sam)
+    if scaler is None or not scaler.is_enabled():
         loss.backward()
         sam.first_step(zero_grad=True)
-        loss_fn().backward()
+        try:
+            loss_fn().backward()
+        except BaseException:
+            sam.restore()  # w exactly, as in the scaled path
+            raise
         sam.second_step(zero_grad=True)
         return loss.detach()
     scaler.scale(loss).backward()
@@ -93,6 +112,11 @@ def sam_amp_step(sam: SAM, scaler: torch.amp.GradScaler, loss_fn: Callable[[], t
     finally:
         sam.restore()  # w exactly, also if the second pass raised
     scaler.step(base)  # unscales the pass-2 gradients once; skips the base step on inf/NaN
+    found_inf = getattr(scaler, "_found_inf_per_device", None)
+    if found_inf is None or not any(float(v) for v in found_inf(base).values()):  # already synced by step
+        # A step was taken: tell an LR scheduler on ``sam`` (as SAM.second_step does), which would
+        # warn "lr_scheduler.step() before optimizer.step()" otherwise.
+        sam._opt_called = True
     scaler.update()
     sam.zero_grad()
     return loss.detach()
