@@ -380,3 +380,38 @@ def test_sam_refused_param_group_leaves_the_optimizer_as_it_was():
     with pytest.raises(ValueError, match="complex"):
         sam.add_param_group({"params": nn.Parameter(torch.ones(2, dtype=torch.complex64))})
     assert len(sam.param_groups) == len(sam.base_optimizer.param_groups) == groups
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_train_and_eval_reach_a_schedule_free_base(kind):
+    """Schedule-free optimizers swap the parameters to their averaged point in eval(); the wrapper
+    forwards train()/eval() so that happens exactly as with the base optimizer alone."""
+    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    net = pair_net()
+    groups = [[net.a, net.b], [net.c, net.d]]
+    if kind == "SAM":
+        opt = td.SAM(net.parameters(), pytorch_optimizer.ScheduleFreeSGD, lr=0.1)
+    else:
+        cls = td.DAS if kind == "DAS" else td.BAR
+        opt = cls(net.parameters(), pytorch_optimizer.ScheduleFreeSGD, core_groups=groups, lr=0.1)
+    opt.train()
+    for _ in range(3):  # after one step the averaged and training points still coincide
+        opt.zero_grad()
+        (net.a.sum() * net.b.sum() + net.c.sum() * net.d.sum()).backward()
+        if kind == "SAM":
+            opt.first_step(zero_grad=True)
+            (net.a.sum() * net.b.sum() + net.c.sum() * net.d.sum()).backward()
+            opt.second_step(zero_grad=True)
+        else:
+            opt.step()
+    before = [p.detach().clone() for p in net.parameters()]
+    ref = pytorch_optimizer.ScheduleFreeSGD([nn.Parameter(p.clone()) for p in before], lr=0.1)
+    ref.load_state_dict(opt.base_optimizer.state_dict())
+    ref.eval()
+    opt.eval()
+    after = [p.detach() for p in net.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))  # eval() moved the weights
+    for a, r in zip(after, (p for g in ref.param_groups for p in g["params"])):
+        assert torch.equal(a, r.detach())
+    opt.train()
+    assert all(torch.allclose(p.detach(), b, rtol=0, atol=1e-12) for p, b in zip(net.parameters(), before))

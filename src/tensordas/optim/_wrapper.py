@@ -78,6 +78,17 @@ class BaseOptimizerWrapper(Optimizer):
         self.base_optimizer.add_param_group(param_group)
         self._share_with_base()
 
+    def train(self) -> None:
+        """Call the base optimizer's ``train()`` if it has one (schedule-free optimizers move the
+        parameters between their training and averaged points; the HF Trainer calls this)."""
+        if callable(getattr(self.base_optimizer, "train", None)):
+            self.base_optimizer.train()
+
+    def eval(self) -> None:
+        """Call the base optimizer's ``eval()`` if it has one (see :meth:`train`)."""
+        if callable(getattr(self.base_optimizer, "eval", None)):
+            self.base_optimizer.eval()
+
     # Wrapper-specific state lives in one extra section of the base optimizer's state dict.
     def _extra_state(self) -> dict[str, Any]:
         return {}
