@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -281,3 +282,19 @@ def test_das_variant_and_grad_norm_reach_the_optimizer_and_the_records(tmp_path)
         outs[variant] = das[0]
     assert outs["sam-matched"]["test_rmse"] != outs["reference"]["test_rmse"]  # the formula mattered
     assert main(["complete", "--data", SYNTH, "--das-variant", "authors", "--out", str(tmp_path / "bad")]) != 0
+
+
+def test_step_time_includes_the_device_wait_of_every_step(monkeypatch):
+    # On CUDA the step's kernels run after optimizer_step returns: the timer must wait for them
+    # (synchronize) before it reads the clock, or ms/step measures launches only.
+    waits = []
+
+    def slow_synchronize(device):
+        waits.append(device)
+        time.sleep(0.02)
+
+    monkeypatch.setattr(comp, "synchronize", slow_synchronize)
+    cfg = CompletionConfig(data=SYNTH, model="cp", rank=2, missing=0.5, steps=3, optimizers=("sam",), als=False)
+    (res,) = run_completion(cfg)
+    assert len(waits) == 3
+    assert res.record["step_time_ms"] >= 20

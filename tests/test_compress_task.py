@@ -205,3 +205,22 @@ def test_a_changed_npz_file_retrains_the_dense_model_and_reruns(tmp_path):
     np.savez(path, X=rng.normal(size=(80, 16)) + 4 * y[:, None], y=y)
     (second,) = run_compress(cfg, out_dir=tmp_path / "o")
     assert second.record["dense_test_acc"] != first.record["dense_test_acc"]
+
+
+def test_a_checkpoint_trained_on_another_split_is_refused(trained, tmp_path):
+    # Another split of the same data puts the dense model's training samples into this test set.
+    cfg = dict(method="tucker", rank=3, epochs=1, optimizers=("base",), **SMALL_CONFIG)
+    with pytest.raises(ValueError, match="split_seed=0 \\(here 1\\)"):
+        run_compress(CompressConfig(checkpoint=str(trained / "dense.pt"), split_seed=1, **cfg))
+    # a `tensordas train` checkpoint of seed 1 compresses on split seed 1, not on split seed 0
+    from tensordas.tasks.noisy import NoisyConfig, run_noisy
+
+    train = NoisyConfig(
+        model="mlp", hidden=HIDDEN, noise=0.0, epochs=1, optimizers=("base",), seeds=(1,), **SMALL_CONFIG
+    )
+    run_noisy(train, out_dir=tmp_path / "train")
+    checkpoint = str(tmp_path / "train" / "checkpoints" / "base-sgd-seed1.pt")
+    with pytest.raises(ValueError, match="another split"):
+        run_compress(CompressConfig(checkpoint=checkpoint, **cfg))
+    (res,) = run_compress(CompressConfig(checkpoint=checkpoint, split_seed=1, **cfg))
+    assert res.record["dense_test_acc"] > 0

@@ -220,3 +220,17 @@ def test_step_time_is_the_median_step(tiny_model, easy_csv, monkeypatch):
     (res,) = run_finetune(tiny_config(tiny_model, easy_csv, optimizers=("base",)))
     assert res.record["steps"] == 6
     assert res.record["step_time_ms"] < 1000 / 6  # a mean would be above it
+
+
+def test_step_time_includes_the_device_wait_of_every_step(tiny_model, easy_csv, monkeypatch):
+    # On CUDA the step's kernels run after optimizer_step returns: the timer must wait for them.
+    waits = []
+
+    def slow_synchronize(device):
+        waits.append(device)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(ft, "synchronize", slow_synchronize)
+    (res,) = run_finetune(tiny_config(tiny_model, easy_csv, optimizers=("base",)))
+    assert len(waits) >= res.record["steps"] == 6
+    assert res.record["step_time_ms"] >= 200

@@ -247,3 +247,24 @@ def test_a_double_model_trains_and_evaluates_on_float32_data(digits):
     assert math.isfinite(result.final["test_loss"])
     loss, acc, _ = evaluate(model, x_test, digits.y_test)
     assert loss == pytest.approx(result.final["test_loss"]) and acc == result.final["test_acc"]
+
+
+def test_step_time_includes_the_device_wait_of_every_step(digits, monkeypatch):
+    """On CUDA a step's kernels run after optimizer_step returns: the timer waits for them
+    (``synchronize``) before it reads the clock, else ms/step measures the launches only."""
+    import time
+
+    import tensordas.training.loop as loop_module
+
+    waits = []
+
+    def slow_synchronize(device):
+        waits.append(device)
+        time.sleep(0.02)
+
+    monkeypatch.setattr(loop_module, "synchronize", slow_synchronize)
+    loop = LoopConfig(epochs=1, batch_size=80)  # 240 samples: 3 steps
+    train, test = (digits.x_train, digits.y_train), (digits.x_test, digits.y_test)
+    result = train_classifier(tiny(), OptimizerConfig(method="sam"), train, test, loop=loop)
+    assert len(waits) == result.steps == 3
+    assert result.step_time_ms >= 20

@@ -37,6 +37,7 @@ from ..training import (
     check_device,
     compared_optimizers,
     optimizer_step,
+    synchronize,
 )
 from ._experiment import (
     RunResult,
@@ -247,6 +248,7 @@ class CompletionExperiment:
                 return loss
 
             loss = optimizer_step(opt, closure)
+            synchronize(device)  # on CUDA, time the step's device work too, not only its launches
             step_times.append(time.perf_counter() - tick)
             if not torch.isfinite(loss):
                 diverged = True

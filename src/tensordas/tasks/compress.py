@@ -297,6 +297,44 @@ def load_dense_model(
     return model, arch
 
 
+SPLIT_KEYS = ("test_fraction", "train_size", "test_size", "split_seed")  # what decides which samples are test samples
+
+
+def split_facts(data_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of a data split that a checkpoint keeps, so that a later compression can check them."""
+    return {k: data_settings.get(k) for k in ("data", "data_digest", *SPLIT_KEYS)}
+
+
+def check_checkpoint_split(path: str | Path, config: CompressConfig) -> None:
+    """``ValueError`` when the checkpoint's model was trained on another split of the same data.
+
+    Its training samples would then lie in this experiment's test set, and ``dense_test_acc`` (and every
+    accuracy after it) would be measured partly on data the model was trained on. Checkpoints that do
+    not record their split (bare state dicts, older files) are not checked.
+    """
+    state = load_checkpoint(path)
+    stored = state.get("data_split")
+    if stored is None and state.get("format") == CHECKPOINT_FORMAT:
+        stored = (state.get("meta") or {}).get("data_split")
+    if not isinstance(stored, Mapping):
+        return
+    ours = split_facts(config.data_settings())
+    same_data = (
+        stored.get("data_digest") == ours["data_digest"]
+        if stored.get("data_digest") is not None and ours["data_digest"] is not None
+        else stored.get("data") == ours["data"]
+    )
+    if not same_data:
+        return  # other data: no shared samples to leak
+    diff = {k: (stored.get(k), ours[k]) for k in SPLIT_KEYS if stored.get(k) != ours[k]}
+    if diff:
+        what = ", ".join(f"{k}={a!r} (here {b!r})" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"checkpoint {str(path)!r} was trained on another split of {ours['data']!r}: {what}; its training "
+            "samples would be in this test set. Use the same split (e.g. --split-seed)"
+        )
+
+
 # --- layer choice and the rank check ---------------------------------------------------------------------
 
 
@@ -423,6 +461,7 @@ class CompressExperiment:
     def _dense(self) -> tuple[nn.Module, str]:
         cfg, data = self.config, self.data
         if cfg.checkpoint is not None:
+            check_checkpoint_split(cfg.checkpoint, cfg)
             return load_dense_model(cfg.checkpoint, data.input_shape, data.num_classes, cfg.model)
         arch = cfg.architecture
         kwargs = network_kwargs(cfg.hidden) if parse_network_name(arch)[1] == "mlp" else {}
@@ -445,7 +484,8 @@ class CompressExperiment:
             label="dense",
         )
         if out is not None:  # reusable with --checkpoint
-            save_dense_model(out / DENSE_FILE, model, arch, data.input_shape, data.num_classes, kwargs)
+            extra = {"data_split": split_facts(cfg.data_settings())}
+            save_dense_model(out / DENSE_FILE, model, arch, data.input_shape, data.num_classes, kwargs, extra)
         return model, arch
 
     def setup(self) -> CompressionSetup:

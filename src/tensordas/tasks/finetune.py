@@ -63,8 +63,17 @@ from ..training import (
     check_device,
     compared_optimizers,
     optimizer_step,
+    synchronize,
 )
-from ._experiment import RunResult, check_seeds, data_digest, mean_curves, run_grid, summary_table, write_experiment
+from ._experiment import (
+    RunResult,
+    check_seeds,
+    data_digest,
+    mean_curves,
+    run_grid,
+    summary_table,
+    write_experiment,
+)
 
 __all__ = [
     "ADAPTER_NAMES",
@@ -466,12 +475,12 @@ class FinetuneExperiment:
 
                 tick_step = time.perf_counter()
                 loss_sum += optimizer_step(opt, closure).detach()
+                synchronize(device)  # on CUDA, time the step's device work too, not only its launches
                 step_times.append(time.perf_counter() - tick_step)
                 step += 1
                 if progress is not None:
                     progress(label, step, total)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             train_time += time.perf_counter() - tick
             mean_loss = float(loss_sum) / per_epoch
             evaluate(epoch, step, mean_loss)

@@ -252,6 +252,15 @@ class NoisyExperiment:
                 "input_shape": list(data.input_shape),
                 "num_classes": data.num_classes,
                 "model_kwargs": {k: list(v) for k, v in network_kwargs(cfg.hidden).items()},
+                # which samples were trained on: compress refuses this model on another split of the data
+                "data_split": {
+                    "data": cfg.data,
+                    "data_digest": data_digest(cfg.data),
+                    "test_fraction": cfg.test_fraction,
+                    "train_size": cfg.train_size,
+                    "test_size": cfg.test_size,
+                    "split_seed": seed,
+                },
             },
             progress=progress,
             label=f"{optimizer.label} s{seed}",

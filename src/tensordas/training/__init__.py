@@ -11,6 +11,7 @@ from .optimizers import (
     check_device,
     compared_optimizers,
     optimizer_step,
+    synchronize,
 )
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "evaluate",
     "load_checkpoint",
     "optimizer_step",
+    "synchronize",
     "train_classifier",
 ]

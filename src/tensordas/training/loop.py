@@ -53,7 +53,7 @@ from torch import nn
 from ..core_groups import CoreGroup, find_core_groups
 from ..metrics import norm_deviation
 from ..reporting import ProgressFn, atomic_open, ensure_dir
-from .optimizers import OptimizerConfig, build_optimizer, optimizer_step
+from .optimizers import OptimizerConfig, build_optimizer, optimizer_step, synchronize
 
 __all__ = [
     "LR_SCHEDULES",
@@ -452,6 +452,7 @@ def train_classifier(
             step_tick = time.perf_counter()
             loss = optimizer_step(opt, closure)
             sched.step()
+            synchronize(device)  # on CUDA, time the step's device work too, not only its launches
             step_times.append(time.perf_counter() - step_tick)
             loss_sum += loss.detach().double() * size
             correct += (first["logits"].argmax(dim=1) == yb).sum()

@@ -152,6 +152,17 @@ def build_optimizer(
     )
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op on CPU).
+
+    Step timers call it before they read the clock: CUDA kernels run asynchronously, so without it a
+    timer measures only the launches, and the step's device time lands outside it (in the next host
+    synchronisation, e.g. an evaluation or a batch copy) for every optimizer alike.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def check_device(device: str) -> torch.device:
     """``torch.device(device)``, or a ``ValueError`` naming it when it is malformed or absent here."""
     try:
