@@ -244,3 +244,8 @@ def test_npy_file_instead_of_npz_is_a_clear_error(tmp_path):
     np.save(path, np.zeros((4, 3)))
     with pytest.raises(ValueError, match="single array, not an .npz"):
         load_classification(str(path))
+
+
+def test_label_noise_refuses_labels_that_are_not_one_per_sample():
+    with pytest.raises(ValueError, match="1-D"):
+        add_label_noise(torch.zeros(4, 2, dtype=torch.int64), 3, 0.2, seed=0)

@@ -268,3 +268,19 @@ def test_step_time_includes_the_device_wait_of_every_step(digits, monkeypatch):
     result = train_classifier(tiny(), OptimizerConfig(method="sam"), train, test, loop=loop)
     assert len(waits) == result.steps == 3
     assert result.step_time_ms >= 20
+
+
+def test_int32_labels_train_and_float_labels_are_a_clear_error(digits):
+    """Any integer label dtype is accepted (cross-entropy needs int64: the loop converts); float
+    labels are refused with a message naming the dtype."""
+    loop = LoopConfig(epochs=1, batch_size=80)
+    test = (digits.x_test, digits.y_test)
+    as_int64 = train_classifier(
+        tiny(), OptimizerConfig(method="base"), (digits.x_train, digits.y_train), test, loop=loop
+    )
+    as_int32 = train_classifier(
+        tiny(), OptimizerConfig(method="base"), (digits.x_train, digits.y_train.to(torch.int32)), test, loop=loop
+    )
+    assert as_int32.history[-1]["train_loss"] == as_int64.history[-1]["train_loss"]
+    with pytest.raises(ValueError, match="float32"):
+        train_classifier(tiny(), OptimizerConfig(method="base"), (digits.x_train, digits.y_train.float()), test)

@@ -110,7 +110,10 @@ def add_label_noise(
         raise ValueError(f"Invalid noise type {noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
     if num_classes < 2:
         raise ValueError(f"label noise needs at least 2 classes, got {num_classes}")
-    true = torch.as_tensor(labels).to(torch.int64).reshape(-1).cpu()
+    true = torch.as_tensor(labels)
+    if true.dim() != 1:
+        raise ValueError(f"labels must be one class index per sample (1-D), got shape {tuple(true.shape)}")
+    true = true.to(torch.int64).cpu()
     if true.numel() and (int(true.min()) < 0 or int(true.max()) >= num_classes):
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {int(true.min())}..{int(true.max())}")
     gen = torch.Generator().manual_seed(int(seed))

@@ -164,6 +164,13 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | N
     return params[0].device, (floating[0].dtype if floating else None)
 
 
+def _labels(y: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Class indices as int64 on ``device`` (cross-entropy needs Long targets; int32/uint8 are fine too)."""
+    if y.is_floating_point() or y.is_complex():
+        raise ValueError(f"labels must be integer class indices, got {y.dtype}")
+    return y.to(device=device, dtype=torch.int64)
+
+
 def _to(x: Inputs, device: torch.device, dtype: torch.dtype | None = None) -> Inputs:
     """Move ``x`` to ``device``; floating tensors also take ``dtype`` (the model's), integer ones keep theirs."""
     if isinstance(x, Mapping):
@@ -190,7 +197,7 @@ def evaluate(
     if n == 0:
         return math.nan, math.nan, torch.empty(0, dtype=torch.int64)
     device, dtype = _model_device_dtype(model)
-    x, y = _to(x, device, dtype), y.to(device)
+    x, y = _to(x, device, dtype), _labels(y, device)
     was_training = model.training
     model.eval()
     try:
@@ -362,10 +369,10 @@ def train_classifier(
         raise ValueError(f"true_labels has shape {tuple(true_labels.shape)}, the labels {tuple(y_train.shape)}")
     device, dtype = _model_device_dtype(model)
     x_train, x_test = _to(x_train, device, dtype), _to(x_test, device, dtype)
-    y_train, y_test = y_train.to(device), y_test.to(device)
+    y_train, y_test = _labels(y_train, device), _labels(y_test, device)
     corrupted_idx = None
     if true_labels is not None:
-        true_labels = true_labels.to(device)
+        true_labels = _labels(true_labels, device)
         corrupted_idx = torch.nonzero(true_labels != y_train).flatten()
     sizes = loop.batches(n_train)
     per_epoch = len(sizes)
