@@ -145,8 +145,8 @@ def test_plain_trainer_with_das_factory(tmp_path):
     assert_same_update(model, reference)
 
 
-def test_sam_under_trainer_equals_sam_step(tmp_path):
-    model, data = lora_classifier(), dataset()
+def sam_reference(model, data):
+    """A copy of ``model`` after one ``td.SAM.step(closure)`` on the full batch: the reference update."""
     reference = copy.deepcopy(model)
     sam = td.SAM(list(trainable(reference).values()), torch.optim.SGD, rho=RHO, lr=LR)
     batch = full_batch(data)
@@ -158,6 +158,12 @@ def test_sam_under_trainer_equals_sam_step(tmp_path):
         return loss
 
     sam.step(closure)
+    return reference
+
+
+def test_sam_under_trainer_equals_sam_step(tmp_path):
+    model, data = lora_classifier(), dataset()
+    reference = sam_reference(model, data)
     trainer = hf.DASTrainer(model=model, args=training_args(tmp_path, 4, 1), train_dataset=data, method="sam", rho=RHO)
     trainer.train()
     assert isinstance(trainer.optimizer.optimizer, td.SAM)
@@ -240,17 +246,7 @@ def test_given_optimizer_must_match_method(tmp_path):
 
 def test_user_built_sam_under_trainer_equals_sam_step(tmp_path):
     model, data = lora_classifier(), dataset()
-    reference = copy.deepcopy(model)
-    sam_ref = td.SAM(list(trainable(reference).values()), torch.optim.SGD, rho=RHO, lr=LR)
-    batch = full_batch(data)
-
-    def closure():
-        sam_ref.zero_grad()
-        loss = reference(**batch).loss
-        loss.backward()
-        return loss
-
-    sam_ref.step(closure)
+    reference = sam_reference(model, data)
     sam = td.SAM(list(trainable(model).values()), torch.optim.SGD, rho=RHO, lr=LR)
     args = training_args(tmp_path, 4, 1)
     hf.DASTrainer(model=model, args=args, train_dataset=data, method="sam", optimizers=(sam, None)).train()
