@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tensordas as td
+from tensordas.training import synchronize
 
 GOALS = {"cpu": {"das_over_base": 1.03, "das_over_sam": 0.55}, "cuda": {"das_over_base": 1.03, "das_over_sam": 0.52}}
 KINDS = ("base", "das", "sam")
@@ -129,11 +130,6 @@ class TensorizedNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- helpers
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def build(args: argparse.Namespace, groups: int, device: torch.device):
     """Three identical models and their optimizers: base, DAS, SAM."""
     models = {k: TensorizedNet(groups, args.width, args.rank, args.hidden, seed=args.seed).to(device) for k in KINDS}
@@ -178,11 +174,11 @@ def make_train_step(kind: str, model: nn.Module, opt: torch.optim.Optimizer, x, 
 
 def time_block(fn: Callable[[], None], k: int, device: torch.device) -> float:
     """Seconds per call of ``fn`` over a block of ``k`` calls."""
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(k):
         fn()
-    sync(device)
+    synchronize(device)
     return (time.perf_counter() - t0) / k
 
 
@@ -228,10 +224,10 @@ def count_launches(fn: Callable[[], None], device: torch.device) -> dict[str, in
     if device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
-        sync(device)
+        synchronize(device)
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             fn()
-            sync(device)
+            synchronize(device)
         launches = [e for e in prof.events() if e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")]
         out["cuda_kernels"] = len(launches)
     return out
@@ -353,7 +349,7 @@ def run_sync_check(args: argparse.Namespace, device: torch.device) -> dict:
     result: dict = {"checked": True}
 
     def guarded(label: str, fn: Callable[[], None]) -> None:
-        sync(device)
+        synchronize(device)
         torch.cuda.set_sync_debug_mode("error")
         try:
             fn()
@@ -362,7 +358,7 @@ def run_sync_check(args: argparse.Namespace, device: torch.device) -> dict:
             result[label] = f"HOST SYNC: {str(err).splitlines()[0]}"
         finally:
             torch.cuda.set_sync_debug_mode(0)
-        sync(device)
+        synchronize(device)
 
     # The first step of a fresh optimizer builds its per-core plan (index tensor copied to the device).
     models["das"].zero_grad()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from ..reporting import ensure_dir, progress_bar
-from ..tasks._experiment import MAX_SEED, diverged_runs
+from ..tasks._experiment import check_seeds, diverged_runs
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
@@ -103,14 +103,10 @@ def parse_ints(value: str, option: str) -> list[int]:
 def parse_seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
     """``"0,1,2"`` -> (0, 1, 2): distinct ints in [0, 2**32 - 1]; anything else is a usage error naming ``option``."""
     seeds = parse_ints(value, option)
-    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
-    if bad:
-        raise typer.BadParameter(f"seed {bad[0]} is out of range (expected 0 to {MAX_SEED})", param_hint=f"'{option}'")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise typer.BadParameter(
-            f"seed {repeated[0]} is listed twice (a repeated seed repeats the same run)", param_hint=f"'{option}'"
-        )
+    try:
+        check_seeds(seeds)  # the library's own check: range and repeats
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=f"'{option}'") from None
     return tuple(seeds)
 
 
