@@ -265,6 +265,6 @@ def test_model_without_core_groups_fails_at_construction(tmp_path):
             parent, _, child = name.rpartition(".")
             setattr(plain.get_submodule(parent), child, module.base_layer)
     args = training_args(tmp_path, 4, 1)
-    with pytest.raises(ValueError, match="no core groups.*method='sam' or 'base'"):
+    with pytest.raises(ValueError, match="no core groups.*method='base' or 'sam'"):
         hf.DASTrainer(model=plain, args=args, train_dataset=data)
     hf.DASTrainer(model=plain, args=args, train_dataset=data, method="sam")  # needs no groups

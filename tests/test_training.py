@@ -79,3 +79,79 @@ def test_invalid_config_raises_naming_the_value(kwargs, needle):
 def test_labels():
     assert OptimizerConfig(method="base", base="adam").label == "adam"
     assert OptimizerConfig(method="das", base="sgd").label == "das(sgd)"
+
+
+# --- the method registry ----------------------------------------------------------------------------
+def test_every_registered_method_builds_and_steps_through_the_registry():
+    from tensordas.training import METHODS, method_of
+
+    target = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for name, spec in METHODS.items():
+        m = model()
+        groups = td.find_core_groups(m)
+        if name == "bar":  # two-core groups only: a Tucker-2 group has three cores
+            continue
+        opt = build_optimizer(OptimizerConfig(method=name, lr=0.01), m.parameters(), groups)
+        assert method_of(opt) is spec
+        calls = []
+
+        def closure(m=m, opt=opt, calls=calls):
+            opt.zero_grad()
+            loss = (m() - target).pow(2).sum()
+            loss.backward()
+            calls.append(1)
+            return loss
+
+        optimizer_step(opt, closure)
+        assert len(calls) == (2 if spec.needs_closure else 1), name
+
+
+def test_each_option_has_one_name_and_reaches_the_optimizer_under_its_keyword():
+    from tensordas.training import OPTIONS, ComparisonSettings
+
+    m = model()
+    cfg = OptimizerConfig(method="das", das_variant="reference", grad_norm="global", s_min=0.25, s_max=3.0)
+    opt = build_optimizer(cfg, m.parameters(), td.find_core_groups(m))
+    assert (opt.variant, opt.grad_norm, opt.s_min, opt.s_max) == ("reference", "global", 0.25, 3.0)
+    assert cfg.record_fields() == {
+        "alpha": 0.05, "alpha_schedule": "constant", "grad_norm": "global", "das_variant": "reference",
+        "s_min": 0.25, "s_max": 3.0,
+    }  # fmt: skip
+    assert OptimizerConfig(method="sam").record_fields() == {"rho": 0.05, "adaptive": False}
+    assert OptimizerConfig(method="base").record_fields() == {}
+    fields = set(ComparisonSettings.__dataclass_fields__)
+    assert set(OPTIONS) <= fields and "variant" not in fields  # one name: das_variant
+
+
+def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
+    """One entry: configs accept it, the factory builds it, the step function gives it a closure."""
+    from tensordas.training import METHODS, Method, compared_optimizers
+    from tensordas.training.methods import RHO
+
+    entry = Method("sam2", "SAM again", td.SAM, options=(RHO,), strength="rho", needs_closure=True)
+    monkeypatch.setitem(METHODS, "sam2", entry)
+    cfg = OptimizerConfig(method="sam2", rho=0.1)
+    assert cfg.label == "sam2(sgd)" and cfg.record_fields() == {"rho": 0.1}
+    m = model()
+    opt = build_optimizer(cfg, m.parameters())
+    assert type(opt) is td.SAM and opt.param_groups[0]["rho"] == 0.1
+    from tensordas.training import ComparisonSettings
+
+    (built,) = compared_optimizers(ComparisonSettings(optimizers=("sam2",), rho=0.2))
+    assert built.method == "sam2" and built.rho == 0.2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"das_variant": "authors"}, "das_variant 'authors'"),
+        ({"grad_norm": "local"}, "grad_norm 'local'"),
+        ({"alpha_schedule": "exp"}, "alpha_schedule 'exp'"),
+        ({"s_min": 1.5}, "s_min value: 1.5"),
+        ({"adaptive": "yes"}, "adaptive value: 'yes'"),
+        ({"rho": float("inf")}, "rho value: inf"),
+    ],
+)
+def test_invalid_method_options_name_the_option_and_value(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        OptimizerConfig(**kwargs)

@@ -7,6 +7,12 @@ r"""Run DAS and SAM under Hugging Face ``transformers.Trainer`` (needs ``transfo
                          method="das", alpha=0.05)          # or method="sam", rho=0.05; "base"
     trainer.train()
 
+``method`` is a name of the method registry (:mod:`tensordas.training.methods`: ``base``, ``das``,
+``sam``, ``bar``, ...) and the method's options are keyword arguments under their registry names
+(``alpha``, ``alpha_schedule``, ``grad_norm``, ``das_variant``, ``s_min``, ``s_max``, ``rho``,
+``adaptive``, ...; ``variant``, td.DAS's own keyword, is accepted for ``das_variant``): a method added
+to the registry runs here without a change to this module.
+
 The base optimizer is the one ``TrainingArguments.optim`` names (``adamw_torch``, ``sgd``, ...),
 with the Trainer's learning rate, weight-decay groups and LR scheduler; DAS or SAM wraps it.
 
@@ -32,10 +38,11 @@ What the optimizer sees
       this is SAM exactly. With accumulation the perturbation is computed per micro-batch (the
       "m-sharpness" form of SAM, m = micro-batch size), not from the full batch's gradient: the
       update is the mean over micro-batches of SAM gradients ``grad L_i(w + rho g_i / ||g_i||)``.
-    - **Given optimizers.** ``optimizers=(opt, sched)`` is used as is, so it must match ``method``: a
-      :class:`tensordas.DAS` for ``"das"``, a :class:`tensordas.SAM` for ``"sam"`` (anything else raises
-      ``ValueError``). A decaying ``alpha_schedule`` without ``total_steps`` decays over the Trainer's
-      ``max_steps``; DAS's step counter is saved in and restored from the Trainer's checkpoints.
+    - **Given optimizers.** ``optimizers=(opt, sched)`` is used as is, so it must match ``method``: an
+      instance of the method's class (:class:`tensordas.DAS` for ``"das"``, :class:`tensordas.SAM` for
+      ``"sam"``; anything else raises ``ValueError``). A decaying ``alpha_schedule`` without
+      ``total_steps`` decays over the Trainer's ``max_steps``; DAS's step counter is saved in and
+      restored from the Trainer's checkpoints.
 """
 
 from __future__ import annotations
@@ -48,11 +55,17 @@ from transformers import Trainer, TrainingArguments
 
 from ..core_groups import CoreGroup, find_core_groups
 from ..optim import DAS, SAM
-from ..optim._wrapper import BaseOptimizerWrapper, check_non_negative
+from ..optim._wrapper import BaseOptimizerWrapper
+from ..training.methods import METHODS as REGISTRY
+from ..training.methods import OPTIONS, Method, MethodOptions, get_method, method_of
 
 __all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
 
-METHODS = ("base", "das", "sam")
+# The registry's methods the Trainer can run: one-pass methods, and two-pass ones with SAM's phases
+# (training_step runs both passes of each micro-batch through first_step/restore).
+METHODS = tuple(m.name for m in REGISTRY.values() if not m.needs_closure or issubclass(m.cls, SAM))
+# Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``).
+_KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name}
 _UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
 
 
@@ -103,17 +116,26 @@ def das_optimizer_cls_and_kwargs(
     return DAS, {"base_optimizer": base_cls, "core_groups": groups, **das_kwargs, **base_kwargs}
 
 
+def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, MethodOptions]:
+    """The registry entry of ``method`` and its options, popped from ``kwargs`` (the rest is the Trainer's)."""
+    if method not in METHODS:
+        raise ValueError(f"Invalid method: {method!r} (expected one of {', '.join(METHODS)})")
+    given = {_KEYWORDS.get(k, k): kwargs.pop(k) for k in list(kwargs) if k in OPTIONS or k in _KEYWORDS}
+    settings = MethodOptions(**given)
+    settings.check_options()  # ValueError naming an invalid value
+    return get_method(method), settings
+
+
 class DASTrainer(Trainer):
-    """``transformers.Trainer`` whose optimizer is DAS or SAM around the base optimizer ``args.optim`` names.
+    """``transformers.Trainer`` whose optimizer is a registered method around the base optimizer ``args.optim`` names.
 
     Args:
-        *args, **kwargs: as for ``Trainer``.
-        method: ``"das"`` (one pass), ``"sam"`` (two passes per micro-batch) or ``"base"``.
-        alpha, alpha_schedule, total_steps, grad_norm, variant, s_min, s_max: DAS settings
-            (:class:`tensordas.DAS`); a decaying ``alpha_schedule`` without ``total_steps`` decays over
-            the Trainer's number of optimizer steps.
-        rho, adaptive: SAM settings (:class:`tensordas.SAM`).
-        core_groups: DAS's core groups; default ``find_core_groups(model)``.
+        *args, **kwargs: as for ``Trainer``, plus the method's options under their registry names
+            (module docstring); a decaying ``alpha_schedule`` without ``total_steps`` decays over the
+            Trainer's number of optimizer steps.
+        method: a registry name: ``"das"`` (one pass), ``"sam"`` (two passes per micro-batch), ``"base"``, ...
+        total_steps: the length of a decaying strength schedule (default: the Trainer's steps).
+        core_groups: the core groups of a method that needs them; default ``find_core_groups(model)``.
         trust_model_loss_kwargs: keep ``transformers``' own choice of gradient-accumulation loss
             scaling (see the module docstring); default ``False`` divides each micro-batch's mean loss
             by the number of micro-batches.
@@ -123,45 +145,24 @@ class DASTrainer(Trainer):
         self,
         *args: Any,
         method: str = "das",
-        alpha: float = 0.05,
-        alpha_schedule: str = "constant",
         total_steps: int | None = None,
-        grad_norm: str = "group",
-        variant: str = "sam-matched",
-        s_min: float = 0.5,
-        s_max: float = 2.0,
-        rho: float = 0.05,
-        adaptive: bool = False,
         core_groups: list[CoreGroup] | None = None,
         trust_model_loss_kwargs: bool = False,
         **kwargs: Any,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"Invalid method: {method!r} (expected one of {', '.join(METHODS)})")
-        check_non_negative("alpha", alpha)
-        check_non_negative("rho", rho)
+        self.spec, self.settings = _method_settings(method, kwargs)
         super().__init__(*args, **kwargs)
         self.method = method
-        self.das_kwargs: dict[str, Any] = {
-            "alpha": alpha,
-            "alpha_schedule": alpha_schedule,
-            "total_steps": total_steps,
-            "grad_norm": grad_norm,
-            "variant": variant,
-            "s_min": s_min,
-            "s_max": s_max,
-        }
-        self.sam_kwargs: dict[str, Any] = {"rho": rho, "adaptive": adaptive}
+        self.total_steps = total_steps
         self.core_groups = core_groups
         self._num_training_steps: int | None = None
         self._check_given_optimizer()
-        if method == "das" and core_groups is None and self.optimizer is None and self.model is not None:
+        if self.spec.needs_core_groups and core_groups is None and self.optimizer is None and self.model is not None:
             try:
                 find_core_groups(self.model)
             except ValueError as err:
-                raise ValueError(
-                    f"DASTrainer(method='das'): {err}; use method='sam' or 'base' for such a model"
-                ) from err
+                others = " or ".join(repr(m) for m in METHODS if not REGISTRY[m].needs_core_groups)
+                raise ValueError(f"DASTrainer(method={method!r}): {err}; use method={others} for such a model") from err
         if not trust_model_loss_kwargs:
             self.model_accepts_loss_kwargs = False
 
@@ -170,48 +171,50 @@ class DASTrainer(Trainer):
         opt = self.optimizer
         if opt is None:
             return
-        name = type(opt).__name__
-        if self.method == "das" and not isinstance(opt, DAS):
-            raise ValueError(
-                f"method='das' but optimizers=(...) passes a {name}, not a tensordas.DAS: a given optimizer is used "
-                "as is, so build it with tensordas.DAS(...), or leave optimizers out (DASTrainer then wraps "
-                "args.optim), or pass method='base'"
-            )
-        if self.method == "sam":
-            if not isinstance(opt, SAM):
+        name, cls = type(opt).__name__, self.spec.cls
+        if cls is None:
+            given = method_of(opt)
+            if given.cls is not None:
                 raise ValueError(
-                    f"method='sam' but optimizers=(...) passes a {name}, not a tensordas.SAM: build it with "
-                    "tensordas.SAM(...) or leave optimizers out"
+                    f"optimizers=(...) passes a tensordas.{given.cls.__name__}: use method={given.name!r} "
+                    f"(got method={self.method!r})"
                 )
+            return
+        if not isinstance(opt, cls):
+            raise ValueError(
+                f"method={self.method!r} but optimizers=(...) passes a {name}, not a tensordas.{cls.__name__}: a given "
+                f"optimizer is used as is, so build it with tensordas.{cls.__name__}(...), or leave optimizers out "
+                "(DASTrainer then wraps args.optim), or pass method='base'"
+            )
+        if self.spec.needs_closure:
             if type(opt) is SAM:
                 opt.__class__ = _TrainerSAM  # same state; step() without a closure after training_step's passes
             elif not isinstance(opt, _TrainerSAM):
-                raise ValueError(f"method='sam' supports tensordas.SAM itself, not the subclass {name}")
-        if self.method != "sam" and isinstance(opt, SAM):
-            raise ValueError(f"optimizers=(...) passes a tensordas.SAM: use method='sam' (got method={self.method!r})")
+                raise ValueError(f"method={self.method!r} supports tensordas.SAM itself, not the subclass {name}")
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
         self._num_training_steps = num_training_steps
         super().create_optimizer_and_scheduler(num_training_steps)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """The Trainer's optimizer (same parameter groups), wrapped in DAS or SAM."""
-        if self.optimizer is not None or self.method == "base":
+        """The Trainer's optimizer (same parameter groups), wrapped by the method's class."""
+        if self.optimizer is not None or self.spec.cls is None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         base_cls, base_kwargs = _base_optimizer(self.args, opt_model, self.optimizer_cls_and_kwargs)
-        if self.method == "das":
-            das_kwargs = dict(self.das_kwargs)
-            if das_kwargs["alpha_schedule"] != "constant" and das_kwargs["total_steps"] is None:
-                # train() calls create_optimizer() directly (not create_optimizer_and_scheduler), after
-                # setting state.max_steps to the number of optimizer steps.
-                das_kwargs["total_steps"] = self._num_training_steps or self.state.max_steps or None
+        total_steps = self.total_steps
+        if self.spec.scheduled and total_steps is None:
+            # The run's length for a decaying strength schedule. train() calls create_optimizer() directly
+            # (not create_optimizer_and_scheduler), after setting state.max_steps to the number of steps.
+            total_steps = self._num_training_steps or self.state.max_steps or None
+        groups = None
+        if self.spec.needs_core_groups:
             groups = self.core_groups if self.core_groups is not None else find_core_groups(opt_model)
-            wrapped = (DAS, {"base_optimizer": base_cls, "core_groups": groups, **das_kwargs, **base_kwargs})
-        else:
-            wrapped = (_TrainerSAM, {"base_optimizer": base_cls, **self.sam_kwargs, **base_kwargs})
+        options = {o: getattr(self.settings, o) for o in OPTIONS}
+        extra = self.spec.kwargs(options, core_groups=groups, total_steps=total_steps)
+        cls = _TrainerSAM if self.spec.needs_closure else self.spec.cls
         saved = self.optimizer_cls_and_kwargs
-        self.optimizer_cls_and_kwargs = wrapped
+        self.optimizer_cls_and_kwargs = (cls, {"base_optimizer": base_cls, **extra, **base_kwargs})
         try:
             return super().create_optimizer(model)
         finally:

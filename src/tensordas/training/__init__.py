@@ -1,10 +1,40 @@
-"""What every task shares: building the compared optimizers, driving them with one step function,
-and one training loop for classifiers."""
+"""What every task shares: the method registry, optimizer configurations, and the one training engine.
 
-from .loop import LR_SCHEDULES, LoopConfig, TrainResult, evaluate, load_checkpoint, train_classifier
-from .optimizers import (
+- :mod:`~tensordas.training.methods`: the registry of optimizer methods (base, SAM, DAS, BAR) and
+  their options;
+- :mod:`~tensordas.training.optimizers`: :class:`OptimizerConfig`, :class:`ComparisonSettings`,
+  :func:`build_optimizer`, :func:`optimizer_step`;
+- :mod:`~tensordas.training.engine`: :func:`train`, the loop every gradient-based family runs;
+- :mod:`~tensordas.training.loop`: the classification family's use of it (:func:`train_classifier`).
+"""
+
+from .engine import (
+    CHECKPOINT_FORMAT,
+    Batch,
+    Checkpoint,
+    Epochs,
+    Monitor,
+    Plan,
+    Steps,
+    TrainResult,
+    core_groups_or_none,
+    load_checkpoint,
+    q_stats,
+    train,
+)
+from .loop import LR_SCHEDULES, LoopConfig, evaluate, train_classifier
+from .methods import (
     BASE_OPTIMIZERS,
     METHODS,
+    OPTIONS,
+    Method,
+    MethodOptions,
+    Option,
+    compared_methods,
+    get_method,
+    method_of,
+)
+from .optimizers import (
     ComparisonSettings,
     OptimizerConfig,
     build_optimizer,
@@ -16,18 +46,35 @@ from .optimizers import (
 
 __all__ = [
     "BASE_OPTIMIZERS",
+    "CHECKPOINT_FORMAT",
     "LR_SCHEDULES",
     "METHODS",
+    "OPTIONS",
+    "Batch",
+    "Checkpoint",
     "ComparisonSettings",
+    "Epochs",
     "LoopConfig",
+    "Method",
+    "MethodOptions",
+    "Monitor",
+    "Option",
     "OptimizerConfig",
+    "Plan",
+    "Steps",
     "TrainResult",
     "build_optimizer",
     "check_device",
+    "compared_methods",
     "compared_optimizers",
+    "core_groups_or_none",
     "evaluate",
+    "get_method",
     "load_checkpoint",
+    "method_of",
     "optimizer_step",
+    "q_stats",
     "synchronize",
+    "train",
     "train_classifier",
 ]

@@ -1,16 +1,17 @@
-"""The training loop every classification task shares: epochs of mini-batches under base, SAM or DAS.
+"""The classification family's training: epochs of mini-batches with cross-entropy, on the engine.
 
-:func:`train_classifier` trains a model in place with the optimizer an :class:`OptimizerConfig` names
-(built by :func:`build_optimizer` and driven by :func:`optimizer_step`, so SAM's two passes and DAS's
-one pass use the same loop) and records one row of metrics per epoch (row 0: before training):
+:func:`train_classifier` trains a model in place with the method an :class:`OptimizerConfig` names,
+through :func:`tensordas.training.engine.train` (one step function for one-pass and two-pass methods,
+the step timer, the divergence rule, checkpoints), and records one row of metrics per epoch (row 0:
+before training):
 
 - ``train_loss``, ``train_acc``: cross-entropy and accuracy on the training labels (which may be
-  noisy), averaged over the epoch's mini-batches at the weights before each step;
+  noisy), averaged over the epoch's samples at the weights before each step;
 - ``test_loss``, ``test_acc``: on the (clean) test set, in ``eval()`` mode;
 - with ``true_labels``: on the training samples whose label was corrupted, the fraction predicted as
   their noisy label (``memorized``) and as their true label (``recovered``);
-- ``Q_mean``, ``Q_sum``: the norm deviation ``Q`` over the model's core groups (None for a dense model);
-- ``lr``: the learning rate at the end of the epoch; ``time_s``: the epoch's wall time.
+- ``Q``, ``Q_sum``: the norm deviation over the model's core groups, mean and sum (None for a dense model);
+- ``epoch``, ``step``, ``lr`` (at the end of the epoch), ``time_s`` (the epoch's training time).
 
 Schedules. The learning-rate schedule is a ``LambdaLR`` stepped after every optimizer step:
 ``cosine`` anneals from ``lr`` to 0 over all ``epochs * batches`` steps, ``step`` multiplies the rate
@@ -20,7 +21,7 @@ DAS's ``alpha_t`` schedule gets ``total_steps = epochs * batches``.
 Batches. Each epoch visits the training set in an order drawn from ``(seed, epoch)``; the last batch
 may be smaller, except that a last batch of a single sample is dropped (batch norm cannot train on one).
 
-Checkpoints. With ``checkpoint=PATH`` the loop writes, atomically after every epoch, the model,
+Checkpoints. With ``checkpoint=PATH`` the engine writes, atomically after every epoch, the model,
 optimizer (incl. momentum/Adam moments and DAS's step counter), scheduler, the global RNG state,
 the epoch, the metrics so far and the elapsed times. With ``resume=True`` a checkpoint whose ``tag``
 matches, and that was written for the same settings (seed, loop and optimizer configurations, the
@@ -38,11 +39,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import statistics
-import time
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +48,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core_groups import CoreGroup, find_core_groups
-from ..metrics import norm_deviation
-from ..reporting import ProgressFn, atomic_open, ensure_dir
-from .optimizers import OptimizerConfig, build_optimizer, optimizer_step, synchronize
+from ..reporting import ProgressFn
+from . import engine
+from .engine import Checkpoint, Epochs, TrainResult
+from .optimizers import OptimizerConfig
 
 __all__ = [
     "LR_SCHEDULES",
     "LoopConfig",
-    "TrainResult",
-    "core_groups_or_none",
     "evaluate",
-    "load_checkpoint",
     "train_classifier",
 ]
 
 LR_SCHEDULES = ("cosine", "step", "none")
-CHECKPOINT_FORMAT = "tensordas-train-checkpoint"
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 Forward = Callable[[nn.Module, Any], torch.Tensor]
@@ -112,43 +106,6 @@ class LoopConfig:
             every = self.lr_step or max(1, self.epochs // 3)
             return lambda t: self.lr_gamma ** ((t // steps_per_epoch) // every)
         return lambda t: 1.0
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train_classifier` returns; the model itself is trained in place."""
-
-    history: list[dict[str, Any]]  # one row per epoch, row 0 before training
-    steps: int  # optimizer steps taken
-    train_time_s: float  # time inside the optimizer steps (forward, backward, update, LR schedule)
-    wall_time_s: float  # everything, evaluations included (summed over resumed sessions)
-    diverged: bool  # a non-finite training loss stopped the run
-    resumed_from: int = 0  # the epoch of the checkpoint continued from (0: a fresh run)
-    group_q: dict[str, float] = field(default_factory=dict)  # final Q per core group
-    step_times: list[float] = field(default_factory=list)  # seconds of each optimizer step
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1]
-
-    @property
-    def best(self) -> dict[str, Any]:
-        """The trained epoch (>= 1, or row 0 if none) with the highest test accuracy (the first on ties)."""
-        rows = [r for r in self.history if r["epoch"] >= 1] or self.history
-        return max(rows, key=lambda r: (r["test_acc"] if r["test_acc"] is not None else -1.0, -r["epoch"]))
-
-    @property
-    def step_time_ms(self) -> float | None:
-        """The median step time: robust to the first steps' warm-up and to other load on the machine."""
-        return 1e3 * statistics.median(self.step_times) if self.step_times else None
-
-
-def core_groups_or_none(model: nn.Module) -> list[CoreGroup]:
-    """The model's core groups, or ``[]`` for a model without any (a dense network)."""
-    try:
-        return find_core_groups(model)
-    except ValueError:
-        return []
 
 
 def _take(x: Inputs, idx: torch.Tensor) -> Inputs:
@@ -214,58 +171,8 @@ def evaluate(
         model.train(was_training)
 
 
-def _q_stats(groups: list[CoreGroup]) -> tuple[float | None, float | None, dict[str, float]]:
-    if not groups:
-        return None, None, {}
-    per = {g.name: float(norm_deviation(g)) for g in groups}
-    values = list(per.values())
-    return math.fsum(values) / len(values), math.fsum(values), per
-
-
-def _current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + epoch) % (2**63))
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    ensure_dir(path.parent)
-    with atomic_open(path, "wb") as f:
-        torch.save(state, f)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train_classifier` (on the CPU, tensors and plain types only).
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it is not a readable training checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip, pickle and unpickler errors: the file is corrupted or not a checkpoint
-        raise ValueError(f"cannot read checkpoint {str(path)!r}: corrupted or not a PyTorch file ({e})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a dict")
-    return state
 
 
 def _settings_key(
@@ -290,7 +197,7 @@ def _settings_key(
     x_train, y_train, x_test, y_test = data
     facts = {
         "loop": dataclasses.asdict(loop),
-        "optimizer": dataclasses.asdict(config),
+        "optimizer": config.as_dict(),
         "seed": int(seed),
         "model": [[name, list(t.shape), str(t.dtype)] for name, t in model.state_dict().items()],
         "data": [shapes(x_train), shapes(x_test)],
@@ -299,22 +206,6 @@ def _settings_key(
     for labels in (y_train, y_test, true_labels):
         h.update(b"|" if labels is None else labels.detach().to("cpu", torch.int64).numpy().tobytes() + b"|")
     return h.hexdigest()
-
-
-def _resume_state(path: Path, tag: str | None, settings: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        state = load_checkpoint(path)
-    except ValueError as e:
-        warnings.warn(f"{e}; training from scratch", stacklevel=3)
-        return None
-    if state.get("format") != CHECKPOINT_FORMAT:
-        warnings.warn(f"{str(path)!r} is not a training checkpoint; training from scratch", stacklevel=3)
-        return None
-    if state.get("tag") != tag or state.get("settings") != settings:
-        return None  # written for other settings: stale
-    return state
 
 
 def train_classifier(
@@ -361,7 +252,6 @@ def train_classifier(
     """
     loop = loop or LoopConfig()
     forward = forward or _default_forward
-    label = label or optimizer.label
     x_train, y_train = train
     x_test, y_test = test
     n_train = int(y_train.shape[0])
@@ -375,20 +265,19 @@ def train_classifier(
         true_labels = _labels(true_labels, device)
         corrupted_idx = torch.nonzero(true_labels != y_train).flatten()
     sizes = loop.batches(n_train)
-    per_epoch = len(sizes)
-    total_steps = loop.epochs * per_epoch
+    plan = Epochs(
+        epochs=loop.epochs,
+        sizes=sizes,
+        order=lambda epoch: torch.randperm(n_train, generator=_epoch_generator(seed, epoch)).to(device),
+        take=lambda idx: (_take(x_train, idx), y_train[idx]),
+    )
 
-    groups = core_groups_or_none(model)
-    if optimizer.method in ("das", "bar") and not groups:
-        raise ValueError(
-            f"optimizer {optimizer.label} needs core groups, but {type(model).__name__} has none "
-            "(a dense network? use a tensorized one such as 'tt-mlp')"
-        )
-    config = dataclasses.replace(optimizer, total_steps=total_steps)
-    opt = build_optimizer(config, model.parameters(), groups or None)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, loop.lr_factor(per_epoch))
+    def loss(batch: tuple[Inputs, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        xb, yb = batch
+        logits = forward(model, xb)
+        return F.cross_entropy(logits, yb), {"train_acc": (logits.argmax(dim=1) == yb).sum()}
 
-    def measure(epoch: int, train_loss: float | None, train_acc: float | None, seconds: float) -> dict[str, Any]:
+    def measure(row: Mapping[str, Any]) -> dict[str, Any]:
         test_loss, test_acc, _ = evaluate(model, x_test, y_test, batch_size=loop.eval_batch_size, forward=forward)
         memorized = recovered = None
         if corrupted_idx is not None and corrupted_idx.numel():
@@ -398,106 +287,27 @@ def train_classifier(
             )  # fmt: skip
             memorized = float((pred == y_train[corrupted_idx]).double().mean())
             recovered = float((pred == true_labels[corrupted_idx]).double().mean())
-        q_mean, q_sum, _ = _q_stats(groups)
         return {
-            "epoch": epoch,
-            "lr": _current_lr(opt),
-            "train_loss": train_loss,
-            "train_acc": train_acc,
+            "train_acc": row.get("train_acc"),  # row 0 has no training pass: None
             "test_loss": test_loss,
             "test_acc": test_acc,
             "memorized": memorized,
             "recovered": recovered,
-            "Q_mean": q_mean,
-            "Q_sum": q_sum,
-            "time_s": seconds,
         }
 
-    session_start = time.perf_counter()
-    path = Path(checkpoint) if checkpoint is not None else None
-    settings = _settings_key(model, config, loop, seed, (x_train, y_train, x_test, y_test), true_labels)
-    state = _resume_state(path, tag, settings) if (path is not None and resume) else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], device)
-        history: list[dict[str, Any]] = list(state["history"])
-        start_epoch, steps = int(state["epoch"]) + 1, int(state["steps"])
-        wall_before, diverged = float(state["wall_time_s"]), bool(state["diverged"])
-        step_times: list[float] = [float(t) for t in state["step_times"]]
-        resumed_from = int(state["epoch"])
-    else:
-        history = [measure(0, None, None, 0.0)]
-        start_epoch, steps, wall_before, diverged, step_times, resumed_from = 1, 0, 0.0, False, [], 0
-    if progress is not None:
-        progress(label, steps, total_steps)
-
-    model.train()
-    for epoch in range(start_epoch, loop.epochs + 1):
-        if diverged:
-            break
-        tick = time.perf_counter()
-        order = torch.randperm(n_train, generator=_epoch_generator(seed, epoch)).to(device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen, start = 0, 0
-        for size in sizes:
-            idx = order[start : start + size]
-            start += size
-            xb, yb = _take(x_train, idx), y_train[idx]
-            first: dict[str, torch.Tensor] = {}
-
-            def closure(xb=xb, yb=yb, first=first) -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                logits = forward(model, xb)
-                loss = F.cross_entropy(logits, yb)
-                loss.backward()
-                first.setdefault("logits", logits.detach())  # SAM calls twice: keep the pass at w
-                return loss
-
-            step_tick = time.perf_counter()
-            loss = optimizer_step(opt, closure)
-            sched.step()
-            synchronize(device)  # on CUDA, time the step's device work too, not only its launches
-            step_times.append(time.perf_counter() - step_tick)
-            loss_sum += loss.detach().double() * size
-            correct += (first["logits"].argmax(dim=1) == yb).sum()
-            seen += size
-            steps += 1
-            if progress is not None:
-                progress(label, steps, total_steps)
-        train_loss = float(loss_sum) / seen
-        diverged = not math.isfinite(train_loss)
-        history.append(measure(epoch, train_loss, int(correct) / seen, time.perf_counter() - tick))
-        if path is not None:
-            _save_checkpoint(
-                path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "tag": tag,
-                    "settings": settings,
-                    "meta": dict(meta or {}),
-                    "epoch": epoch,
-                    "steps": steps,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "rng": _rng_state(device),
-                    "history": history,
-                    "step_times": step_times,
-                    "wall_time_s": wall_before + time.perf_counter() - session_start,
-                    "diverged": diverged,
-                },
-            )
-    _, _, per_group = _q_stats(groups)
-    return TrainResult(
-        history=history,
-        steps=steps,
-        train_time_s=math.fsum(step_times),
-        wall_time_s=wall_before + time.perf_counter() - session_start,
-        diverged=diverged,
-        resumed_from=resumed_from,
-        group_q=per_group,
-        step_times=step_times,
+    store = None
+    if checkpoint is not None:
+        config = dataclasses.replace(optimizer, total_steps=plan.total_steps)
+        settings = _settings_key(model, config, loop, seed, (x_train, y_train, x_test, y_test), true_labels)
+        store = Checkpoint(Path(checkpoint), tag=tag, settings=settings, meta=dict(meta or {}), resume=resume)
+    return engine.train(
+        model,
+        optimizer,
+        plan,
+        loss,
+        measure,
+        lr_lambda=loop.lr_factor(len(sizes)),
+        checkpoint=store,
+        progress=progress,
+        label=label,
     )

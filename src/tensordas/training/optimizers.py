@@ -1,124 +1,123 @@
-"""Build the optimizers every experiment compares — the base, SAM on it, DAS on it — from names.
+"""Optimizer configurations: what one run trains with, and what a comparison of methods shares.
 
-All tasks go through :func:`build_optimizer` and drive the result with :func:`optimizer_step`,
-so one training loop serves one-pass (base, DAS, BAR) and two-pass (SAM) optimizers alike.
+Both carry every registered method's options as fields (:data:`~tensordas.training.methods.MethodOptions`);
+:func:`build_optimizer` turns an :class:`OptimizerConfig` into the optimizer through the method
+registry, and :func:`optimizer_step` takes one step with it (one pass, or two for SAM).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
 from ..core_groups import CoreGroup
-from ..optim import BAR, DAS, SAM
-from ..optim.das import GRAD_NORMS, VARIANTS
-from ..optim.schedules import check_alpha_schedule
+from .methods import BASE_OPTIMIZERS, METHODS, OPTIONS, Method, MethodOptions, get_method, method_of
 
-BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-}
-METHODS = ("base", "sam", "das", "bar")
+__all__ = [
+    "ComparisonSettings",
+    "OptimizerConfig",
+    "build_optimizer",
+    "check_device",
+    "compared_optimizers",
+    "optimizer_step",
+    "synchronize",
+]
+
+# The optimizer settings that are not a method's own option.
+_BASE_SETTINGS = ("lr", "momentum", "weight_decay")
 
 
-@dataclass
-class OptimizerConfig:
-    """What to build: ``method`` on top of the ``base`` optimizer, with their hyper-parameters."""
+@dataclass(frozen=True)
+class OptimizerConfig(MethodOptions):
+    """What to build: ``method`` (a name of the method registry) on the ``base`` optimizer, with the
+    base's hyper-parameters and the method's options (fields named as in the registry)."""
 
     method: str = "das"
     base: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
-    rho: float = 0.05  # SAM
-    adaptive: bool = False  # ASAM
-    alpha: float = 0.05  # DAS / BAR
-    alpha_schedule: str = "constant"
-    total_steps: int | None = None
-    grad_norm: str = "group"
-    variant: str = "sam-matched"
+    total_steps: int | None = None  # the run's length, for a decaying strength schedule (the engine sets it)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"Invalid optimizer: {self.method!r} (expected one of {', '.join(METHODS)})")
+        get_method(self.method)  # ValueError naming an unknown method
         if self.base not in BASE_OPTIMIZERS:
             raise ValueError(f"Invalid base optimizer: {self.base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
-        for name in ("lr", "momentum", "weight_decay", "rho", "alpha"):
+        for name in _BASE_SETTINGS:
             value = getattr(self, name)
             if not value >= 0:  # also rejects NaN
                 raise ValueError(f"Invalid {name} value: {value} (expected >= 0)")
-        check_alpha_schedule(self.alpha_schedule, self.total_steps)
-        if self.variant not in VARIANTS:
-            raise ValueError(f"Invalid DAS variant {self.variant!r} (expected one of {', '.join(VARIANTS)})")
-        if self.grad_norm not in GRAD_NORMS:
-            raise ValueError(f"Invalid grad_norm {self.grad_norm!r} (expected one of {', '.join(GRAD_NORMS)})")
+        if self.total_steps is not None and (
+            isinstance(self.total_steps, bool) or not isinstance(self.total_steps, int) or self.total_steps < 1
+        ):
+            raise ValueError(f"Invalid total_steps value: {self.total_steps!r} (expected a positive integer)")
+        self.check_options()
 
-    def record_fields(self) -> dict[str, str]:
-        """What a result record says about the method beyond its label (DESIGN: which DAS variant)."""
-        if self.method != "das":
-            return {}
-        return {"das_variant": self.variant, "grad_norm": self.grad_norm}
+    @property
+    def spec(self) -> Method:
+        """The registry entry of :attr:`method`."""
+        return METHODS[self.method]
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def options(self) -> dict[str, Any]:
+        """The values of the method's own options, by name (``{}`` for the base optimizer)."""
+        return {o.name: getattr(self, o.name) for o in self.spec.options}
+
+    def record_fields(self) -> dict[str, Any]:
+        """What a result record says about the method beyond its label: its options' values."""
+        return self.options()
+
+    def as_dict(self) -> dict[str, Any]:
+        """What determines the optimizer: method, base, its hyper-parameters and the method's options only
+        (a base run's fingerprint does not depend on DAS's alpha)."""
+        keep = ("method", "base", *_BASE_SETTINGS, "total_steps", *self.options())
+        return {k: getattr(self, k) for k in keep}
 
     @property
     def label(self) -> str:
         """A short name for tables: ``sgd``, ``sam(sgd)``, ``das(adam)``."""
-        return self.base if self.method == "base" else f"{self.method}({self.base})"
+        return self.spec.label(self.base)
 
 
 @dataclass(frozen=True)
-class ComparisonSettings:
-    """The settings every comparison task shares: which optimizers, their hyper-parameters, the
-    seeds and the device. Task configurations inherit them and override the defaults they need."""
+class ComparisonSettings(MethodOptions):
+    """The settings every comparison task shares: which methods, their options (one field per
+    registered option), the base optimizer's hyper-parameters, the seeds and the device. Task
+    configurations inherit them and override the defaults they need."""
 
     base: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
     optimizers: tuple[str, ...] = ("das",)
-    alpha: float = 0.05  # DAS strength
-    rho: float = 0.05  # SAM radius
-    alpha_schedule: str = "constant"
-    das_variant: str = "sam-matched"  # DAS formula: sam-matched | reference
-    grad_norm: str = "group"  # DAS normaliser: group | global
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
+
+    def run_settings(self, *drop: str) -> dict[str, Any]:
+        """The task's own settings (for run fingerprints): everything but the methods, their options,
+        the base optimizer's settings and the seeds (each run's optimizer configuration holds those),
+        and the keys in ``drop``."""
+        out = dataclasses.asdict(self)
+        for key in ("optimizers", "seeds", "base", *_BASE_SETTINGS, *OPTIONS, *drop):
+            out.pop(key)
+        return out
 
 
 def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = None) -> list[OptimizerConfig]:
     """One validated :class:`OptimizerConfig` per name in ``settings.optimizers``.
 
-    ``total_steps`` drives a decaying alpha schedule; when it is not known yet (a loop sets it
-    later), 1 stands in for validation.
+    ``total_steps`` drives a decaying strength schedule; when it is not known yet, the engine sets it.
     """
     names = tuple(settings.optimizers)
     bad = [m for m in names if m not in METHODS]
     if bad or not names:
         raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
-    if total_steps is None and settings.alpha_schedule != "constant":
-        total_steps = 1
-    return [
-        OptimizerConfig(
-            method=m,
-            base=settings.base,
-            lr=settings.lr,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-            rho=settings.rho,
-            alpha=settings.alpha,
-            alpha_schedule=settings.alpha_schedule,
-            total_steps=total_steps,
-            grad_norm=settings.grad_norm,
-            variant=settings.das_variant,
-        )
-        for m in names
-    ]
+    shared = {k: getattr(settings, k) for k in ("base", *_BASE_SETTINGS, *OPTIONS)}
+    return [OptimizerConfig(method=m, total_steps=total_steps, **shared) for m in names]
 
 
 def build_optimizer(
@@ -126,29 +125,19 @@ def build_optimizer(
     params: Iterable[torch.nn.Parameter],
     core_groups: Sequence[CoreGroup] | None = None,
 ) -> Optimizer:
-    """The optimizer ``config`` names over ``params``; DAS and BAR need ``core_groups``."""
-    base_cls = BASE_OPTIMIZERS[config.base]
-    kwargs: dict = {"lr": config.lr, "weight_decay": config.weight_decay}
+    """The optimizer ``config`` names over ``params``, built by its registry entry (DAS and BAR need
+    ``core_groups``)."""
+    kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
     if config.base == "sgd":
         kwargs["momentum"] = config.momentum
-    params = list(params)
-    if config.method == "base":
-        return base_cls(params, **kwargs)
-    if config.method == "sam":
-        return SAM(params, base_cls, rho=config.rho, adaptive=config.adaptive, **kwargs)
-    if core_groups is None:
-        raise ValueError(f"optimizer {config.method!r} needs core groups")
-    scaling = {"alpha": config.alpha, "alpha_schedule": config.alpha_schedule, "total_steps": config.total_steps}
-    if config.method == "bar":
-        return BAR(params, base_cls, core_groups=core_groups, **scaling, **kwargs)
-    return DAS(
-        params,
-        base_cls,
+    settings = {o: getattr(config, o) for o in OPTIONS}
+    return config.spec.build(
+        list(params),
+        BASE_OPTIMIZERS[config.base],
+        kwargs,
+        settings,
         core_groups=core_groups,
-        grad_norm=config.grad_norm,
-        variant=config.variant,
-        **scaling,
-        **kwargs,
+        total_steps=config.total_steps,
     )
 
 
@@ -156,7 +145,7 @@ def synchronize(device: torch.device) -> None:
     """Wait for the work queued on ``device`` (a no-op on CPU).
 
     Step timers call it before they read the clock: CUDA kernels run asynchronously, so without it a
-    timer measures only the launches, and the step's device time lands outside it (in the next host
+    timer measures only the launches, and the step's device work lands outside it (in the next host
     synchronisation, e.g. an evaluation or a batch copy) for every optimizer alike.
     """
     if device.type == "cuda":
@@ -176,13 +165,16 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def optimizer_step(optimizer: Optimizer, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+def optimizer_step(
+    optimizer: Optimizer, closure: Callable[[], torch.Tensor], method: Method | None = None
+) -> torch.Tensor:
     """One training step. ``closure`` zeroes the gradients, runs forward and backward, returns the loss.
 
-    SAM calls the closure twice (at ``w`` and ``w + e``); every other optimizer once.
-    Returns the loss at the current weights.
+    A method that needs a closure (SAM) gets it and calls it twice (at ``w`` and ``w + e``); every
+    other method gets one call, then ``step()``. ``method`` defaults to the registry entry whose class
+    ``optimizer`` is. Returns the loss at the current weights.
     """
-    if isinstance(optimizer, SAM):
+    if (method or method_of(optimizer)).needs_closure:
         return optimizer.step(closure)
     loss = closure()
     optimizer.step()

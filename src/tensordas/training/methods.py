@@ -1,0 +1,289 @@
+"""The optimizer methods every comparison can run, declared once.
+
+A *method* is what a run compares: the base optimizer alone (``base``), or a wrapper around it (``sam``,
+``das``, ``bar``). Each is one :class:`Method` entry of :data:`METHODS`, which says how the optimizer
+is built (its class wraps the base optimizer class), whether it needs core groups, whether it needs a
+closure (a second forward/backward pass), which of its options is its *strength* (the value a tuning
+grid varies: ``alpha``, ``rho``) and its other options (:class:`Option`), each with one name used
+everywhere: experiment settings, TOML files, result records and the CLI flag (``das_variant`` is
+``--das-variant``; :attr:`Option.keyword` is the optimizer's own keyword, ``variant``, mapped here and
+nowhere else).
+
+Everything that names methods reads this registry: the training engine (one pass or two),
+:class:`~tensordas.training.OptimizerConfig` and :class:`~tensordas.training.ComparisonSettings`
+(one field per option, see :data:`MethodOptions`), :class:`tensordas.adapters.hf.DASTrainer`, the CLI
+(``--optimizer`` choices, one flag per option, with the help written here) and the records (which
+options a run used). Adding a method is one entry below (with its new options) plus its tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from ..optim import BAR, DAS, SAM
+from ..optim.das import GRAD_NORMS, VARIANTS
+from ..optim.schedules import ALPHA_SCHEDULES
+
+__all__ = [
+    "BASE_OPTIMIZERS",
+    "METHODS",
+    "OPTIONS",
+    "Method",
+    "MethodOptions",
+    "Option",
+    "compared_methods",
+    "get_method",
+    "method_of",
+]
+
+BASE_OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of a method, under the one name settings, records and the CLI use.
+
+    Attributes:
+        name: the settings/record key; the CLI flag is ``--`` + name with dashes (``--das-variant``).
+        default: the default value; its type is the option's type (float, str or bool).
+        help: the CLI help text.
+        keyword: the optimizer's keyword argument, when it differs from ``name``.
+        choices: the valid values of a string option.
+        minimum, maximum: the valid range of a number option (the optimizer may check more, e.g. a
+            strict bound, when it is built).
+    """
+
+    name: str
+    default: Any
+    help: str
+    keyword: str | None = None
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    @property
+    def kwarg(self) -> str:
+        """The optimizer's keyword argument for this option."""
+        return self.keyword or self.name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """``ValueError`` naming the option and ``value`` unless it is valid."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"Invalid {self.name} value: {value!r} (expected true or false)")
+        elif self.choices:
+            if value not in self.choices:
+                raise ValueError(f"Invalid {self.name} {value!r} (expected one of {', '.join(self.choices)})")
+        elif self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"Invalid {self.name} value: {value!r} (expected a finite number)")
+            if self.minimum is not None and not value >= self.minimum:
+                raise ValueError(f"Invalid {self.name} value: {value} (expected >= {self.minimum:g})")
+            if self.maximum is not None and not value <= self.maximum:
+                raise ValueError(f"Invalid {self.name} value: {value} (expected <= {self.maximum:g})")
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one method is built and driven.
+
+    Attributes:
+        name: the registry key, ``--optimizer`` value and the records' ``method``.
+        title: a short description for help texts.
+        cls: the wrapper, called as ``cls(params, base_optimizer_class, **options, **base_kwargs)``;
+            ``None``: the base optimizer itself.
+        options: the options it reads (its strength included), passed as their keywords.
+        strength: the option a tuning grid varies (``None``: nothing to tune).
+        needs_core_groups: passed ``core_groups=``; a model without any is an error.
+        needs_closure: ``step(closure)`` evaluates the loss more than once (SAM: at ``w`` and ``w + e``).
+        scheduled: passed ``total_steps=`` (the run's length, for a decaying strength schedule).
+        compared: one of the methods ``--compare`` runs.
+    """
+
+    name: str
+    title: str
+    cls: type[Optimizer] | None = None
+    options: tuple[Option, ...] = ()
+    strength: str | None = None
+    needs_core_groups: bool = False
+    needs_closure: bool = False
+    scheduled: bool = False
+    compared: bool = False
+
+    def label(self, base: str) -> str:
+        """A short name for tables: ``sgd``, ``sam(sgd)``, ``das(adam)``."""
+        return base if self.cls is None else f"{self.name}({base})"
+
+    def kwargs(
+        self,
+        settings: Mapping[str, Any],
+        *,
+        core_groups: Any = None,
+        total_steps: int | None = None,
+    ) -> dict[str, Any]:
+        """The wrapper's keyword arguments: its options from ``settings`` (by option name), the core
+        groups and the run's length where the method takes them."""
+        out = {o.kwarg: settings[o.name] for o in self.options}
+        if self.needs_core_groups:
+            if core_groups is None:
+                raise ValueError(f"optimizer {self.name!r} needs core groups")
+            out["core_groups"] = core_groups
+        if self.scheduled:
+            out["total_steps"] = total_steps
+        return out
+
+    def build(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        base: type[Optimizer],
+        base_kwargs: Mapping[str, Any],
+        settings: Mapping[str, Any],
+        *,
+        core_groups: Any = None,
+        total_steps: int | None = None,
+    ) -> Optimizer:
+        """The optimizer over ``params``: ``base(params, **base_kwargs)``, wrapped by :attr:`cls`."""
+        if self.cls is None:
+            return base(params, **base_kwargs)
+        extra = self.kwargs(settings, core_groups=core_groups, total_steps=total_steps)
+        return self.cls(params, base, **extra, **base_kwargs)
+
+
+# --- the options (shared ones declared once) -----------------------------------------------------
+ALPHA = Option("alpha", 0.05, "DAS/BAR strength (the analogue of SAM's rho).", minimum=0)
+ALPHA_SCHEDULE = Option(
+    "alpha_schedule", "constant", f"Decay of alpha over the run: {' | '.join(ALPHA_SCHEDULES)}.",
+    choices=ALPHA_SCHEDULES,
+)  # fmt: skip
+RHO = Option("rho", 0.05, "SAM radius.", minimum=0)
+
+# --- the methods: one entry each ---------------------------------------------------------------------
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("base", "the base optimizer alone", compared=True),
+        Method(
+            "sam",
+            "SAM: two forward/backward passes per step",
+            SAM,
+            options=(RHO, Option("adaptive", False, "ASAM: scale SAM's perturbation by |w|.")),
+            strength="rho",
+            needs_closure=True,
+            compared=True,
+        ),
+        Method(
+            "das",
+            "DAS: rescale the cores, then the base step (one pass)",
+            DAS,
+            options=(
+                ALPHA,
+                ALPHA_SCHEDULE,
+                Option("grad_norm", "group", "DAS normaliser: group | global (SAM's norm).", choices=GRAD_NORMS),
+                Option(
+                    "das_variant",
+                    "sam-matched",
+                    "DAS formula: sam-matched (drift equals SAM's) | reference (authors').",
+                    keyword="variant",
+                    choices=VARIANTS,
+                ),
+                Option(
+                    "s_min",
+                    0.5,
+                    "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).",
+                    minimum=0,
+                    maximum=1,
+                ),
+                Option(
+                    "s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1
+                ),
+            ),  # fmt: skip
+            strength="alpha",
+            needs_core_groups=True,
+            scheduled=True,
+            compared=True,
+        ),
+        Method(
+            "bar",
+            "BAR (nBAR): two-core groups only",
+            BAR,
+            options=(ALPHA, ALPHA_SCHEDULE),
+            strength="alpha",
+            needs_core_groups=True,
+            scheduled=True,
+        ),
+    )
+}
+
+
+def _collect_options(methods: Mapping[str, Method]) -> dict[str, Option]:
+    """Every method's options by name; two methods sharing a name must share the declaration."""
+    out: dict[str, Option] = {}
+    for method in methods.values():
+        names = [o.name for o in method.options]
+        if method.strength is not None and method.strength not in names:
+            raise ValueError(f"method {method.name!r}: strength {method.strength!r} is not one of its options")
+        for option in method.options:
+            if out.setdefault(option.name, option) != option:
+                raise ValueError(f"option {option.name!r} is declared twice, differently")
+    return out
+
+
+OPTIONS: dict[str, Option] = _collect_options(METHODS)
+
+
+def _check_options(self: Any) -> None:
+    for option in OPTIONS.values():
+        option.check(getattr(self, option.name))
+
+
+MethodOptions: type = dataclasses.make_dataclass(
+    "MethodOptions",
+    [(o.name, o.type, dataclasses.field(default=o.default)) for o in OPTIONS.values()],
+    frozen=True,
+    namespace={
+        "__doc__": "Every method's options as fields (built from :data:`OPTIONS`): the base of the "
+        "configurations that carry them, so a new option is a field everywhere at once.",
+        "check_options": _check_options,
+    },
+)
+MethodOptions.__module__ = __name__
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; ``ValueError`` naming it otherwise."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Invalid optimizer: {name!r} (expected one of {', '.join(METHODS)})") from None
+
+
+def compared_methods() -> tuple[str, ...]:
+    """The methods ``--compare`` runs, in registry order."""
+    return tuple(m.name for m in METHODS.values() if m.compared)
+
+
+def method_of(optimizer: Optimizer) -> Method:
+    """The registered method whose class ``optimizer`` is an instance of (``base`` if none)."""
+    for method in METHODS.values():
+        if method.cls is not None and isinstance(optimizer, method.cls):
+            return method
+    return METHODS["base"]
