@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import tensordas.cli.dynamics as cli_dynamics
 from tensordas.cli import main
+from tensordas.tasks import TASKS
 
 FAST = ["--size", "12x10", "--rank", "3"]
 
@@ -107,7 +108,7 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_dynamics, "run_dynamics", interrupted)
+    monkeypatch.setitem(TASKS, "dynamics", dataclasses.replace(TASKS["dynamics"], run=interrupted))
     assert main(["dynamics", "--out", str(tmp_path)]) == 130
     out, err = capsys.readouterr()
     assert err == "tensordas: error: interrupted\n"

@@ -13,6 +13,7 @@ import torch
 from tensordas.cli import main
 from tensordas.tasks import completion as comp
 from tensordas.tasks.completion import CompletionConfig, CompletionExperiment, run_completion, write_completion
+from tensordas.training import engine
 
 SYNTH = "synthetic:shape=12x11x10,rank=2,noise=0.0,seed=3"
 
@@ -36,18 +37,18 @@ def test_reported_metrics_match_an_independent_evaluation():
     cfg = CompletionConfig(data=SYNTH, model="tucker", rank=2, steps=50, optimizers=("das",), als=False)
     exp = CompletionExperiment.load(cfg)
     captured = {}
-    real = comp.build_optimizer
+    real = engine.build_optimizer
 
     def spy(config, params, core_groups=None):
         params = list(params)
         captured["params"] = params
         return real(config, params, core_groups)
 
-    comp.build_optimizer, saved = spy, comp.build_optimizer
+    engine.build_optimizer, saved = spy, engine.build_optimizer
     try:
         res = exp.run(cfg.optimizer_configs[0], 0)
     finally:
-        comp.build_optimizer = saved
+        engine.build_optimizer = saved
     # Rebuild the model's tensor from its cores with numpy and evaluate the held-out entries by hand.
     core, *factors = (p.detach().double().numpy() for p in captured["params"])
     full = np.einsum("abc,ia,jb,kc->ijk", core, *factors)
@@ -90,7 +91,7 @@ def test_results_format_and_resume(tmp_path):
     write_completion(results, cfg, tmp_path)
     records = json.loads((tmp_path / "results.json").read_text())
     assert [r["optimizer"] for r in records] == ["adam", "das(adam)", "als (tensorly)"]
-    for key in ("optimizer", "seed", "test_r2", "test_rmse", "train_loss", "norm_deviation", "wall_time_s", "steps"):
+    for key in ("optimizer", "seed", "test_r2", "test_rmse", "train_loss", "Q", "wall_time_s", "steps"):
         assert all(key in r for r in records), key
     header = (tmp_path / "curves.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["optimizer", "seed", "step", "train_loss"] and "Q" in header
@@ -293,7 +294,7 @@ def test_step_time_includes_the_device_wait_of_every_step(monkeypatch):
         waits.append(device)
         time.sleep(0.02)
 
-    monkeypatch.setattr(comp, "synchronize", slow_synchronize)
+    monkeypatch.setattr(engine, "synchronize", slow_synchronize)
     cfg = CompletionConfig(data=SYNTH, model="cp", rank=2, missing=0.5, steps=3, optimizers=("sam",), als=False)
     (res,) = run_completion(cfg)
     assert len(waits) == 3

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 def trained(tmp_path_factory):
     """One end-to-end CLI run: train a tiny dense MLP, TT-decompose at ratio 4, fine-tune with base and DAS."""
     out = tmp_path_factory.mktemp("compress")
-    args = ["compress", "--train-dense", "--hidden", "32,32", "--dense-epochs", "3", "--method", "tt", "--ratio", "4",
+    args = ["compress", "--train-dense", "--hidden", "32,32", "--dense-epochs", "3", "--format", "tt", "--ratio", "4",
             "--epochs", "2", "--optimizer", "base,das", "--seeds", "0", *SMALL, "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     return out
@@ -50,7 +50,7 @@ def test_end_to_end_reports_accuracy_before_and_after_and_the_achieved_ratio(tra
         assert r["params_compressed"] < r["params_dense"]
         assert r["model_ratio"] == pytest.approx(r["params_dense"] / r["params_compressed"])
         assert r["layers"] == ["features.0", "features.2"]  # the output layer stays dense by default
-        assert 0 <= r["decomposed_test_acc"] <= 1 and 0 <= r["final_test_acc"] <= r["best_test_acc"] <= 1
+        assert 0 <= r["decomposed_test_acc"] <= 1 and 0 <= r["test_acc"] <= r["best_test_acc"] <= 1
         assert r["dense_test_acc"] > 0.6  # the dense model learned in three epochs (chance: 0.1)
         assert r["best_test_acc"] > r["decomposed_test_acc"] + 0.1  # fine-tuning recovers what decomposition lost
     assert len({r["decomposed_test_acc"] for r in records}) == 1  # one decomposition, shared
@@ -77,12 +77,12 @@ def test_achieved_layer_ratio_by_hand(trained):
 
 def test_a_saved_dense_model_compresses_from_its_checkpoint(trained, tmp_path):
     cfg = CompressConfig(
-        checkpoint=str(trained / "dense.pt"), method="tucker", rank=3, epochs=1, optimizers=("sam",), **SMALL_CONFIG
+        checkpoint=str(trained / "dense.pt"), format="tucker", rank=3, epochs=1, optimizers=("sam",), **SMALL_CONFIG
     )
     (res,) = run_compress(cfg, out_dir=tmp_path)
     before = json.loads((trained / "results.json").read_text())[0]
     assert res.record["dense_test_acc"] == before["dense_test_acc"]  # same model, same split
-    assert res.record["decomposition"] == "tucker" and res.record["optimizer"] == "sam(sgd)"
+    assert res.record["format"] == "tucker" and res.record["optimizer"] == "sam(sgd)"
     # a finished run is reused, the dense model and the decomposition are checked again
     (again,) = run_compress(cfg, out_dir=tmp_path)
     assert again.record == res.record
@@ -134,11 +134,12 @@ def test_load_dense_model_round_trip_and_bare_state_dict(tmp_path):
     ("args", "needle"),
     [
         (["--ratio", "1e6"], "cannot be reached"),
-        (["--method", "tr", "--rank", "1000"], "does not fit layer"),
-        (["--method", "cp", "--rank", "2,3"], "does not fit layer"),
+        (["--format", "tr", "--rank", "1000"], "does not fit layer"),
+        (["--format", "cp", "--rank", "2,3"], "does not fit layer"),
         (["--rank", "0"], "rank 0"),
         (["--ratio", "4", "--model", "cnn"], "architecture mismatch"),
         (["--ratio", "4", "--layers", "conv*"], "no layer matches 'conv*'"),
+        (["--ratio", "4", "--format", "svd"], "svd"),
         (["--ratio", "4", "--method", "svd"], "svd"),
         (["--ratio", "4", "--rank", "3"], "exactly one of ratio and rank"),
         (["--ratio", "-2"], "-2"),
@@ -198,7 +199,7 @@ def test_a_changed_npz_file_retrains_the_dense_model_and_reruns(tmp_path):
     y = np.arange(80) % 4
     np.savez(path, X=rng.normal(size=(80, 16)), y=y)
     cfg = CompressConfig(
-        data=str(path), train_dense=True, hidden=(16,), dense_epochs=1, method="tt", ratio=2.0, epochs=1,
+        data=str(path), train_dense=True, hidden=(16,), dense_epochs=1, format="tt", ratio=2.0, epochs=1,
         batch_size=20,
     )  # fmt: skip
     (first,) = run_compress(cfg, out_dir=tmp_path / "o")
@@ -209,7 +210,7 @@ def test_a_changed_npz_file_retrains_the_dense_model_and_reruns(tmp_path):
 
 def test_a_checkpoint_trained_on_another_split_is_refused(trained, tmp_path):
     # Another split of the same data puts the dense model's training samples into this test set.
-    cfg = dict(method="tucker", rank=3, epochs=1, optimizers=("base",), **SMALL_CONFIG)
+    cfg = dict(format="tucker", rank=3, epochs=1, optimizers=("base",), **SMALL_CONFIG)
     with pytest.raises(ValueError, match="split_seed=0 \\(here 1\\)"):
         run_compress(CompressConfig(checkpoint=str(trained / "dense.pt"), split_seed=1, **cfg))
     # a `tensordas train` checkpoint of seed 1 compresses on split seed 1, not on split seed 0

@@ -1,7 +1,7 @@
 """The dynamics study (tensordas.tasks.dynamics), checked against hand-written numpy oracles.
 
 The oracles compute the Tucker-2 reconstruction ``A G B^T``, its gradients, one GD step and
-Q, C, ||g|| straight from DESIGN.md section 1 with numpy, never through tensordas' metrics,
+Q, C, ||g|| straight from docs/design.md, section 1 with numpy, never through tensordas' metrics,
 autograd or optimizers.
 """
 
@@ -182,9 +182,9 @@ def test_written_files_have_expected_keys_columns_and_values(tmp_path):
     res = run_dynamics(cfg)
     paths = write_dynamics(res, tmp_path / "out")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"dynamics.json", "dynamics.csv", "dynamics.png"}
-    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 10_000
+    assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["figure"].stat().st_size > 10_000
 
-    data = json.loads(paths["json"].read_text())
+    data = json.loads(paths["results"].read_text())
     assert {"config", "curves", "dq_ratio", "first_step", "summary"} <= set(data)
     assert data["config"]["steps"] == 6 and data["config"]["alpha"] == cfg.rho
     assert set(data["curves"]) == {"GD", "SAM", "DAS"}
@@ -198,7 +198,7 @@ def test_written_files_have_expected_keys_columns_and_values(tmp_path):
     assert data["dq_ratio"] == pytest.approx(measured / predicted, rel=1e-9)
     assert data["summary"]["GD"]["dq_ratio"] is None
 
-    with open(paths["csv"], newline="") as f:
+    with open(paths["curves"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == 3 * 7
@@ -212,9 +212,9 @@ def test_written_files_have_expected_keys_columns_and_values(tmp_path):
 
 def test_same_seed_gives_identical_json_and_another_seed_does_not(tmp_path):
     cfg = DynamicsConfig(steps=15, **SMALL)
-    a = write_dynamics(run_dynamics(cfg), tmp_path / "a")["json"].read_bytes()
-    b = write_dynamics(run_dynamics(cfg), tmp_path / "b")["json"].read_bytes()
-    c = write_dynamics(run_dynamics(DynamicsConfig(steps=15, seed=1, **SMALL)), tmp_path / "c")["json"].read_bytes()
+    a = write_dynamics(run_dynamics(cfg), tmp_path / "a")["results"].read_bytes()
+    b = write_dynamics(run_dynamics(cfg), tmp_path / "b")["results"].read_bytes()
+    c = write_dynamics(run_dynamics(DynamicsConfig(steps=15, seed=1, **SMALL)), tmp_path / "c")["results"].read_bytes()
     assert a == b
     assert a != c
 

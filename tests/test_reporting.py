@@ -224,7 +224,7 @@ def test_task_labels_get_their_method_colour():
 def test_summary_table_marks_diverged_runs():
     from rich.console import Console
 
-    from tensordas.tasks._experiment import RunResult, summary_table
+    from tensordas.tasks.grid import RunResult, summary_table
 
     results = [
         RunResult({"optimizer": "sgd", "seed": 0, "loss": 0.5, "diverged": False}),

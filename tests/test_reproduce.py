@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tensordas.cli import main
-from tensordas.reproduce import FAMILIES, bundled_specs, run_reproduce, select_specs
+from tensordas.reproduce import bundled_specs, run_reproduce, select_specs
+from tensordas.tasks import TASKS
 from tensordas.tasks.completion import CompletionExperiment
 
 
@@ -26,7 +27,7 @@ def smoke(tmp_path_factory):
 def test_bundled_configs_cover_every_family_and_parse_in_every_profile():
     for profile in ("smoke", "quick", "full"):
         specs = bundled_specs(profile)
-        assert {s.family for s in specs} == set(FAMILIES)
+        assert {s.family for s in specs} == set(TASKS)
         for spec in specs:
             assert spec.settings, spec.name
 
@@ -204,8 +205,8 @@ def test_declared_metrics_are_in_the_records(smoke):
     _, result, _ = smoke
     for spec in bundled_specs("smoke"):
         records = result.outcomes[spec.name].records
-        for metric in FAMILIES[spec.family].metrics:
-            assert any(metric in r for r in records), (spec.name, metric)
+        for metric in TASKS[spec.family].metrics:
+            assert any(metric.key in r for r in records), (spec.name, metric.key)
 
 
 def test_two_config_files_with_the_same_name_are_rejected(tmp_path):

@@ -36,11 +36,11 @@ def test_records_curves_and_the_realised_noise(tmp_path):
     assert [(r["optimizer"], r["seed"]) for r in records] == [
         (o, s) for s in (0, 1) for o in ("sgd", "sam(sgd)", "das(sgd)")
     ]
-    required = ("optimizer", "seed", "best_test_acc", "final_test_acc", "noise_rate_realized", "wall_time_s", "epochs")
+    required = ("optimizer", "seed", "best_test_acc", "test_acc", "noise_rate_realized", "wall_time_s", "epochs")
     for r in records:
         assert all(k in r for k in required)
         assert r["epochs"] == 2 and r["steps"] == 8
-        assert 0 <= r["final_test_acc"] <= r["best_test_acc"] <= 1
+        assert 0 <= r["test_acc"] <= r["best_test_acc"] <= 1
         assert r["memorized"] is not None and r["recovered"] is not None
     # the realised rate is the changed share of the seed's training labels, the same for every optimizer
     exp = NoisyExperiment(cfg)
@@ -51,7 +51,7 @@ def test_records_curves_and_the_realised_noise(tmp_path):
     with open(tmp_path / "curves.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 * 3  # 6 runs x epochs 0..2
-    assert {"test_acc", "memorized", "recovered", "Q_mean", "train_loss"} <= set(rows[0])
+    assert {"test_acc", "memorized", "recovered", "Q", "train_loss"} <= set(rows[0])
     assert (tmp_path / "noisy.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(
         f"{m}-sgd-seed{s}.pt" for m in ("base", "sam", "das") for s in (0, 1)
@@ -61,7 +61,7 @@ def test_records_curves_and_the_realised_noise(tmp_path):
 def test_optimizers_share_the_seed_s_data_noise_and_initial_model():
     cfg = tiny_config(epochs=1, optimizers=("base", "das"), seeds=(0,))
     (base, das) = run_noisy(cfg)
-    assert base.curve[0]["test_acc"] == das.curve[0]["test_acc"] and base.curve[0]["Q_mean"] == das.curve[0]["Q_mean"]
+    assert base.curve[0]["test_acc"] == das.curve[0]["test_acc"] and base.curve[0]["Q"] == das.curve[0]["Q"]
 
 
 def test_a_finished_experiment_is_reused_and_an_interrupted_run_resumes(tmp_path, monkeypatch):
@@ -79,11 +79,11 @@ def test_a_finished_experiment_is_reused_and_an_interrupted_run_resumes(tmp_path
     (tmp_path / "runs" / "das-sgd-seed0.json").unlink()
     (resumed,) = run_noisy(cfg, out_dir=tmp_path)
     assert resumed.record["resumed_from_epoch"] == 3
-    assert resumed.record["final_test_acc"] == done.record["final_test_acc"]
+    assert resumed.record["test_acc"] == done.record["test_acc"]
     # --no-resume trains afresh, to the same numbers
     (fresh,) = run_noisy(cfg, out_dir=tmp_path, resume=False)
     assert fresh.record["resumed_from_epoch"] == 0
-    assert fresh.record["final_test_acc"] == done.record["final_test_acc"]
+    assert fresh.record["test_acc"] == done.record["test_acc"]
 
 
 def test_asymmetric_noise_on_an_npz_file(tmp_path):
@@ -174,7 +174,7 @@ def test_a_changed_npz_file_is_rerun_not_reused(tmp_path):
     (first,) = run_noisy(cfg, out_dir=tmp_path / "o")
     np.savez(path, X=rng.normal(size=(60, 6)) + 5 * y[:, None], y=y)
     (second,) = run_noisy(cfg, out_dir=tmp_path / "o")
-    assert second.record["final_train_loss"] != first.record["final_train_loss"]
+    assert second.record["train_loss"] != first.record["train_loss"]
 
 
 def test_duplicate_seeds_are_rejected_by_the_library_too():

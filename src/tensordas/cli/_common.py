@@ -1,10 +1,15 @@
-"""Helpers shared by the command modules: click exception classes, option parsing, consoles."""
+"""What the command modules share: the comparison options (declared once, from the method registry),
+running a task and printing its table, option parsing, one-line errors."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -12,7 +17,8 @@ import typer
 from rich.console import Console
 
 from ..reporting import ensure_dir, progress_bar
-from ..tasks._experiment import check_seeds, diverged_runs
+from ..tasks import Task, check_seeds, diverged_runs
+from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, compared_methods
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
@@ -22,7 +28,10 @@ except ImportError:  # pragma: no cover - older typer depends on click
 __all__ = [
     "ClickException",
     "UsageError",
+    "OptionGroup",
     "build_config",
+    "classification_data_options",
+    "comparison_command",
     "console",
     "parse_ints",
     "parse_methods",
@@ -31,27 +40,11 @@ __all__ = [
     "parse_seeds",
     "print_error",
     "print_warning",
-    "run_comparison",
+    "run_task",
 ]
-
-# Options that several comparison commands declare the same way (defaults stay per command).
-BaseOpt = Annotated[str, typer.Option("--base", help="Base optimizer: sgd | adam | adamw.")]
-Methods = Annotated[str, typer.Option("--optimizer", help="base | sam | das | bar (or several: das,sam).")]
-Compare = Annotated[bool, typer.Option("--compare", help="Run base, SAM and DAS (overrides --optimizer).")]
-Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
-WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay of the base optimizer.")]
-Alpha = Annotated[float, typer.Option("--alpha", help="DAS strength.")]
-AlphaSchedule = Annotated[str, typer.Option("--alpha-schedule", help="constant | linear | cosine.")]
-DasVariant = Annotated[
-    str, typer.Option("--das-variant", help="DAS formula: sam-matched (drift equals SAM's) | reference (authors').")
-]
-GradNorm = Annotated[str, typer.Option("--grad-norm", help="DAS normaliser: group | global (SAM's norm).")]
-Rho = Annotated[float, typer.Option("--rho", help="SAM radius.")]
-Seeds = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")]
-Device = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar (only on a terminal).")]
 
 T = TypeVar("T")
+THREADS_HELP = "CPU threads for torch (1 is often fastest for small models on a busy machine)."
 
 
 def console() -> Console:
@@ -110,12 +103,9 @@ def parse_seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
     return tuple(seeds)
 
 
-COMPARED = ("base", "sam", "das")
-
-
 def parse_methods(optimizer: str, compare: bool) -> tuple[str, ...]:
-    """The optimizers to run: base, SAM and DAS with ``--compare``, else the comma-separated ``--optimizer``."""
-    return COMPARED if compare else tuple(o.strip() for o in optimizer.split(","))
+    """The methods to run: the registry's compared ones with ``--compare``, else the comma-separated ``--optimizer``."""
+    return compared_methods() if compare else tuple(o.strip() for o in optimizer.split(","))
 
 
 def parse_rank(value: str | None, option: str = "--rank") -> int | tuple[int, ...] | None:
@@ -126,19 +116,17 @@ def parse_rank(value: str | None, option: str = "--rank") -> int | tuple[int, ..
     return ranks[0] if len(ranks) == 1 else tuple(ranks)
 
 
-def run_comparison(
-    config: Any,
-    out: Path,
-    *,
-    run: Callable[..., Any],
-    write: Callable[..., dict[str, Path]],
-    table: Callable[..., Any],
-    resume: bool,
-    progress: bool,
-    threads: int | None = None,
-) -> None:
-    """What every comparison command does once its configuration is valid: run the (optimizer, seed)
-    grid with a progress bar, write the results, print the mean ± std table."""
+def build_config(factory: Callable[..., T], **settings: Any) -> T:
+    """``factory(**settings)``, turning its ``ValueError`` (invalid setting) into a usage error (exit 2)."""
+    try:
+        return factory(**settings)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_task(task: Task, config: Any, out: Path, *, resume: bool, progress: bool, threads: int | None = None) -> None:
+    """What every command does once its configuration is valid: run the task with a progress bar,
+    write its files, print its table (and a warning naming diverged runs)."""
     if threads is not None:
         import torch
 
@@ -146,11 +134,11 @@ def run_comparison(
     ensure_dir(out)  # fail before the runs, not after them
     start = time.perf_counter()
     with progress_bar(enabled=None if progress else False) as update:
-        results = run(config, out_dir=out, resume=resume, progress=update)
-    paths = write(results, config, out)
+        outcome = task.run(config, out_dir=out, resume=resume, progress=update)
+    paths = task.write(outcome, config, out)
     con = console()
-    con.print(table(results, config))
-    diverged = diverged_runs(results)
+    con.print(task.table(outcome, config))
+    diverged = diverged_runs(task.records(outcome))
     if diverged:
         print_warning(f"diverged (non-finite loss; metrics missing): {', '.join(diverged)}")
     elapsed = time.perf_counter() - start
@@ -159,9 +147,123 @@ def run_comparison(
     )
 
 
-def build_config(factory: Callable[..., T], **settings: Any) -> T:
-    """``factory(**settings)``, turning its ``ValueError`` (invalid setting) into a usage error (exit 2)."""
-    try:
-        return factory(**settings)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+# --- options several commands share, declared once ---------------------------------------------------
+def _option(name: str, kind: Any, default: Any, *flags: str, help: str, **kw: Any) -> inspect.Parameter:
+    """A keyword-only parameter typer reads as ``--flag`` with ``help``."""
+    annotation = Annotated[kind, typer.Option(*flags, help=help, **kw)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _method_option(option: Any, default: Any) -> inspect.Parameter:
+    """The CLI parameter of a method registry option: its flag, type and help come from the registry."""
+    flag = option.flag
+    if option.type is bool:
+        flag = f"{flag}/--no-{flag[2:]}"
+    return _option(option.name, option.type, default, flag, help=option.help)
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options that several commands share: their typer parameters, and how their values become the
+    task configuration's settings."""
+
+    parameters: tuple[inspect.Parameter, ...]
+    settings: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+_RUN = ("threads", "out", "resume", "progress")  # how to run, not what: not settings of the configuration
+
+
+def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, seeds_help: str) -> OptionGroup:
+    """The base optimizer, the methods and one flag per method registry option, seeds, device, and how to run."""
+    compared = ", ".join(m.upper() if m != "base" else m for m in compared_methods())
+    parameters = (
+        _option("base", str, defaults["base"], "--base", help=f"Base optimizer: {' | '.join(BASE_OPTIMIZERS)}."),
+        _option("lr", float, defaults["lr"], "--lr", help="Learning rate of the base optimizer."),
+        _option("momentum", float, defaults["momentum"], "--momentum", help="SGD momentum."),
+        _option("weight_decay", float, defaults["weight_decay"], "--weight-decay", help="Base optimizer weight decay."),
+        _option(
+            "optimizer", str, "das", "--optimizer",
+            help=f"Method: {' | '.join(METHODS)} (or several: das,sam). "
+            + "; ".join(f"{m.name}: {m.title}" for m in METHODS.values()) + ".",
+        ),
+        _option("compare", bool, False, "--compare", help=f"Run {compared} (overrides --optimizer)."),
+        *(_method_option(o, defaults[o.name]) for o in OPTIONS.values()),
+        _option("seeds", str, "0", "--seeds", help=seeds_help),
+        _option("device", str, defaults["device"], "--device", help="cpu | cuda | cuda:N."),
+        _option("threads", int | None, None, "--threads", min=1, help=THREADS_HELP),
+        _option("out", Path, Path(out), "--out", help="Output folder."),
+        _option("resume", bool, True, "--resume/--no-resume", help=resume_help),
+        _option("progress", bool, True, "--progress/--no-progress", help="Show a progress bar (only on a terminal)."),
+    )  # fmt: skip
+
+    def settings(values: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in values.items() if k not in ("optimizer", "compare", *_RUN)}
+        out.update(optimizers=parse_methods(values["optimizer"], values["compare"]), seeds=parse_seeds(values["seeds"]))
+        return out
+
+    return OptionGroup(parameters, settings)
+
+
+def classification_data_options(defaults: dict[str, Any]) -> OptionGroup:
+    """The classification data options of the families that train classifiers (noisy, compress)."""
+    parameters = (
+        _option("data", str, defaults["data"], "--data",
+                help="digits (bundled) | cifar10 (with --data-dir) | an .npz file with arrays X and y."),
+        _option("data_dir", Path | None, None, "--data-dir",
+                help="Folder with torchvision's cifar-10-batches-py (for --data cifar10)."),
+        _option("download", bool, False, "--download",
+                help="Fetch CIFAR-10 into --data-dir with torchvision if it is missing."),
+        _option("test_fraction", float, defaults["test_fraction"], "--test-fraction",
+                help="Share of each class held out for testing (digits, .npz without X_test)."),
+        _option("train_size", int | None, None, "--train-size", help="Keep this many random training samples."),
+        _option("test_size", int | None, None, "--test-size", help="Keep this many random test samples."),
+    )  # fmt: skip
+
+    def settings(values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "data_dir": None if values["data_dir"] is None else str(values["data_dir"])}
+
+    return OptionGroup(parameters, settings)
+
+
+def comparison_command(
+    task: Task,
+    *,
+    out: str,
+    resume_help: str = "Reuse finished runs found in OUT/runs.",
+    seeds_help: str = "Comma-separated seeds, e.g. 0,1,2.",
+    groups: tuple[Callable[[dict[str, Any]], OptionGroup], ...] = (),
+) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., None]]:
+    """Decorator: a command of ``task`` from a function of its own options that returns its settings.
+
+    The command gets the options every comparison shares — the base optimizer and its settings,
+    ``--optimizer``/``--compare``, one flag per method registry option (defaults from ``task.config``),
+    ``--seeds``, ``--device``, ``--threads``, ``--out``, ``--resume``, ``--progress`` — and those of
+    ``groups`` (e.g. :func:`classification_data_options`), builds ``task.config`` from all of them (an
+    invalid setting is a usage error), runs the task and prints its table. typer reads the command's
+    ``inspect.signature``: the function's own parameters, then the groups', then the shared ones.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(task.config) if f.default is not dataclasses.MISSING}
+    shared = _comparison_options(defaults, out, resume_help, seeds_help)
+    option_groups = [group(defaults) for group in groups] + [shared]
+
+    def wrap(settings_of: Callable[..., dict[str, Any]]) -> Callable[..., None]:
+        own = list(inspect.signature(settings_of, eval_str=True).parameters.values())
+
+        @functools.wraps(settings_of)
+        def command(**kwargs: Any) -> None:
+            given = {p.name: kwargs.pop(p.name) for group in option_groups for p in group.parameters}
+            settings: dict[str, Any] = {}
+            for group in option_groups:
+                settings.update(group.settings({p.name: given[p.name] for p in group.parameters}))
+            config = build_config(task.config, **settings_of(**kwargs), **settings)
+            run_task(task, config, given["out"], resume=given["resume"], progress=given["progress"],
+                     threads=given["threads"])  # fmt: skip
+
+        parameters = own + [p for group in option_groups for p in group.parameters]
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        del command.__wrapped__  # typer must read the signature above, not the function's own
+        return command
+
+    return wrap

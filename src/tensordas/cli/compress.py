@@ -1,34 +1,17 @@
-"""``tensordas compress``: decompose a trained dense network's layers, then fine-tune with base, SAM and DAS."""
+"""``tensordas compress``: the compression family — decompose a trained dense network's layers, then fine-tune."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ..tasks.compress import CompressConfig, compress_table, run_compress, write_compress
-from ._common import (
-    Alpha,
-    AlphaSchedule,
-    BaseOpt,
-    DasVariant,
-    Device,
-    GradNorm,
-    Methods,
-    Momentum,
-    Progress,
-    Rho,
-    WeightDecay,
-    build_config,
-    parse_ints,
-    parse_methods,
-    parse_rank,
-    parse_seeds,
-    run_comparison,
-)
+from ..tasks import TASKS
+from ._common import classification_data_options, comparison_command, parse_ints, parse_rank
 
-_C = CompressConfig(train_dense=True, ratio=4.0)
+_COMPRESS = TASKS["compress"]
+_C = _COMPRESS.config(train_dense=True, ratio=4.0)
 
 
 def _patterns(value: str | None) -> tuple[str, ...] | None:
@@ -37,6 +20,13 @@ def _patterns(value: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+@comparison_command(
+    _COMPRESS,
+    out="runs/compress",
+    groups=(classification_data_options,),
+    resume_help="Reuse finished runs, the trained dense model and checkpoints found in OUT.",
+    seeds_help="Comma-separated fine-tuning seeds, e.g. 0,1,2.",
+)
 def compress_command(
     checkpoint: Annotated[
         Path | None,
@@ -55,7 +45,10 @@ def compress_command(
     hidden: Annotated[str | None, typer.Option(help="MLP hidden sizes for --train-dense, e.g. 256,256.")] = None,
     dense_epochs: Annotated[int, typer.Option(help="Epochs of --train-dense.")] = _C.dense_epochs,
     dense_lr: Annotated[float, typer.Option(help="Learning rate of --train-dense.")] = _C.dense_lr,
-    method: Annotated[str, typer.Option(help="Decomposition: tt | tr | cp | tucker.")] = _C.method,
+    format: Annotated[
+        str, typer.Option("--format", help="Tensor format of the decomposition: tt | tr | cp | tucker.")
+    ] = _C.format,
+    method: Annotated[str | None, typer.Option("--method", hidden=True, help="Deprecated name of --format.")] = None,
     ratio: Annotated[
         float | None, typer.Option(help="Target compression ratio per layer (dense weight / core entries).")
     ] = None,
@@ -64,60 +57,23 @@ def compress_command(
         str | None, typer.Option(help="Layers to decompose: comma-separated name patterns (default: all but the last).")
     ] = None,
     exclude: Annotated[str | None, typer.Option(help="Comma-separated name patterns to keep dense.")] = None,
-    data: Annotated[
-        str, typer.Option(help="digits (bundled) | cifar10 (with --data-dir) | an .npz file with arrays X and y.")
-    ] = _C.data,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Folder with torchvision's cifar-10-batches-py (for --data cifar10).")
-    ] = None,
-    download: Annotated[
-        bool, typer.Option("--download", help="Fetch CIFAR-10 into --data-dir with torchvision if it is missing.")
-    ] = False,
-    test_fraction: Annotated[float, typer.Option(help="Share of each class held out for testing.")] = _C.test_fraction,
-    train_size: Annotated[int | None, typer.Option(help="Keep this many random training samples.")] = None,
-    test_size: Annotated[int | None, typer.Option(help="Keep this many random test samples.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the train/test split (and of --train-dense).")] = 0,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = _C.epochs,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = _C.batch_size,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = _C.lr,
     lr_schedule: Annotated[str, typer.Option(help="cosine | step | none (stepped per optimizer step).")] = (
         _C.lr_schedule
     ),
-    momentum: Momentum = _C.momentum,
-    weight_decay: WeightDecay = _C.weight_decay,
-    base: BaseOpt = _C.base,
-    optimizer: Methods = "das",
-    compare: Annotated[bool, typer.Option("--compare", help="Fine-tune with base, SAM and DAS.")] = False,
-    alpha: Alpha = _C.alpha,
-    alpha_schedule: AlphaSchedule = _C.alpha_schedule,
-    das_variant: DasVariant = _C.das_variant,
-    grad_norm: GradNorm = _C.grad_norm,
-    rho: Rho = _C.rho,
-    seeds: Annotated[str, typer.Option(help="Comma-separated fine-tuning seeds, e.g. 0,1,2.")] = "0",
-    device: Device = _C.device,
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (1 is fastest for small models on a busy machine).", min=1)
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/compress"),
-    resume: Annotated[
-        bool, typer.Option(help="Reuse finished runs, the trained dense model and checkpoints found in OUT.")
-    ] = True,
-    progress: Progress = True,
-) -> None:
+) -> dict[str, Any]:
     """Compress a dense network's layers into TT/TR/CP/Tucker form at a ratio or rank, then fine-tune it.
 
-    Reports accuracy of the dense model, right after decomposition and after fine-tuning, parameter
-    counts and the achieved ratio. Writes OUT/curves.csv (per fine-tuning epoch; epoch 0 is right after
-    decomposition), OUT/compress.png, OUT/config.json and, last, OUT/results.json; prints mean ± std over seeds.
+    Runs the compression family. Reports accuracy of the dense model, right after decomposition and
+    after fine-tuning, parameter counts and the achieved ratio. Writes OUT/curves.csv (per fine-tuning
+    epoch; epoch 0 is right after decomposition), OUT/compress.png, OUT/config.json and, last,
+    OUT/results.json; prints mean ± std over seeds. --lr is the fine-tuning learning rate.
     """
-    config = build_config(
-        CompressConfig,
-        data=data,
-        data_dir=None if data_dir is None else str(data_dir),
-        download=download,
-        test_fraction=test_fraction,
-        train_size=train_size,
-        test_size=test_size,
+    if method is not None:  # the old name, kept working (hidden from --help)
+        format = method
+    return dict(
         split_seed=split_seed,
         checkpoint=None if checkpoint is None else str(checkpoint),
         train_dense=train_dense,
@@ -125,7 +81,7 @@ def compress_command(
         hidden=None if hidden is None else tuple(parse_ints(hidden, "--hidden")),
         dense_epochs=dense_epochs,
         dense_lr=dense_lr,
-        method=method,
+        format=format,
         ratio=ratio,
         rank=parse_rank(rank),
         layers=_patterns(layers),
@@ -133,26 +89,4 @@ def compress_command(
         epochs=epochs,
         batch_size=batch_size,
         lr_schedule=lr_schedule,
-        base=base,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        optimizers=parse_methods(optimizer, compare),
-        alpha=alpha,
-        rho=rho,
-        alpha_schedule=alpha_schedule,
-        das_variant=das_variant,
-        grad_norm=grad_norm,
-        seeds=parse_seeds(seeds),
-        device=device,
-    )
-    run_comparison(
-        config,
-        out,
-        run=run_compress,
-        write=write_compress,
-        table=compress_table,
-        resume=resume,
-        progress=progress,
-        threads=threads,
     )

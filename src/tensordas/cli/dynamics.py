@@ -1,16 +1,15 @@
-"""``tensordas dynamics``: Q and C under GD, SAM and DAS on a Tucker-2 model (the paper's Figure 1)."""
+"""``tensordas dynamics``: the dynamics family — Q and C under GD, SAM and DAS on a Tucker-2 model (Figure 1)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..reporting import ensure_dir, progress_bar
-from ..tasks.dynamics import DynamicsConfig, dynamics_table, run_dynamics, write_dynamics
-from ._common import build_config, console, parse_pair
+from ..tasks import TASKS
+from ..tasks.dynamics import DynamicsConfig
+from ._common import build_config, parse_pair, run_task
 
 _D = DynamicsConfig()
 
@@ -48,12 +47,4 @@ def dynamics_command(
         rank=parse_pair(rank, "--rank"),
         target_rank=target_rank,
     )
-    ensure_dir(out)  # fail before the run, not after it
-    start = time.perf_counter()
-    with progress_bar(enabled=None if progress else False) as update:
-        result = run_dynamics(config, progress=update)
-    paths = write_dynamics(result, out)
-    elapsed = time.perf_counter() - start
-    con = console()
-    con.print(dynamics_table(result))
-    con.print(f"wrote {paths['json']}, {paths['csv'].name}, {paths['png'].name} in {elapsed:.1f} s", highlight=False)
+    run_task(TASKS["dynamics"], config, out, resume=False, progress=progress)

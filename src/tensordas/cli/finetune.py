@@ -1,39 +1,23 @@
-"""``tensordas finetune``: a pretrained transformer with a LoRA/FLoRA/TT adapter under base, SAM and DAS."""
+"""``tensordas finetune``: the fine-tuning family — a pretrained transformer with a LoRA/FLoRA/TT adapter."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ..tasks.finetune import DEFAULT_MODEL, FinetuneConfig, finetune_table, run_finetune, write_finetune
-from ._common import (
-    Alpha,
-    AlphaSchedule,
-    BaseOpt,
-    Compare,
-    DasVariant,
-    Device,
-    GradNorm,
-    Methods,
-    Momentum,
-    Progress,
-    Rho,
-    Seeds,
-    WeightDecay,
-    build_config,
-    parse_methods,
-    parse_seeds,
-    run_comparison,
-)
+from ..tasks import TASKS
+from ..tasks.finetune import DEFAULT_MODEL, adapter_names
+from ._common import comparison_command
 
-_C = FinetuneConfig()
+_FINETUNE = TASKS["finetune"]
+_C = _FINETUNE.config()
 
 
+@comparison_command(_FINETUNE, out="runs/finetune")
 def finetune_command(
     adapter: Annotated[
-        str, typer.Option(help="lora (Hugging Face PEFT) | flora (Tucker A·E·B) | tt (tensor train).")
+        str, typer.Option(help=f"{' | '.join(adapter_names())}: Hugging Face PEFT's LoRA or a tensordas adapter.")
     ] = _C.adapter,
     rank: Annotated[int, typer.Option(help="Adapter rank (LoRA r, FLoRA core size, TT bond rank).")] = _C.rank,
     adapter_alpha: Annotated[
@@ -66,36 +50,17 @@ def finetune_command(
     train_size: Annotated[int | None, typer.Option(help="Subsample the training part to this many examples.")] = None,
     test_size: Annotated[int | None, typer.Option(help="Subsample the test part to this many examples.")] = None,
     max_length: Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")] = _C.max_length,
-    base: BaseOpt = _C.base,
-    optimizer: Methods = "das",
-    compare: Compare = False,
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _C.epochs,
     batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = _C.batch_size,
-    lr: Annotated[float, typer.Option(help="Learning rate (adapter and head).")] = _C.lr,
-    momentum: Momentum = _C.momentum,
-    weight_decay: WeightDecay = _C.weight_decay,
-    alpha: Alpha = _C.alpha,
-    alpha_schedule: AlphaSchedule = _C.alpha_schedule,
-    das_variant: DasVariant = _C.das_variant,
-    grad_norm: GradNorm = _C.grad_norm,
-    rho: Rho = _C.rho,
-    seeds: Seeds = "0",
-    device: Device = _C.device,
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).", min=1)
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/finetune"),
-    resume: Annotated[bool, typer.Option(help="Reuse finished runs found in OUT/runs.")] = True,
-    progress: Progress = True,
-) -> None:
+) -> dict[str, Any]:
     """Fine-tune a pretrained transformer with an adapter and a linear head on a text classification task.
 
-    Writes OUT/curves.csv (per epoch: train loss, test accuracy and F1, Q), OUT/finetune.png,
-    OUT/config.json and, last, OUT/results.json (one record per optimizer and seed); prints
-    mean ± std over seeds and the step-time ratios to the base optimizer.
+    Runs the fine-tuning family (--lr applies to the adapter and the head). Writes OUT/curves.csv (per
+    epoch: train loss, test accuracy and F1, Q), OUT/finetune.png, OUT/config.json and, last,
+    OUT/results.json (one record per optimizer and seed); prints mean ± std over seeds and the step-time
+    ratios to the base optimizer.
     """
-    config = build_config(
-        FinetuneConfig,
+    return dict(
         data=dataset,
         text_column=text_column,
         label_column=label_column,
@@ -111,26 +76,4 @@ def finetune_command(
         target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
         epochs=epochs,
         batch_size=batch_size,
-        base=base,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        optimizers=parse_methods(optimizer, compare),
-        alpha=alpha,
-        alpha_schedule=alpha_schedule,
-        das_variant=das_variant,
-        grad_norm=grad_norm,
-        rho=rho,
-        seeds=parse_seeds(seeds),
-        device=device,
-    )
-    run_comparison(
-        config,
-        out,
-        run=run_finetune,
-        write=write_finetune,
-        table=finetune_table,
-        resume=resume,
-        progress=progress,
-        threads=threads,
     )

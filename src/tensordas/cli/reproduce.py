@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from ..reproduce import run_reproduce
-from ._common import UsageError, console
+from ..tasks import TASKS
+from ._common import THREADS_HELP, UsageError, console
 
 
 def reproduce_command(
@@ -19,10 +21,9 @@ def reproduce_command(
         str | None, typer.Option(help="smoke | quick | full (default: full, or quick with --quick).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce"),
-    only: Annotated[
-        str | None, typer.Option(help="Comma-separated families: completion,noisy,compress,finetune,dynamics.")
-    ] = None,
+    only: Annotated[str | None, typer.Option(help=f"Comma-separated families: {','.join(TASKS)}.")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP, min=1)] = None,
     config: Annotated[
         list[Path] | None, typer.Option(help="Your own experiment file(s) (TOML, as in reproduce/configs).")
     ] = None,
@@ -37,6 +38,8 @@ def reproduce_command(
     if quick and profile not in (None, "quick"):
         raise UsageError(f"--quick contradicts --profile {profile}")
     chosen = "quick" if quick else (profile or "full")
+    if threads is not None:
+        torch.set_num_threads(threads)
     families = [f.strip() for f in only.split(",") if f.strip()] if only else None
     try:
         result = run_reproduce(

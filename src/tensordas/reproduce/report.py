@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..reporting import format_value, summarize
+from ..tasks import TASKS
 from .families import FamilyOutcome, family_metric
 from .specs import ExperimentSpec
 
@@ -68,21 +69,22 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
     records = outcome.records
     about = f"Family `{spec.family}`, configuration `{spec.source}`, profile `{spec.profile}`."
     lines = [f"## {spec.title}", "", about]
-    if spec.family == "dynamics":
-        columns = {"optimizer": "optimizer", "final_loss": "final loss", "final_Q": "final Q", "dq_ratio": "dq_ratio"}
-        lines += ["", markdown_table(records, columns), ""]
-        lines.append("dq_ratio: measured (dQ_X - dQ_GD) / predicted 4·eta·rho·C/||g|| at the first step (1 = theory).")
+    task = TASKS[spec.family]
+    metric = family_metric(spec)
+    if metric is None:  # a family without a compared metric: one row per record
+        lines += ["", markdown_table(records, task.record_columns), ""]
     else:
-        metric = family_metric(spec)
         times = [k for k in TIME_KEYS if any(r.get(k) is not None for r in records)]
-        rows = summarize(records, by=["optimizer"], metrics=[metric, *times])
-        columns = {"optimizer": "optimizer", metric: spec.metric_label or metric}
+        rows = summarize(records, by=["optimizer"], metrics=[metric.key, *times])
+        columns = {"optimizer": "optimizer", metric.key: spec.metric_label or metric.key}
         columns.update({k: {"step_time_ms": "ms / step", "wall_time_s": "wall time (s)"}[k] for k in times})
         seeds = sorted({r.get("seed") for r in records if r.get("seed") is not None})
         lines += ["", f"Mean ± std over seeds {seeds}.", "", markdown_table(rows, columns), ""]
         ratio = das_sam_time_ratio(records)
         if ratio is not None:
             lines.append(f"DAS/SAM time ratio ({ratio[1]}): **{ratio[0]:.3f}**")
+    if task.note:
+        lines.append(task.note)
     for fig in outcome.figures:
         rel = os.path.relpath(fig, report_dir)
         lines += ["", f"![{spec.title}]({rel})"]

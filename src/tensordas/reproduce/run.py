@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..reporting import ProgressFn, atomic_open, ensure_dir, write_json
-from ..tasks._experiment import fingerprint
+from ..tasks import TASKS, fingerprint
 from ..training import check_device
-from .families import FAMILIES, FamilyOutcome, count_runs, family_metric, run_family
+from .families import FamilyOutcome, family_config, family_metric, run_family
 from .report import environment, experiment_section, render_report
 from .specs import ExperimentSpec, bundled_specs, load_spec
 
@@ -49,8 +49,8 @@ def select_specs(
     specs = [load_spec(f, profile) for f in config_files] if config_files else bundled_specs(profile)
     seen: dict[str, ExperimentSpec] = {}
     for spec in specs:
-        if spec.family not in FAMILIES:
-            raise ValueError(f"{spec.source}: unknown family {spec.family!r} (expected one of {', '.join(FAMILIES)})")
+        if spec.family not in TASKS:
+            raise ValueError(f"{spec.source}: unknown family {spec.family!r} (expected one of {', '.join(TASKS)})")
         other = seen.setdefault(spec.name.casefold(), spec)
         if other is not spec:
             if Path(other.source).resolve() == Path(spec.source).resolve():
@@ -60,9 +60,9 @@ def select_specs(
                 f"(each experiment writes to OUT/<name>/): rename one"
             )
     if only:
-        unknown = sorted(set(only) - set(FAMILIES))
+        unknown = sorted(set(only) - set(TASKS))
         if unknown:
-            raise ValueError(f"Invalid --only {','.join(unknown)} (expected some of {', '.join(FAMILIES)})")
+            raise ValueError(f"Invalid --only {','.join(unknown)} (expected some of {', '.join(TASKS)})")
         specs = [s for s in specs if s.family in only]
         if not specs:
             raise ValueError(f"no experiment of the families {', '.join(only)} in this configuration")
@@ -92,6 +92,7 @@ def _load_done(folder: Path, print_: str) -> FamilyOutcome | None:
 def _check_records(spec: ExperimentSpec, records: Sequence[dict[str, Any]]) -> None:
     """The records must hold the table's metric (else the report would show blank columns)."""
     metric = family_metric(spec)
+    metric = None if metric is None else metric.key
     if metric is not None and records and not any(metric in r for r in records):
         fields = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float))})
         raise ValueError(
@@ -155,12 +156,14 @@ def run_reproduce(
     """Run the selected experiments into ``out_dir`` and write ``results.json`` and ``report.md``."""
     check_device(device)
     specs = select_specs(profile, only, config_files)
+    configs = {s.name: family_config(s, device) for s in specs}  # every experiment's settings checked first
     out = ensure_dir(out_dir)
     for name in ("report.md", "results.json"):  # never leave an old report beside new results
         (out / name).unlink(missing_ok=True)
     start = time.perf_counter()
     outcomes: dict[str, FamilyOutcome] = {}
-    total = sum(count_runs(s) for s in specs)
+    counts = {s.name: TASKS[s.family].count(configs[s.name]) for s in specs}
+    total = sum(counts.values())
     with overall_progress(total, progress) as (update, set_experiment):
         for spec in specs:
             folder = ensure_dir(out / spec.name)
@@ -168,7 +171,7 @@ def run_reproduce(
             set_experiment(spec.name)
             outcome = _load_done(folder, print_) if resume else None
             if outcome is None:
-                outcome = run_family(spec, folder, resume, device, update)
+                outcome = run_family(spec, configs[spec.name], folder, resume, update)
                 _check_records(spec, outcome.records)
                 write_json(
                     folder / DONE_FILE,
@@ -180,7 +183,7 @@ def run_reproduce(
                     },
                 )
             else:
-                for _ in range(count_runs(spec)):
+                for _ in range(counts[spec.name]):
                     update("finished earlier", 1, 1)
             outcomes[spec.name] = outcome
     elapsed = time.perf_counter() - start

@@ -7,13 +7,17 @@ Users can pass their own files in the same format.
 
 from __future__ import annotations
 
+import collections.abc
 import sys
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .families import check_family
+from ..tasks import TASKS, Task
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +40,119 @@ class ExperimentSpec:
     source: str = ""
     profile: str = "quick"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ checking an experiment file
+# Hand-written on purpose: the task configurations are plain dataclasses and TOML gives only a few
+# value types, so a short check of those against the annotations gives one-line messages; pydantic
+# would be a new core dependency with multi-line errors and coercions ("5" -> 5) we do not want.
+_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+          str: ("a string", "strings")}  # fmt: skip
+
+
+def _arms(tp: Any) -> tuple[Any, ...]:
+    """The types of a union (``None`` dropped: TOML has no null), or ``(tp,)``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(a for a in typing.get_args(tp) if a is not type(None))
+    return (tp,)
+
+
+def _sequence_of(tp: Any) -> tuple[Any, int | None] | None:
+    """``(element type, length or None)`` of ``tuple[X, ...]``, ``Sequence[X]`` or ``tuple[X, X]``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0], None
+    if origin is collections.abc.Sequence and len(args) == 1:
+        return args[0], None
+    if origin is tuple and args and all(a == args[0] for a in args):
+        return args[0], len(args)
+    return None
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether the TOML ``value`` can be given for a setting annotated ``tp`` (unknown types pass)."""
+    for arm in _arms(tp):
+        seq = _sequence_of(arm)
+        if seq is not None:
+            element, length = seq
+            if isinstance(value, list):
+                if (length is None or len(value) == length) and all(_matches(v, element) for v in value):
+                    return True
+            elif length is not None and _matches(value, element):  # (m, n) given as one number
+                return True
+        elif arm is bool:
+            if isinstance(value, bool):
+                return True
+        elif arm is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif arm is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif arm is str:
+            if isinstance(value, str):
+                return True
+        else:
+            return True  # a type this check does not know: the configuration validates it
+    return False
+
+
+def _describe(tp: Any) -> str:
+    parts = []
+    for arm in _arms(tp):
+        seq = _sequence_of(arm)
+        if seq is not None:
+            element, length = seq
+            plural = _NAMES.get(element, ("", "values"))[1]
+            if length is not None:
+                parts.append(f"{_NAMES.get(element, ('a value',))[0]} or a list of {length} {plural}")
+            else:
+                parts.append(f"a list of {plural}")
+        else:
+            parts.append(_NAMES.get(arm, (getattr(arm, "__name__", str(arm)),))[0])
+    return " or ".join(parts)
+
+
+def supplied_settings(task: Task) -> tuple[str, ...]:
+    """Settings the reproduction sets itself (its ``--device``), not an experiment file."""
+    return tuple(k for k in ("device",) if k in task.settings_fields())
+
+
+def check_settings(family: str, settings: Mapping[str, Any], where: str) -> None:
+    """``ValueError`` naming ``where`` and the key if a setting is unknown to the family's task or of the wrong type."""
+    task = TASKS[family]
+    supplied = supplied_settings(task)
+    allowed = [name for name in task.settings_fields() if name not in supplied]
+    try:
+        hints = typing.get_type_hints(task.config)
+    except Exception:  # an annotation that cannot be resolved: check the keys only
+        hints = {}
+    for key, value in settings.items():
+        if key in supplied:
+            raise ValueError(f"{where}: {key!r} is set by the reproduction (its --{key} option), not in the file")
+        if key not in allowed:
+            raise ValueError(
+                f"{where}: unknown setting {key!r} for family {family!r} (allowed: {', '.join(sorted(allowed))})"
+            )
+        if key in hints and not _matches(value, hints[key]):
+            raise ValueError(f"{where}: setting {key!r} = {value!r} should be {_describe(hints[key])}")
+
+
+def check_family(
+    family: str, metric: str | None, metric_label: str | None, tables: Mapping[str, Mapping[str, Any]], source: str
+) -> None:
+    """Check an experiment file's family, metric and settings tables (``{"[settings]": {...}, ...}``) up front."""
+    if family not in TASKS:
+        raise ValueError(f"{source}: unknown family {family!r} (expected one of {', '.join(TASKS)})")
+    task = TASKS[family]
+    if not task.metrics and (metric is not None or metric_label is not None):
+        raise ValueError(f"{source}: family {family!r} has a table with fixed columns; remove 'metric'/'metric_label'")
+    try:
+        task.get_metric(metric)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    for table, settings in tables.items():
+        check_settings(family, settings, f"{source} {table}")
 
 
 TOP_KEYS = ("family", "title", "metric", "metric_label", "settings", "profiles")

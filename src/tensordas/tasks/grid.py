@@ -1,9 +1,15 @@
-"""What every comparison task shares: a grid of (optimizer, seed) runs, resumable, with one results format.
+"""What every comparison task shares: a grid of (method, seed) runs, resumable, with one results format.
 
-A task supplies ``run_one(optimizer_config, seed) -> RunResult``; :func:`run_grid` runs the grid,
-keeping each finished run as its own JSON file under ``OUT/runs/`` (written atomically, with a
-fingerprint of everything that determines it), so an interrupted experiment resumes without
-recomputing finished runs, and a changed setting recomputes exactly the runs it affects.
+A task supplies ``run_one(optimizer_config, seed, progress) -> RunResult``; :func:`run_grid` runs the
+grid, keeping each finished run as its own JSON file under ``OUT/runs/`` (:class:`RunStore`: written
+atomically, with a fingerprint of everything that determines it), so an interrupted experiment resumes
+without recomputing finished runs, and a changed setting recomputes exactly the runs it affects. Each
+record gets the schema's shared keys (:mod:`tensordas.tasks.records`) and is checked against it.
+
+Tuning (the seam for issue 14): a grid whose candidates are (method, strength) pairs runs here, each
+candidate a run whose record carries a validation metric beside the test metric; the selection by the
+validation metric in the family's direction (:attr:`Task.metrics`) fills the records' ``selected``.
+
 :func:`write_experiment` then writes the common format:
 
 - ``OUT/curves.csv`` — one row per (optimizer, seed, step);
@@ -28,6 +34,28 @@ from rich.table import Table
 
 from ..reporting import ProgressFn, ensure_dir, json_ready, results_table, save_figure, summarize, write_csv, write_json
 from ..training import OptimizerConfig
+from .records import check_record
+
+__all__ = [
+    "CONFIG_JSON",
+    "CURVES_CSV",
+    "RESULTS_JSON",
+    "RunResult",
+    "RunStore",
+    "check_seeds",
+    "curve_rows",
+    "data_digest",
+    "diverged_runs",
+    "file_digest",
+    "fingerprint",
+    "mean_curves",
+    "run_grid",
+    "run_key",
+    "run_store",
+    "summary_table",
+    "write_experiment",
+    "experiment_writer",
+]
 
 RESULTS_JSON = "results.json"
 CURVES_CSV = "curves.csv"
@@ -132,6 +160,43 @@ class RunStore:
         ensure_dir(self.dir)
         write_json(self._path(key), {"fingerprint": print_, "record": result.record, "curve": result.curve})
 
+    def fetch(
+        self,
+        key: str,
+        print_: str,
+        compute: Callable[[], RunResult],
+        *,
+        resume: bool = True,
+        reused: Callable[[], None] | None = None,
+    ) -> RunResult:
+        """The stored run ``key`` with fingerprint ``print_`` (with ``resume``; then ``reused()`` is
+        called), else ``compute()``, stored."""
+        done = self.load(key, print_) if resume else None
+        if done is None:
+            done = compute()
+            self.save(key, print_, done)
+        elif reused is not None:
+            reused()
+        return done
+
+
+class _NoStore(RunStore):
+    """Runs without an output folder: always computed, never stored."""
+
+    def __init__(self) -> None:
+        pass
+
+    def load(self, key: str, print_: str) -> RunResult | None:
+        return None
+
+    def save(self, key: str, print_: str, result: RunResult) -> None:
+        pass
+
+
+def run_store(out_dir: str | Path | None) -> RunStore:
+    """The store of ``out_dir``'s finished runs; with no folder, one that keeps nothing."""
+    return RunStore(out_dir) if out_dir is not None else _NoStore()
+
 
 def run_key(optimizer: OptimizerConfig, seed: int) -> str:
     """File-name-safe key of one run, e.g. ``das-adam-seed0``."""
@@ -163,21 +228,24 @@ def run_grid(
     if len(set(labels)) != len(labels):
         raise ValueError(f"optimizers are listed twice: {labels}")
     check_seeds(list(seeds))
-    store = RunStore(out_dir) if out_dir is not None else None
+    store = run_store(out_dir)
     results = []
     for seed in seeds:
         for opt in optimizers:
-            key, print_ = run_key(opt, seed), fingerprint(task, settings, opt.as_dict(), seed)
-            done = store.load(key, print_) if (store is not None and resume) else None
-            if done is None:
+
+            def compute(opt: OptimizerConfig = opt, seed: int = seed) -> RunResult:
                 done = run_one(opt, seed, progress)
-                done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed)
+                done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed, selected={})
                 done.record.update(opt.record_fields())
-                if store is not None:
-                    store.save(key, print_, done)
-            elif progress is not None:
-                progress(f"{opt.label} s{seed}", 1, 1)
-            results.append(done)
+                check_record(done.record, f"{task} run {opt.label} seed {seed}")
+                return done
+
+            def reused(label: str = f"{opt.label} s{seed}") -> None:
+                if progress is not None:
+                    progress(label, 1, 1)
+
+            print_ = fingerprint(task, settings, opt.as_dict(), seed)
+            results.append(store.fetch(run_key(opt, seed), print_, compute, resume=resume, reused=reused))
     return results
 
 
@@ -206,18 +274,25 @@ def mean_curves(results: Sequence[RunResult], x: str, keys: Sequence[str]) -> di
     return out
 
 
+# The columns every family's table ends with: quantities of the record schema.
+SHARED_COLUMNS = {"Q": "Q", "step_time_ms": "ms/step", "wall_time_s": "wall s"}
+
+
 def summary_table(
     results: Sequence[RunResult], metrics: Mapping[str, str], *, title: str, caption: str | None = None
 ) -> Table:
-    """Mean ± std over seeds of each metric, one row per optimizer.
+    """Mean ± std over seeds of each of the family's ``metrics`` and of :data:`SHARED_COLUMNS`, one row
+    per optimizer (a column no record holds is left out).
 
     When a run diverged, a ``diverged`` column counts the optimizer's diverged seeds (its metrics
     cover the other seeds, or are missing); without divergence there is no such column.
     """
     records = [r.record for r in results]
+    shared = {k: v for k, v in SHARED_COLUMNS.items() if k not in metrics and any(k in r for r in records)}
+    metrics = {**metrics, **shared}
     rows = summarize(records, by=["optimizer"], metrics=list(metrics))
     columns = {"optimizer": "optimizer", **metrics}
-    if diverged_runs(results):
+    if diverged_runs(records):
         for row in rows:
             mine = [r for r in records if r["optimizer"] == row["optimizer"]]
             row["diverged"] = f"{sum(bool(r.get('diverged')) for r in mine)}/{len(mine)}"
@@ -225,9 +300,9 @@ def summary_table(
     return results_table(rows, columns, title=title, caption=caption)
 
 
-def diverged_runs(results: Sequence[RunResult]) -> list[str]:
-    """``"OPTIMIZER seed N"`` for each run whose record says it diverged."""
-    return [f"{r.record['optimizer']} seed {r.record['seed']}" for r in results if r.record.get("diverged")]
+def diverged_runs(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``"OPTIMIZER seed N"`` for each record that says its run diverged."""
+    return [f"{r['optimizer']} seed {r['seed']}" for r in records if r.get("diverged")]
 
 
 def write_experiment(
@@ -248,3 +323,17 @@ def write_experiment(
     paths["config"] = write_json(out / CONFIG_JSON, {"task": task, **config})
     paths["results"] = write_json(results_path, [r.record for r in results])
     return paths
+
+
+def experiment_writer(
+    task: str, curve_columns: Sequence[str], plot: Callable[[Sequence[RunResult], Any], Any]
+) -> Callable[[Sequence[RunResult], Any, str | Path], dict[str, Path]]:
+    """The ``write(results, config, out_dir)`` of a comparison family: :func:`write_experiment` with its
+    curve columns and figure."""
+
+    def write(results: Sequence[RunResult], config: Any, out_dir: str | Path) -> dict[str, Path]:
+        return write_experiment(out_dir, task, config.to_dict(), results, curve_columns, plot(results, config))
+
+    write.__doc__ = f"``curves.csv``, ``{task}.png``, ``config.json`` and, last, ``results.json``."
+    write.__name__ = write.__qualname__ = f"write_{task}"
+    return write

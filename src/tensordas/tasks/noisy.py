@@ -6,10 +6,13 @@ in how they train. Each run goes through :func:`tensordas.training.train_classif
 checkpoint per epoch in ``OUT/checkpoints/``; an interrupted experiment resumes finished runs from
 ``OUT/runs/`` and the unfinished one from its last epoch.
 
-Records (``results.json``, one per optimizer and seed): ``best_test_acc`` (best epoch),
-``final_test_acc``, ``noise_rate_realized``, memorisation on the corrupted training samples at the
-end (``memorized``: predicted as their noisy label; ``recovered``: predicted as their true label),
-``Q_mean`` (the norm deviation averaged over core groups), times and the settings.
+Records (``results.json``, one per optimizer and seed; the shared keys of :mod:`tensordas.tasks.records`):
+``test_acc`` (clean test accuracy at the end), ``best_test_acc`` (of the best epoch, reported, never
+used to select), ``train_acc`` (on the noisy labels), ``noise_rate_realized``, memorisation on the
+corrupted training samples at the end (``memorized``: predicted as their noisy label; ``recovered``:
+predicted as their true label), ``Q`` (the norm deviation, mean over core groups), times and the settings.
+
+The CLI command that runs this family is ``tensordas train``.
 """
 
 from __future__ import annotations
@@ -37,19 +40,21 @@ from ..training import (
     compared_optimizers,
     train_classifier,
 )
-from ._experiment import (
+from .grid import (
     RunResult,
     check_seeds,
     data_digest,
+    experiment_writer,
     fingerprint,
     mean_curves,
     run_grid,
     run_key,
     summary_table,
-    write_experiment,
 )
+from .protocol import TRAIN_LOSS, Metric, Q, Task
 
 __all__ = [
+    "TASK",
     "CURVE_COLUMNS",
     "NoisyConfig",
     "NoisyExperiment",
@@ -59,9 +64,10 @@ __all__ = [
     "write_noisy",
 ]
 
-TASK = "noisy"
+NAME = "noisy"
 CURVE_COLUMNS = [
     "epoch",
+    "step",
     "lr",
     "train_loss",
     "train_acc",
@@ -69,7 +75,7 @@ CURVE_COLUMNS = [
     "test_acc",
     "memorized",
     "recovered",
-    "Q_mean",
+    "Q",
     "Q_sum",
     "time_s",
 ]
@@ -132,9 +138,7 @@ class NoisyConfig(ComparisonSettings):
 
         Includes the device (timings depend on it) and digests of a data file's contents or a data folder.
         """
-        out = asdict(self)
-        for key in ("optimizers", "seeds", "download"):
-            out.pop(key)
+        out = self.run_settings("download")
         out["data_digest"] = data_digest(self.data)
         out["data_dir_digest"] = data_digest(self.data_dir)
         return out
@@ -246,7 +250,7 @@ class NoisyExperiment:
             true_labels=noisy.true_labels,
             checkpoint=checkpoint,
             resume=self.resume,
-            tag=fingerprint(TASK, cfg.settings(), optimizer.as_dict(), seed),
+            tag=fingerprint(NAME, cfg.settings(), optimizer.as_dict(), seed),
             meta={
                 "architecture": cfg.model,
                 "input_shape": list(data.input_shape),
@@ -265,7 +269,7 @@ class NoisyExperiment:
             progress=progress,
             label=f"{optimizer.label} s{seed}",
         )
-        final, best = result.final, result.best
+        final, best = result.final, result.best_row("test_acc")
         record = {
             "model": cfg.model,
             "rank": cfg.rank,
@@ -277,22 +281,15 @@ class NoisyExperiment:
             "noise_rate_realized": noisy.realized_rate,
             "n_corrupted": noisy.n_corrupted,
             "params": sum(p.numel() for p in model.parameters()),
+            "test_acc": final["test_acc"],
             "best_test_acc": best["test_acc"],
             "best_epoch": best["epoch"],
-            "final_test_acc": final["test_acc"],
-            "final_train_loss": final["train_loss"],
-            "final_train_acc": final["train_acc"],
+            "train_acc": final["train_acc"],
             "memorized": final["memorized"],
             "recovered": final["recovered"],
-            "Q_mean": final["Q_mean"],
-            "Q_groups": result.group_q,
             "epochs": final["epoch"],
-            "steps": result.steps,
-            "diverged": result.diverged,
             "resumed_from_epoch": result.resumed_from,
-            "train_time_s": result.train_time_s,
-            "step_time_ms": result.step_time_ms,
-            "wall_time_s": result.wall_time_s,  # training and per-epoch evaluation, over resumed sessions too
+            **result.record_fields(),  # wall time: training and per-epoch evaluation, over resumed sessions too
         }
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
@@ -308,7 +305,7 @@ def run_noisy(
     exp = NoisyExperiment(config, None if out_dir is None else Path(out_dir), resume)
     exp.check_rank()
     return run_grid(
-        TASK,
+        NAME,
         config.settings(),
         config.optimizer_configs,
         config.seeds,
@@ -325,7 +322,7 @@ def _title(config: NoisyConfig) -> str:
 
 def plot_noisy(results: Sequence[RunResult], config: NoisyConfig):
     """Clean test accuracy, memorised fraction and Q against epochs, mean over seeds, one line per optimizer."""
-    panels = ["test_acc", "memorized", "Q_mean"]
+    panels = ["test_acc", "memorized", "Q"]
     series = mean_curves(results, "epoch", panels)
     return line_panels(
         series,
@@ -334,9 +331,9 @@ def plot_noisy(results: Sequence[RunResult], config: NoisyConfig):
         ylabels={
             "test_acc": "clean test accuracy",
             "memorized": "corrupted samples fitted to noisy label",
-            "Q_mean": "norm deviation Q (mean over groups)",
+            "Q": "norm deviation Q (mean over groups)",
         },
-        yscales={"Q_mean": "log"},
+        yscales={"Q": "log"},
         title=_title(config),
     )
 
@@ -346,19 +343,35 @@ def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
     return summary_table(
         results,
         {
+            "test_acc": "final test acc",
             "best_test_acc": "best test acc",
-            "final_test_acc": "final test acc",
             "recovered": "true-label acc (corrupted)",
             "memorized": "memorized",
             "noise_rate_realized": "noise",
-            "Q_mean": "Q",
-            "step_time_ms": "ms/step",
-            "wall_time_s": "wall s",
         },
         title=f"Noisy labels: {_title(config)}, {config.epochs} epochs, {len(config.seeds)} seed(s)",
     )
 
 
-def write_noisy(results: Sequence[RunResult], config: NoisyConfig, out_dir: str | Path):
-    """``curves.csv``, ``noisy.png``, ``config.json`` and, last, ``results.json``."""
-    return write_experiment(out_dir, TASK, config.to_dict(), results, CURVE_COLUMNS, plot_noisy(results, config))
+write_noisy = experiment_writer(NAME, CURVE_COLUMNS, plot_noisy)
+
+
+TASK = Task(
+    name=NAME,
+    title="noisy-label training of tensorized classifiers",
+    config=NoisyConfig,
+    run=run_noisy,
+    write=write_noisy,
+    table=noisy_table,
+    plot=plot_noisy,
+    metrics=(
+        Metric("test_acc", "final clean test accuracy"),
+        Metric("best_test_acc", "best clean test accuracy"),
+        Metric("train_acc", "accuracy on the noisy training labels"),
+        TRAIN_LOSS,
+        Metric("memorized", "corrupted samples fitted to their noisy label", higher_is_better=False),
+        Metric("recovered", "corrupted samples predicted as their true label"),
+        Q,
+    ),
+    command="train",
+)

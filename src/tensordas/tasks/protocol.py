@@ -1,0 +1,112 @@
+"""The task protocol: each experiment family is one :class:`Task` object.
+
+A family's module (``tasks/noisy.py``, ...) defines its configuration dataclass, its run, write, table
+and plot functions, and at its end the ``TASK`` object that bundles them with the family's metrics
+(each with its direction). :data:`tensordas.tasks.TASKS` registers every family by name; the CLI,
+``tensordas reproduce`` and ``tensordas.tasks`` all read that registry, so a new family is its module
+plus one line there (and its tests).
+
+The functions follow one shape (``outcome`` is what ``run`` returns: a list of
+:class:`~tensordas.tasks.grid.RunResult` for a comparison grid, the study's result for dynamics)::
+
+    outcome = task.run(config, out_dir=None, resume=True, progress=None)
+    paths = task.write(outcome, config, out_dir)      # {"results": ..., "figure": ..., ...}, results last
+    table = task.table(outcome, config)                # a rich table (mean ± std over seeds)
+    figure = task.plot(outcome, config)
+    records = task.records(outcome)                    # flat dicts of the record schema
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Q", "TRAIN_LOSS", "Metric", "Task", "grid_records"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A record field a comparison can be decided on, with its direction.
+
+    Attributes:
+        key: the record key (``test_acc``).
+        label: a column header (``test accuracy``).
+        higher_is_better: its direction (verdicts orient differences so that positive is better).
+    """
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+
+
+# Metrics every trained family records under the same key (tensordas.tasks.records).
+TRAIN_LOSS = Metric("train_loss", "training loss", higher_is_better=False)
+Q = Metric("Q", "norm deviation Q (lower: the direction SAM moves it)", higher_is_better=False)
+
+
+def grid_records(outcome: Sequence[Any]) -> list[dict[str, Any]]:
+    """The records of a comparison grid's runs."""
+    return [r.record for r in outcome]
+
+
+def _count_grid(config: Any) -> int:
+    return len(config.optimizers) * len(config.seeds)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One experiment family.
+
+    Attributes:
+        name: the registry key, a reproduction file's ``family`` and ``--only`` value.
+        title: what the family does, in a few words.
+        config: the configuration dataclass (validated on construction; ``to_dict()`` gives its settings).
+        run: ``run(config, *, out_dir=None, resume=True, progress=None) -> outcome``.
+        write: ``write(outcome, config, out_dir) -> paths``; ``paths["results"]`` is written last and
+            ``paths["figure"]`` is the family's figure.
+        table: ``table(outcome, config)``: the rich table a command prints.
+        plot: ``plot(outcome, config)``: the family's figure.
+        metrics: the record fields a comparison may be decided on, the default first (empty: the family
+            compares no metric, e.g. dynamics).
+        records: ``records(outcome)``: the outcome's records (default: a grid's).
+        count: ``count(config)``: how many runs ``run`` performs, for progress (default: methods x seeds).
+        record_columns: for a family without metrics, the record fields a report table shows.
+        note: a line a report prints under the family's table.
+        command: the CLI command that runs the family (``train`` runs ``noisy``).
+    """
+
+    name: str
+    title: str
+    config: type
+    run: Callable[..., Any]
+    write: Callable[[Any, Any, Path], dict[str, Path]]
+    table: Callable[[Any, Any], Any]
+    plot: Callable[[Any, Any], Any]
+    metrics: tuple[Metric, ...] = ()
+    records: Callable[[Any], list[dict[str, Any]]] = grid_records
+    count: Callable[[Any], int] = _count_grid
+    record_columns: Mapping[str, str] = field(default_factory=dict)
+    note: str | None = None
+    command: str | None = None
+
+    @property
+    def metric(self) -> Metric | None:
+        """The default metric (the first), or None."""
+        return self.metrics[0] if self.metrics else None
+
+    def get_metric(self, key: str | None) -> Metric | None:
+        """The metric ``key`` (None: the default); ``ValueError`` naming it when the family has no such metric."""
+        if key is None:
+            return self.metric
+        for metric in self.metrics:
+            if metric.key == key:
+                return metric
+        expected = ", ".join(m.key for m in self.metrics) or "none: its table has fixed columns"
+        raise ValueError(f"invalid metric {key!r} for family {self.name!r} (expected one of {expected})")
+
+    def settings_fields(self) -> list[str]:
+        """The names of the configuration's settings."""
+        return [f.name for f in dataclasses.fields(self.config) if f.init]
