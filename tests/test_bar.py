@@ -1,4 +1,4 @@
-"""nBAR on two-core groups (DESIGN.md section 1, "Variants and relatives")."""
+"""nBAR on two-core groups (docs/design.md, section 1, "Variants and relatives")."""
 
 import pytest
 import torch

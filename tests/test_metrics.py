@@ -1,4 +1,4 @@
-"""Q, C and group statistics against NumPy float64 (DESIGN.md section 1)."""
+"""Q, C and group statistics against NumPy float64 (docs/design.md, section 1)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Norm-deviation metrics of a core group (DESIGN.md section 1).
+"""Norm-deviation metrics of a core group (docs/design.md, section 1).
 
 ``n_k = ||G_k||_F^2``, ``gamma_k = ||dL/dG_k||_F^2``;
 ``Q = mean_k (n_k - n_bar)^2`` (norm deviation) and
