@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from ..tasks import TASKS
-from ..tasks.dynamics import DynamicsConfig
 from ._common import build_config, parse_pair, run_task
 
-_D = DynamicsConfig()
+_DYNAMICS = TASKS["dynamics"]
+_D = _DYNAMICS.config()
 
 
 def dynamics_command(
@@ -36,7 +36,7 @@ def dynamics_command(
     Writes OUT/dynamics.csv, OUT/dynamics.png and, last, OUT/dynamics.json.
     """
     config = build_config(
-        DynamicsConfig,
+        _DYNAMICS.config,
         steps=steps,
         noise=noise,
         seed=seed,
