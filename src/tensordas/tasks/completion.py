@@ -44,6 +44,7 @@ from .protocol import TRAIN_LOSS, Metric, Q, Task
 from .records import check_record
 
 NAME = "completion"
+# The model class of each tensor format (to be read from the format registry once it holds the models).
 MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
 INITS = ("balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these

@@ -440,9 +440,9 @@ def train(
         counts = {k: float(v) / weight for k, v in count_sums.items()}
         history.append(row(round_, steps, train_loss, counts, time.perf_counter() - tick))
         if monitor is not None:
-            value = history[-1][monitor.metric]
-            if monitor.better(value, best["value"]):
-                best = {"value": value, "state": copy.deepcopy(model.state_dict()), "step": steps, "waited": 0}
+            score = history[-1][monitor.metric]
+            if monitor.better(score, best["value"]):
+                best = {"value": score, "state": copy.deepcopy(model.state_dict()), "step": steps, "waited": 0}
             else:
                 best["waited"] += 1
                 stopped = monitor.patience is not None and best["waited"] >= monitor.patience
