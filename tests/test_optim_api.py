@@ -209,10 +209,10 @@ def test_missing_core_groups_raise(groups):
         td.DAS(net.parameters(), torch.optim.SGD, core_groups=groups, lr=0.1)
 
 
-def test_flat_list_of_tensors_as_core_groups_raises_type_error():
+def test_flat_list_of_tensors_is_one_core_group():
     net = pair_net()
-    with pytest.raises(TypeError):
-        td.DAS(net.parameters(), torch.optim.SGD, core_groups=[net.a, net.b], lr=0.1)
+    opt = td.DAS(net.parameters(), torch.optim.SGD, core_groups=[net.a, net.b], lr=0.1)
+    assert [(g.name, g.cores) for g in opt.core_groups] == [("group0", [net.a, net.b])]
 
 
 def test_base_kwargs_reach_the_base_optimizer():

@@ -167,8 +167,13 @@ def test_several_adapters_and_only_trainable_ones():
 
 def test_frozen_adapters_give_no_group():
     model = peft_model(peft.LoraConfig(r=4, target_modules=["query"], inference_mode=True))
-    with pytest.raises(ValueError, match="PEFT tuner layers"):
+    with pytest.raises(ValueError, match=r"query.default'.* are frozen \(requires_grad=False\)"):
         td.find_core_groups(model)
+
+
+def test_model_without_adapters_names_the_peft_finder():
+    with pytest.raises(ValueError, match="PEFT tuner layers"):
+        td.find_core_groups(tiny_bert())
 
 
 def das_oracle(groups, alpha: float, lr: float) -> list[list[float]]:
