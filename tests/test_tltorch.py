@@ -269,16 +269,21 @@ def test_das_step_on_tltorch_model_matches_design_formula(tlt):
 
 
 def test_plain_models_never_import_tltorch():
-    """Discovery on a model without tltorch modules imports neither tltorch nor peft (fresh process)."""
+    """Discovery on a model without tltorch modules imports neither tltorch nor peft, and a SAM step
+    does not import Lightning (fresh process)."""
     code = textwrap.dedent(
         """
         import sys, torch, tensordas as td
-        td.find_core_groups(torch.nn.Sequential(td.TensorizedLinear(8, 6, format="tt", rank=2)))
+        model = torch.nn.Sequential(td.TensorizedLinear(8, 6, format="tt", rank=2))
+        td.find_core_groups(model)
         try:
             td.find_core_groups(torch.nn.Linear(2, 2))
         except ValueError as e:
             print("error:", e)
-        print("imported:", sorted(m for m in ("tltorch", "peft") if m in sys.modules))
+        sam = td.SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+        sam.step(lambda: (sam.zero_grad(), model(torch.ones(1, 8)).sum().backward()))
+        optional = ("tltorch", "peft", "lightning", "pytorch_lightning")
+        print("imported:", sorted(m for m in optional if m in sys.modules))
         import tltorch  # a model that holds tltorch modules: found
         layer = tltorch.FactorizedLinear((2, 2), (2, 2), factorization="tucker", rank=(2, 2, 2, 2))
         print("found:", [g.name for g in td.find_core_groups(torch.nn.Sequential(layer))])

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ._dtensor import all_reduce_sum, is_dtensor, local, shard_group
+from ._lightning import check_sam_closure
 from ._wrapper import BaseOptimizerWrapper, check_dense_grads, check_non_negative
 
 __all__ = ["SAM"]
@@ -136,8 +137,10 @@ class SAM(BaseOptimizerWrapper):
         if closure is None:
             raise ValueError(
                 "SAM.step() needs a closure that zeroes gradients, runs forward and backward and returns the "
-                "loss (or call first_step()/second_step() yourself)"
+                "loss (or call first_step()/second_step() yourself; under Lightning, precision='16-mixed' steps "
+                "without a closure: use 'bf16-mixed' or '32-true')"
             )
+        check_sam_closure(closure)  # Lightning settings that would make the two passes wrong
         with torch.enable_grad():
             loss = closure()
         self.first_step(zero_grad=True)
