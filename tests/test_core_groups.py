@@ -1,4 +1,4 @@
-"""Discovery of core groups (DESIGN.md section 2)."""
+"""Discovery of core groups and the one group protocol (core_groups=, core_groups() methods, finders)."""
 
 import pytest
 import torch

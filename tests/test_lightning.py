@@ -7,6 +7,7 @@ too); the plain loops below are written out by hand.
 
 import importlib.util
 import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,9 @@ def lightning_params(kind, dtype=F64, accumulate=1, precision="32-true", **train
     return [p.detach().clone() for p in module.net.parameters()]
 
 
-def plain_params(kind, dtype=F64, accumulate=1, autocast=None, clip_norm=None):
+def plain_params(kind, dtype=F64, accumulate=1, autocast=None, clip=None):
     """The loop a user writes without Lightning: ``accumulate`` micro-batches of ``loss / accumulate``
-    per step; SAM runs them all again at ``w + e``."""
+    per step; SAM runs them all again at ``w + e``; ``clip(parameters)`` after each pass."""
     module = example.TensorizedRegressor(kind, lr=0.1, strength=STRENGTH[kind], dtype=dtype)
     opt = module.configure_optimizers()
     data = example.dataset(64, dtype).tensors
@@ -60,8 +61,8 @@ def plain_params(kind, dtype=F64, accumulate=1, autocast=None, clip_norm=None):
             opt.zero_grad()
             for batch in micro:
                 (loss_of(batch) / accumulate).backward()
-            if clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(module.net.parameters(), clip_norm)
+            if clip is not None:
+                clip(module.net.parameters())
 
         if kind == "sam":
             opt.step(closure)
@@ -98,7 +99,8 @@ def test_norm_clipping_gives_the_plain_loop_with_clipping(kind):
     """Lightning clips after each closure call; for SAM that includes the first pass, which cannot
     change ``rho g / ||g||`` (up to SAM's 1e-12 in the denominator)."""
     clipped = lightning_params(kind, gradient_clip_val=0.05)
-    assert_same(clipped, plain_params(kind, clip_norm=0.05), rtol=1e-12, atol=1e-14)
+    norm = partial(torch.nn.utils.clip_grad_norm_, max_norm=0.05)
+    assert_same(clipped, plain_params(kind, clip=norm), rtol=1e-12, atol=1e-14)
     assert max_diff(clipped, plain_params(kind)) > 1e-3  # the clipping bites
 
 
@@ -134,7 +136,10 @@ def test_sam_with_accumulate_grad_batches_is_a_clear_error_before_any_change():
 def test_sam_with_value_clipping_is_a_clear_error():
     with pytest.raises(ValueError, match=r"gradient_clip_algorithm='value'.*use gradient_clip_algorithm='norm'"):
         lightning_params("sam", gradient_clip_val=0.05, gradient_clip_algorithm="value")
-    lightning_params("das", gradient_clip_val=0.05, gradient_clip_algorithm="value")  # DAS: one pass, fine
+    clipped = lightning_params("das", gradient_clip_val=0.05, gradient_clip_algorithm="value")  # one pass: fine
+    value = partial(torch.nn.utils.clip_grad_value_, clip_value=0.05)
+    assert_same(clipped, plain_params("das", clip=value))
+    assert max_diff(clipped, plain_params("das")) > 1e-3  # the clipping bites
 
 
 def test_sam_with_fp16_grad_scaler_is_a_clear_error():

@@ -1,11 +1,11 @@
 """Core groups of real Hugging Face PEFT models (LoRA, DoRA, AdaLoRA, LoHa, LoKr) and DAS on them."""
 
-import math
 import re
 
 import pytest
 import torch
 from _scale_invariance import assert_euler_identity, assert_unit_product_scaling_keeps
+from conftest import reference_scales
 
 import tensordas as td
 import tensordas.adapters  # noqa: F401  (registers the PEFT finder)
@@ -168,23 +168,6 @@ def test_model_without_adapters_names_the_peft_finder():
         td.find_core_groups(tiny_bert())
 
 
-def das_oracle(groups, alpha: float, lr: float) -> list[list[float]]:
-    """DESIGN.md's s_k in float64 from the current cores and gradients (plain Python floats)."""
-    out = []
-    for g in groups:
-        n = [float(c.detach().pow(2).sum()) for c in g.cores]
-        gamma = [float(c.grad.pow(2).sum()) for c in g.cores]
-        gbar = sum(gamma) / len(gamma)
-        norm = math.sqrt(sum(gamma))
-        out.append(
-            [
-                1.0 if nk == 0 else math.sqrt(min(max(1 + 2 * alpha * lr * (gk - gbar) / (norm * nk), 0.25), 4.0))
-                for nk, gk in zip(n, gamma)
-            ]
-        )
-    return out
-
-
 def classification_step(model, alpha: float, lr: float):
     """One DAS(SGD) step on a cross-entropy loss; returns (groups, scales, before, grads)."""
     labels = torch.tensor([0, 2, 1])
@@ -192,7 +175,7 @@ def classification_step(model, alpha: float, lr: float):
     loss.backward()
     params = [p for p in model.parameters() if p.requires_grad]
     groups = td.find_core_groups(model)
-    scales = das_oracle(groups, alpha, lr)
+    scales = reference_scales([g.cores for g in groups], alpha=alpha, lr_of=lambda c: lr)
     before = {id(p): p.detach().clone() for p in params}
     grads = {id(p): p.grad.clone() for p in params}
     opt = td.DAS(params, torch.optim.SGD, core_groups=groups, alpha=alpha, lr=lr)
