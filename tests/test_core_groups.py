@@ -289,13 +289,13 @@ def pair_das(core_groups):
         (lambda m: nn.Linear(2, 2), TypeError, r"got a Linear \(an nn.Module\); pass td.find_core_groups\(model\)"),
         (lambda m: Nested(), TypeError, r"got a Nested \(an nn.Module\)"),
         (lambda m: m.left, TypeError, r"got a Parameter; pass .*\[U, V\]"),
-        (lambda m: 3, TypeError, r"got a int; pass"),
+        (lambda m: 3, TypeError, r"got an int; pass"),
         (lambda m: "left", TypeError, r"got a str; pass"),
         (lambda m: [m.left, [m.right, m.extra]], TypeError, r"mixes tensors and other items \(Parameter, list\)"),
         (lambda m: [[m.left, "right"]], TypeError, r"group 'group0' holds a str, not a tensor"),
         (lambda m: [[m.left, m.right], nn.Linear(2, 2)], TypeError, r"group 'group1' is a Linear \(an nn.Module\)"),
         (lambda m: {"lr": m.left}, TypeError, r"group 'lr' is a Parameter, not a list of cores"),
-        (lambda m: {1: [m.left, m.right]}, TypeError, r"group names must be strings, got a int key 1"),
+        (lambda m: {1: [m.left, m.right]}, TypeError, r"group names must be strings, got an int key 1"),
         (lambda m: [[m.left]], ValueError, r"'group0' needs at least 2 cores, got 1"),
         (
             lambda m: [td.CoreGroup("g", [m.left, m.right]), td.CoreGroup("g", [m.extra, m.other])],
@@ -326,7 +326,7 @@ def test_wrong_shapes_get_a_one_line_error_naming_the_type(core_groups, error, p
 
 def test_a_finder_or_method_returning_a_wrong_shape_is_named_in_the_error():
     td.register_core_group_finder("broken", lambda name, m: 7 if type(m) is Pair else None)
-    with pytest.raises(TypeError, match=r"core-group finder 'broken' got a int"):
+    with pytest.raises(TypeError, match=r"core-group finder 'broken' got an int"):
         td.find_core_groups(nn.Sequential(Pair()))
 
     class BadMethod(Pair):

@@ -69,6 +69,12 @@ _WHAT_TO_PASS = (
 )
 
 
+def _a(x: Any) -> str:
+    """``"a Linear"``, ``"an int"``: the type of ``x`` with its article, for error messages."""
+    name = type(x).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix and name else prefix or name
 
@@ -82,7 +88,7 @@ def _not_a_list(x: Any) -> bool:
 
 def _refuse(source: str, x: Any) -> TypeError:
     module = " (an nn.Module)" if isinstance(x, nn.Module) else ""
-    return TypeError(f"{source} got a {type(x).__name__}{module}; {_WHAT_TO_PASS}")
+    return TypeError(f"{source} got {_a(x)}{module}; {_WHAT_TO_PASS}")
 
 
 def _group(name: str, cores: Any, source: str) -> CoreGroup:
@@ -91,13 +97,11 @@ def _group(name: str, cores: Any, source: str) -> CoreGroup:
         cores = cores.cores
     elif isinstance(cores, Mapping) or _not_a_list(cores):
         module = " (an nn.Module)" if isinstance(cores, nn.Module) else ""
-        raise TypeError(
-            f"{source}: group {name!r} is a {type(cores).__name__}{module}, not a list of cores; {_WHAT_TO_PASS}"
-        )
+        raise TypeError(f"{source}: group {name!r} is {_a(cores)}{module}, not a list of cores; {_WHAT_TO_PASS}")
     cores = list(cores)
     for c in cores:
         if not isinstance(c, torch.Tensor):
-            raise TypeError(f"{source}: core group {name!r} holds a {type(c).__name__}, not a tensor")
+            raise TypeError(f"{source}: core group {name!r} holds {_a(c)}, not a tensor")
     return CoreGroup(name, cores)
 
 
@@ -105,7 +109,7 @@ def _named(prefix: str, mapping: Mapping, source: str) -> list[CoreGroup]:
     out = []
     for key, cores in mapping.items():
         if not isinstance(key, str):
-            raise TypeError(f"{source}: group names must be strings, got a {type(key).__name__} key {key!r}")
+            raise TypeError(f"{source}: group names must be strings, got {_a(key)} key {key!r}")
         out.append(_group(_join(prefix, key), cores, source))
     return out
 
@@ -210,7 +214,7 @@ def find_core_groups(model: nn.Module) -> list[CoreGroup]:
             says that the groups found are frozen).
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"find_core_groups expects an nn.Module, got a {type(model).__name__}")
+        raise TypeError(f"find_core_groups expects an nn.Module, got {_a(model)}")
     groups: list[CoreGroup] = []
     frozen: list[str] = []  # groups dropped because fewer than two of their cores train
     claimed: list[str] = []  # module paths whose subtree is already covered
