@@ -188,3 +188,33 @@ def test_example_trains_and_prints(capsys):
     assert result["loss_after"] < 0.5 * result["loss_before"]
     assert set(result) == {"loss_before", "loss_after", "Q[0.tt]", "Q[2.cp]"}
     assert "das: loss_before" in capsys.readouterr().out
+
+
+def test_sam_check_also_covers_the_pytorch_lightning_package():
+    """The same Trainer shipped as ``pytorch_lightning`` (its own LightningModule class)."""
+    pl = pytest.importorskip("pytorch_lightning")
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.inner = example.TensorizedRegressor("sam", dtype=F64)
+
+        def training_step(self, batch, batch_idx):
+            return self.inner.loss(batch)
+
+        def configure_optimizers(self):
+            return self.inner.configure_optimizers()
+
+    trainer = pl.Trainer(
+        max_steps=2,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = DataLoader(example.dataset(64, F64), batch_size=BATCH, shuffle=False)
+    with pytest.raises(ValueError, match="accumulate_grad_batches=2"):
+        trainer.fit(Module(), loader)
