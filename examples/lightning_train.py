@@ -65,20 +65,19 @@ def dataset(n: int = 256, dtype: torch.dtype = torch.float32) -> TensorDataset:
     return TensorDataset(x, x @ w + 0.1 * torch.randn(n, 4, generator=g, dtype=dtype))
 
 
+# A quiet CPU Trainer: no logger files, checkpoints, progress bar or model summary.
+QUIET = dict(
+    accelerator="cpu",
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+)
+
+
 def trainer(steps: int, accumulate: int = 1, precision: str = "32-true", **kwargs) -> L.Trainer:
-    """A quiet CPU Trainer: no logger files, checkpoints or progress bar."""
-    return L.Trainer(
-        max_steps=steps,
-        accumulate_grad_batches=accumulate,
-        precision=precision,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    return L.Trainer(max_steps=steps, accumulate_grad_batches=accumulate, precision=precision, **QUIET, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

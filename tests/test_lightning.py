@@ -205,16 +205,7 @@ def test_sam_check_also_covers_the_pytorch_lightning_package():
         def configure_optimizers(self):
             return self.inner.configure_optimizers()
 
-    trainer = pl.Trainer(
-        max_steps=2,
-        accumulate_grad_batches=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = pl.Trainer(max_steps=2, accumulate_grad_batches=2, **example.QUIET)
     loader = DataLoader(example.dataset(64, F64), batch_size=BATCH, shuffle=False)
     with pytest.raises(ValueError, match="accumulate_grad_batches=2"):
         trainer.fit(Module(), loader)
