@@ -560,6 +560,8 @@ def test_expanded_scale_application_equals_per_core_application(net, chunk, monk
     if chunk is not None:
         assert len(layout.batches) >= 2 and layout.large  # both strategies are exercised
         assert all(b.total <= chunk for b in layout.batches)
+        assert layout.buffer.numel() <= chunk  # one bounded buffer, reused by every batch
+        assert all(b.element_index is None for b in layout.batches)
         assert sorted([i for b in layout.batches for i in b.index] + layout.large) == list(range(len(plan.cores)))
     applied = plan.flat.s.clone()
     for c, c0, s in zip(plan.cores, before, applied):

@@ -7,6 +7,7 @@ on CUDA too where a GPU is present).
 """
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -168,15 +169,13 @@ def test_device_path_keeps_its_buffers_between_steps():
     m.loss().backward()
     opt.step()
     plan = opt._run.plan
-    buffers = [plan.flat.buf, plan.flat.s, *(b.buffer for b in plan.flat.apply.batches)]
+    buffers = [plan.flat.buf, plan.flat.s, plan.flat.apply.buffer]
     for step in range(1, 3):
         opt.zero_grad()
         m.loss(step).backward()
         opt.step()
     assert opt._run.plan is plan
-    assert all(
-        a is b for a, b in zip(buffers, [plan.flat.buf, plan.flat.s, *(b.buffer for b in plan.flat.apply.batches)])
-    )
+    assert all(a is b for a, b in zip(buffers, [plan.flat.buf, plan.flat.s, plan.flat.apply.buffer]))
     opt.zero_grad()
     m.loss(3).backward()
     m.groups()[1][0].grad = None
@@ -210,3 +209,37 @@ def test_device_path_rescale_is_one_graph(balance):
     torch._dynamo.reset()
     explained = torch._dynamo.explain(opt.rescale_cores)()
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def guarded(fn):
+    """Run ``fn`` with CUDA host synchronisation turned into an error."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        return fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "config", [{}, {"balance": 0.3, "grad_norm": "global", "split_lrs": True}], ids=["default", "all"]
+)
+def test_das_step_does_not_synchronise_the_host_on_cuda(config):
+    """No host sync inside DAS.step() on CUDA, the first step (which builds the plan) included,
+    also when a non-finite gradient is counted and the warning is read back later."""
+    m, opt = make(8, "device", device="cuda", alpha=0.5, momentum=0.9, **config)
+    for step in range(4):
+        opt.zero_grad()
+        m.loss(step).backward()
+        if step == 1:
+            m.cores[0].grad[0, 0] = float("nan")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            guarded(opt.step)
+        if step >= 2 and caught:
+            assert "group0" in str(caught[0].message)
+            break
+    else:
+        pytest.fail("the non-finite gradient of step 1 was never reported")
+    assert opt.skipped_per_group()["group0"] >= 1

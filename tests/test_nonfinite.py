@@ -314,3 +314,24 @@ def test_constant_schedule_never_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train([(net, opt)], range(4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sam_warn_counts_without_a_host_sync_on_cuda():
+    net = TwoGroupNet().cuda()
+    sam = td.SAM(net.parameters(), torch.optim.SGD, rho=0.05, lr=0.05)
+    caught = []
+    for step in range(4):
+        sam_closure(sam, net, None, bad=step == 0)()  # batch None: TwoGroupNet's targets stay on the GPU
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            with warnings.catch_warnings(record=True) as record:
+                warnings.simplefilter("always")
+                sam.first_step(zero_grad=True)
+                sam_closure(sam, net, None)()
+                sam.second_step(zero_grad=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        caught += [str(w.message) for w in record]
+    assert any("first-pass gradient was not finite" in m for m in caught)

@@ -19,9 +19,10 @@ Applying per-core scales on a GPU: ``torch._foreach_mul_`` with a list of 0-dim 
 only for same-shape operands, so it would launch one kernel per core. The device path expands the
 scales to one value per element (one ``index_select`` into a persistent buffer) and multiplies
 through persistent same-shape views of that buffer: one fused kernel. The buffer is bounded
-(``EXPAND_CHUNK`` elements): cores are packed into batches of at most that size, and cores larger
-than it are multiplied on their own through stride-0 views of their scale (their kernel is worth a
-launch), so the extra memory stays constant. The host path multiplies by a list of Python floats.
+(``EXPAND_CHUNK`` elements): cores are packed into batches of at most that size that reuse it one
+after the other (three operators per batch when there are several), and cores larger than it are
+multiplied through stride-0 views of their scale (their kernels are worth a launch), so the extra
+memory stays constant. The host path multiplies by a list of Python floats.
 
 Everything ``step()`` changes lives in a plain ``_RunState`` object (or in tensors updated in
 place), not in attributes of the optimizer: ``torch.compile`` drops attribute assignments made on
@@ -46,8 +47,10 @@ from .schedules import check_alpha_schedule, scheduled_alpha
 _POWSUM_OUT = getattr(getattr(torch.ops.aten, "_foreach_powsum", None), "Scalar_out", None)
 _POWSUM = getattr(torch, "_foreach_powsum", None)
 
-# Elements of each transient buffer that applies expanded scales (4 MiB in float32).
-EXPAND_CHUNK = 1 << 20
+# Elements of the buffer that applies expanded scales: 16 MiB in float32 (plus an int32 index of the
+# same size when all cores fit), so that models with up to 4M elements in their cores (a
+# TR-ResNet, LoRA on every projection of a 24-layer 1024-wide encoder) take a single batch.
+EXPAND_CHUNK = 1 << 22
 
 
 def accumulation_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
@@ -92,6 +95,7 @@ class _Plan:
     group_index: torch.Tensor  # (K,) int64 on the cores' device
     group_count: torch.Tensor  # (number of groups,) int64: cores with a gradient per group
     sharded: bool
+    param_groups_used: tuple[int, ...] = ()
     flat: Any = None  # device-path buffers (_Flat), built on first use
     eta_key: tuple | None = None
     eta_vec: torch.Tensor | None = None
@@ -125,21 +129,33 @@ class Eta:
 class _ExpandBatch:
     """Cores whose scales are expanded to elements together (at most ``EXPAND_CHUNK`` elements)."""
 
-    def __init__(self, index: list[int], numels: list[int], shapes: list, s: torch.Tensor) -> None:
+    def __init__(self, index: list[int], numels: list[int], shapes: list, s: torch.Tensor, buffer: torch.Tensor):
         self.index = index
         self.total = sum(numels)
-        device = s.device
-        idx_dtype = torch.int32 if len(s) < 2**31 else torch.int64
-        positions = to_device(index, idx_dtype, device)
-        counts = to_device(numels, torch.int64, device)
-        self.element_index = torch.repeat_interleave(positions, counts, output_size=self.total)
-        self.buffer = torch.empty(self.total, dtype=s.dtype, device=device)
-        self.parts = [v.view(shape) for v, shape in zip(self.buffer.split(numels), shapes)]
+        self.out = buffer[: self.total]
+        self.parts = [v.view(shape) for v, shape in zip(self.out.split(numels), shapes)]
         self.members: list[torch.Tensor] | None = None
+        contiguous = index == list(range(index[0], index[0] + len(index)))
+        self.source = s[index[0] : index[0] + len(index)] if contiguous else None
+        self.positions = None if contiguous else to_device(index, torch.int64, s.device)
+        self.counts = to_device(numels, torch.int64, s.device)
+        self.element_index: torch.Tensor | None = None
+
+    def fill(self, s: torch.Tensor) -> None:
+        """Write each core's scale into its elements of the shared buffer."""
+        if self.element_index is not None:  # the single-batch layout: one gather
+            torch.index_select(s, 0, self.element_index, out=self.out)
+            return
+        source = self.source if self.source is not None else s.index_select(0, self.positions)
+        self.out.copy_(torch.repeat_interleave(source, self.counts, output_size=self.total))
 
 
 class _ApplyLayout:
-    """``G_k *= s_k`` for every core with a constant number of operators (see the module docstring)."""
+    """``G_k *= s_k`` for every core with a constant number of operators (see the module docstring).
+
+    Memory: one shared buffer of at most ``chunk`` elements (and, when all cores fit in one batch,
+    an int32 index of the same size); several batches expand their scales one after the other.
+    """
 
     def __init__(self, shapes: list, numels: list[int], s: torch.Tensor, chunk: int) -> None:
         groups, current, size = [], [], 0
@@ -155,7 +171,15 @@ class _ApplyLayout:
             size += n
         if current:
             groups.append(current)
-        self.batches = [_ExpandBatch(ix, [numels[i] for i in ix], [shapes[i] for i in ix], s) for ix in groups]
+        totals = [sum(numels[i] for i in ix) for ix in groups]
+        self.buffer = torch.empty(max(totals, default=0), dtype=s.dtype, device=s.device)
+        self.batches = [
+            _ExpandBatch(ix, [numels[i] for i in ix], [shapes[i] for i in ix], s, self.buffer) for ix in groups
+        ]
+        if len(self.batches) == 1:
+            b = self.batches[0]
+            positions = to_device(b.index, torch.int32, s.device)
+            b.element_index = torch.repeat_interleave(positions, b.counts, output_size=b.total)
         self.large_views = [s[i].expand(shapes[i]) for i in self.large]
         self.s = s
 
@@ -167,7 +191,7 @@ class _ApplyLayout:
                 members = [cores[i] for i in b.index]
                 if fixed:
                     b.members = members
-            torch.index_select(self.s, 0, b.element_index, out=b.buffer)
+            b.fill(self.s)
             torch._foreach_mul_(members, b.parts)
         if self.large:
             torch._foreach_mul_([cores[i] for i in self.large], self.large_views)
@@ -244,6 +268,7 @@ class _RunState:
         self.plan: _Plan | None = None
         self.record: _Record | None = None
         self.schedule_warned = False
+        self.host_max_dev = 0.0
 
 
 class CoreScalingOptimizer(BaseOptimizerWrapper):
@@ -327,6 +352,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         if len(devices) > 1:
             raise ValueError(f"all cores must live on one device, found {sorted(map(str, devices))}")
         self._all_cores = [c for g in kept for c in g.cores]
+        self._core_ids = {id(c) for c in self._all_cores}
         return kept
 
     def _current_plan(self) -> _Plan:
@@ -353,13 +379,14 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                 group_index=to_device(index, torch.int64, device),
                 group_count=to_device([index.count(g) for g in range(len(self.core_groups))], torch.int64, device),
                 sharded=bool(cores) and is_dtensor(cores[0]),
+                param_groups_used=tuple(sorted({pg_of[id(c)] for c in cores})),
             )
             self._run.plan_key = key
         return self._run.plan
 
     def _other_params(self) -> list[torch.Tensor]:
         """The optimizer's parameters outside the core groups that have a gradient."""
-        core_ids = {id(c) for c in self._all_cores}
+        core_ids = self._core_ids
         return [p for pg in self.param_groups for p in pg["params"] if p.grad is not None and id(p) not in core_ids]
 
     # ------------------------------------------------------------------ state
@@ -423,6 +450,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         self._skips.load(extra["nonfinite_skips"])
         self._run.skipped_whole_steps = int(extra.get("skipped_whole_steps", 0))
         self._max_dev.fill_(float(extra.get("max_scale_deviation", 0.0)))
+        self._run.host_max_dev = 0.0
         self._run.plan_key = None
         self._run.record = None
 
@@ -434,7 +462,7 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         if any(isinstance(lr, torch.Tensor) for lr in lrs):
             per_group = torch.stack([torch.as_tensor(lr, dtype=dtype).to(device) for lr in lrs])
             return Eta(per_group[self._pg_index(plan, device)])
-        used = {lrs[i] for i in set(plan.param_group_of_core)}
+        used = {lrs[i] for i in plan.param_groups_used}
         if len(used) == 1:
             return Eta(float(used.pop()))
         key = tuple(float(lr) for lr in lrs)
@@ -524,7 +552,8 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             if self.nonfinite == "warn":
                 self._skips.warn_names([g for g, s in zip(self._skips.names, skipped) if s], self._nonfinite_message)
         deviation = max(abs(s - 1.0) for s in scales)
-        if deviation > 0:
+        if deviation > self._run.host_max_dev:  # a lower bound of _max_dev: touch the tensor only when it grows
+            self._run.host_max_dev = deviation
             self._max_dev.clamp_min_(deviation)
         torch._foreach_mul_([local(c) for c in plan.cores], scales)
         self._run.record = _Record("host", (plan, n, gamma, scales, skipped))

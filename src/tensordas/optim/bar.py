@@ -35,8 +35,8 @@ class BAR(CoreScalingOptimizer):
         alpha: float = 0.05,
         alpha_schedule: str = "constant",
         total_steps: int | None = None,
-        nonfinite: str = "warn",
         foreach: bool | None = None,
+        nonfinite: str = "warn",
         **kwargs: Any,
     ) -> None:
         super().__init__(

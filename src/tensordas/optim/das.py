@@ -239,13 +239,13 @@ class DAS(CoreScalingOptimizer):
         variant: ``"sam-matched"`` (default, drift equals SAM's) or ``"reference"`` (authors' code).
         s_min, s_max: clamp of the per-step scale, ``0 < s_min <= 1 <= s_max``; they bite
             only on pathological steps.
+        foreach: ``False`` selects the readable per-group reference path; also passed to the
+            base optimizer when it takes a ``foreach`` argument.
         balance: ``beta >= 0``, the strength of the function-preserving move towards equal core
             norms (module docstring); 0 (default) is the paper's DAS exactly.
         nonfinite: ``"warn"`` (default: an affected group is left unscaled and a warning names it
             once), ``"skip"`` (skip the whole step: no scaling, no base step, state unchanged;
             counted in :attr:`skipped_whole_steps`) or ``"raise"`` (``FloatingPointError``).
-        foreach: ``False`` selects the readable per-group reference path; also passed to the
-            base optimizer when it takes a ``foreach`` argument.
         **kwargs: hyper-parameters of the base optimizer (``lr``, ``momentum``, ...).
     """
 
@@ -261,9 +261,9 @@ class DAS(CoreScalingOptimizer):
         variant: str = "sam-matched",
         s_min: float = 0.5,
         s_max: float = 2.0,
+        foreach: bool | None = None,
         balance: float = 0.0,
         nonfinite: str = "warn",
-        foreach: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if grad_norm not in GRAD_NORMS:
