@@ -1,4 +1,4 @@
-"""Step-overhead benchmark: wall time per training step of base vs DAS vs SAM (DESIGN.md section 5).
+"""Step-overhead benchmark: wall time per training step of base vs DAS vs SAM (docs/performance.md).
 
 A residual CNN whose convolutions are Tucker-2 tensorized (``W = A x G x B``, one core group of
 three cores per layer) plus a tensor-train linear layer (three cores) is trained on one fixed,
@@ -362,7 +362,7 @@ def run_compile_check(args: argparse.Namespace, device: torch.device) -> dict:
         compiled()
         synchronize(device)
         compile_s = time.perf_counter() - t0
-        diff = max(float((p - e).abs().max()) for p, e in zip(models[kind].parameters(), eager_params))
+        diff = max(float((p.detach() - e).abs().max()) for p, e in zip(models[kind].parameters(), eager_params))
         snap.restore()
         if kind == "das":
             opt._run.step = 0  # the schedule and warnings see the same step again

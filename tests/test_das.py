@@ -1,4 +1,4 @@
-"""DAS against hand-written float64 computations of DESIGN.md section 1."""
+"""DAS against hand-written float64 computations of the formulas in the README ("DAS, precisely")."""
 
 import io
 import itertools

@@ -23,7 +23,7 @@ def make_das(params, groups, path, **kw):
 
 
 def balanced_reference(groups, *, alpha, lr, beta, variant="sam-matched", grad_norm="group", all_params=None):
-    """DESIGN section 1 (DAS scale, then the balance factor, then the clamp) on Python floats."""
+    """The DAS scale, then the balance factor, then the clamp, on Python floats."""
     s_min, s_max = 0.5, 2.0
     global_sq = sum(sqn(p.grad) for p in all_params if p.grad is not None) if grad_norm == "global" else None
     out = []

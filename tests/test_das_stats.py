@@ -55,7 +55,7 @@ def test_last_step_stats_match_float64_recomputation(path, missing):
         assert got[name]["skipped"] is False
         for key, value in values.items():
             assert got[name][key] == pytest.approx(value, rel=1e-10), (name, key)
-    # the covariance of norms and gradients is negative here, as DESIGN's fact 3 expects
+    # the covariance of norms and gradients is negative here: large cores get small gradients
     assert got["group0"]["C"] < 0
     assert td.norm_grad_covariance(net.groups()[1]) != 0  # the recomputation is not a tautology
 

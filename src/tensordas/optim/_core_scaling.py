@@ -43,9 +43,9 @@ from ._nonfinite import NonfiniteCounter, check_nonfinite_mode, nonfinite_flags,
 from ._wrapper import BaseOptimizerWrapper, base_accepts, check_dense_grads, check_non_negative
 from .schedules import check_alpha_schedule, scheduled_alpha
 
-# One fused kernel for squared norms where torch has it (2.13+); otherwise norms, then a square.
-_POWSUM_OUT = getattr(getattr(torch.ops.aten, "_foreach_powsum", None), "Scalar_out", None)
-_POWSUM = getattr(torch, "_foreach_powsum", None)
+# One fused kernel for squared norms where torch has it (2.13; 2.11?); otherwise norms, then a square.
+# (The ATen overload: torch.compile traces it, while it does not know torch._foreach_powsum yet.)
+_POWSUM = getattr(getattr(torch.ops.aten, "_foreach_powsum", None), "Scalar", None)
 
 # Elements of the buffer that applies expanded scales: 16 MiB in float32 (plus an int32 index of the
 # same size when all cores fit), so that models with up to 4M elements in their cores (a
@@ -69,17 +69,37 @@ def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.T
 def squared_norms(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
     """``||t||_F^2`` of each tensor, accumulated in ``dtype``, by one fused kernel (two on old torch)."""
     if _POWSUM is not None:
-        return list(_POWSUM(tensors, 2, dtype=dtype))
+        return list(_POWSUM(tensors, 2, dtype))
     return list(torch._foreach_pow(torch._foreach_norm(tensors, 2, dtype=dtype), 2))
 
 
-def squared_norms_into(tensors: list[torch.Tensor], dtype: torch.dtype, out: list[torch.Tensor]) -> None:
-    """Write ``||tensors[i]||^2`` into the 0-dim tensors ``out[i]`` (views of one flat buffer)."""
-    if _POWSUM_OUT is not None:
-        _POWSUM_OUT(tensors, 2, dtype, out=out)
+def _one_vector(outs: list[torch.Tensor]) -> torch.Tensor | None:
+    """The vector that ``outs`` are consecutive 0-dim views of, or None. The CUDA foreach norm
+    kernels return their results that way; reading the vector saves a copy kernel per 64-odd
+    results. (Not under torch.compile, where the results are traced values.)"""
+    if torch.compiler.is_compiling():
+        return None
+    base = outs[0]._base
+    if base is None or base.dim() != 1 or base.numel() != len(outs) or not base.is_contiguous():
+        return None
+    step, start = base.element_size(), base.data_ptr()
+    if outs[0].data_ptr() != start or outs[-1].data_ptr() != start + (len(outs) - 1) * step:
+        return None
+    if len(outs) > 1 and outs[1].data_ptr() != start + step:
+        return None
+    return base
+
+
+def squared_norms_into(tensors: list[torch.Tensor], dtype: torch.dtype, out: torch.Tensor) -> None:
+    """Write ``||tensors[i]||^2`` into ``out[i]``: one fused kernel and one copy (or a fused stack)."""
+    outs = _POWSUM(tensors, 2, dtype) if _POWSUM is not None else torch._foreach_norm(tensors, 2, dtype=dtype)
+    base = _one_vector(outs)
+    if base is not None and base.dtype == out.dtype:
+        out.copy_(base)
     else:
-        torch.ops.aten._foreach_norm.Scalar_out(tensors, 2, dtype, out=out)
-        torch._foreach_mul_(out, out)
+        torch.stack(outs, out=out)
+    if _POWSUM is None:
+        out.square_()
 
 
 # --------------------------------------------------------------------------- plan
@@ -126,28 +146,42 @@ class Eta:
         return cache[factor]
 
 
+def _fresh_views() -> bool:
+    """Whether to slice views from their buffers now rather than reuse the stored ones. Under
+    torch.compile every buffer enters the graph once and its views are made inside the graph:
+    views of one buffer passed as separate graph inputs are fragile under inductor (aliased
+    inputs). In eager mode the stored views save one operator each per step."""
+    return torch.compiler.is_compiling()
+
+
 class _ExpandBatch:
     """Cores whose scales are expanded to elements together (at most ``EXPAND_CHUNK`` elements)."""
 
     def __init__(self, index: list[int], numels: list[int], shapes: list, s: torch.Tensor, buffer: torch.Tensor):
-        self.index = index
+        self.index, self.numels, self.shapes = index, numels, shapes
         self.total = sum(numels)
-        self.out = buffer[: self.total]
-        self.parts = [v.view(shape) for v, shape in zip(self.out.split(numels), shapes)]
         self.members: list[torch.Tensor] | None = None
         contiguous = index == list(range(index[0], index[0] + len(index)))
-        self.source = s[index[0] : index[0] + len(index)] if contiguous else None
         self.positions = None if contiguous else to_device(index, torch.int64, s.device)
         self.counts = to_device(numels, torch.int64, s.device)
         self.element_index: torch.Tensor | None = None
+        self._views = self._make_views(s, buffer)
 
-    def fill(self, s: torch.Tensor) -> None:
-        """Write each core's scale into its elements of the shared buffer."""
+    def _make_views(self, s: torch.Tensor, buffer: torch.Tensor):
+        out = buffer[: self.total]
+        parts = [v.view(shape) for v, shape in zip(out.split(self.numels), self.shapes)]
+        source = s[self.index[0] : self.index[0] + len(self.index)] if self.positions is None else None
+        return out, parts, source
+
+    def __call__(self, members: list[torch.Tensor], s: torch.Tensor, buffer: torch.Tensor) -> None:
+        """Write each core's scale into its elements of the shared buffer, then multiply."""
+        out, parts, source = self._make_views(s, buffer) if _fresh_views() else self._views
         if self.element_index is not None:  # the single-batch layout: one gather
-            torch.index_select(s, 0, self.element_index, out=self.out)
-            return
-        source = self.source if self.source is not None else s.index_select(0, self.positions)
-        self.out.copy_(torch.repeat_interleave(source, self.counts, output_size=self.total))
+            torch.index_select(s, 0, self.element_index, out=out)
+        else:
+            source = source if source is not None else s.index_select(0, self.positions)
+            out.copy_(torch.repeat_interleave(source, self.counts, output_size=self.total))
+        torch._foreach_mul_(members, parts)
 
 
 class _ApplyLayout:
@@ -180,8 +214,12 @@ class _ApplyLayout:
             b = self.batches[0]
             positions = to_device(b.index, torch.int32, s.device)
             b.element_index = torch.repeat_interleave(positions, b.counts, output_size=b.total)
-        self.large_views = [s[i].expand(shapes[i]) for i in self.large]
+        self.large_shapes = [shapes[i] for i in self.large]
+        self.large_views = self._large_views(s)
         self.s = s
+
+    def _large_views(self, s: torch.Tensor) -> list[torch.Tensor]:
+        return [s[i].expand(shape) for i, shape in zip(self.large, self.large_shapes)]
 
     def __call__(self, cores: list[torch.Tensor], fixed: bool) -> None:
         """Multiply ``cores`` (the plan's, or their local shards) by the scales in ``self.s``."""
@@ -191,22 +229,42 @@ class _ApplyLayout:
                 members = [cores[i] for i in b.index]
                 if fixed:
                     b.members = members
-            b.fill(self.s)
-            torch._foreach_mul_(members, b.parts)
+            b(members, self.s, self.buffer)
         if self.large:
-            torch._foreach_mul_([cores[i] for i in self.large], self.large_views)
+            views = self._large_views(self.s) if _fresh_views() else self.large_views
+            torch._foreach_mul_([cores[i] for i in self.large], views)
+
+
+class _FlatViews:
+    """Named views of a :class:`_Flat`'s buffers (the layout is described there)."""
+
+    def __init__(self, f: _Flat) -> None:
+        k, o, rows = f.k, f.o, f.nrows
+        buf = f.buf
+        self.n = buf[:k]
+        self.others_sq = buf[k : k + o]
+        self.gamma = buf[k + o : 2 * k + o]
+        self.grad_sq = buf[k : 2 * k + o + 1]  # the other gradients, the cores' gradients, tiny
+        self.reduced = buf[: 2 * k + o]  # what the norm kernel writes (and FSDP2 sums over shards)
+        if rows == 1:
+            self.block, self.rows, self.seg_rows = self.gamma, [self.gamma], [f.seg]
+        else:
+            self.block = buf[k + o :].view(rows, k + 1)[:, :k]
+            self.rows, self.seg_rows = list(self.block.unbind(0)), list(f.seg.unbind(0))
+        self.S = self.seg_rows[0]
+        self.pg_rows, self.pk_rows = list(f.pg.unbind(0)), list(f.pk.unbind(0))
 
 
 class _Flat:
     """Device-path buffers of one plan (module docstring): built once, overwritten every step.
 
-    ``buf`` holds ``[n (K) | tiny | others (O) | gamma (K) | extra rows (rows-1)*K]``, where ``tiny``
-    is the dtype's smallest normal number: the sum of ``buf[K:2K+O+1]`` is the squared global
-    gradient norm, positive even when every gradient is zero (and equal to it otherwise: ``tiny``
-    is below the last bit of any normal sum). The segment sums read ``block`` (gamma, or gamma and
-    the extra rows as a (rows, K) matrix) into ``seg``, starting from ``seg_zero`` (whose first row
-    is ``tiny`` when ``tiny_base``); the subclass writes per-group values into the rows of ``pg``
-    and gathers them into ``pk``.
+    ``buf`` holds ``[n (K) | others (O) | gamma (K) | tiny | extra rows, each K values and a gap]``
+    where ``tiny`` is the dtype's smallest normal number: the sum of ``buf[K:2K+O+1]`` is the
+    squared global gradient norm, positive even when every gradient is zero (and equal to it
+    otherwise: ``tiny`` is below the last bit of any normal sum). The segment sums read ``block``
+    (gamma, or gamma and the extra rows as a (rows, K) view) into ``seg``, starting from
+    ``seg_zero`` (whose first row is ``tiny`` when ``tiny_base``); the subclass writes per-group
+    values into the rows of ``pg`` and gathers them into ``pk``. :meth:`views` names the views.
     """
 
     def __init__(
@@ -214,38 +272,30 @@ class _Flat:
     ) -> None:
         k, o, g = len(plan.cores), len(plan.others), num_groups
         device = plan.group_index.device
+        self.k, self.o, self.nrows = k, o, rows
         self.dtype = dtype
         self.tiny = torch.finfo(dtype).tiny
         self.group_index = plan.group_index
-        self.buf = torch.zeros(k + 1 + o + rows * k, dtype=dtype, device=device)
-        self.buf[k] = self.tiny
-        self.n = self.buf[:k]
-        self.others_sq = self.buf[k + 1 : k + 1 + o]
-        self.grad_sq = self.buf[k : 2 * k + o + 1]  # tiny, the other gradients and the cores' gradients
-        self.gamma = self.buf[k + 1 + o : 2 * k + o + 1]
-        self.reduced = self.buf[: 2 * k + o + 1]  # what FSDP2 sums over the shards (tiny too: harmless)
-        self.norm_out = list(self.n.unbind()) + list(self.buf[k + 1 : 2 * k + o + 1].unbind())
-        if rows == 1:
-            self.block, self.seg_dim, self.rows = self.gamma, 0, [self.gamma]
-            self.seg_zero = torch.zeros(g, dtype=dtype, device=device)
-        else:
-            self.block, self.seg_dim = self.buf[k + 1 + o :].view(rows, k), 1
-            self.rows = list(self.block.unbind(0))
-            self.seg_zero = torch.zeros(rows, g, dtype=dtype, device=device)
+        self.buf = torch.zeros(k + o + rows * (k + 1), dtype=dtype, device=device)
+        self.buf[2 * k + o] = self.tiny
+        self.seg_dim = 0 if rows == 1 else 1
+        self.seg_zero = torch.zeros((g,) if rows == 1 else (rows, g), dtype=dtype, device=device)
         if tiny_base:
             self.seg_zero[0] = self.tiny
         self.seg = torch.zeros_like(self.seg_zero)
-        self.seg_rows = [self.seg] if rows == 1 else list(self.seg.unbind(0))
-        self.S = self.seg_rows[0]
         self.count = plan.group_count.to(dtype)
         self.pg = torch.zeros(max(pg_rows, 1), g, dtype=dtype, device=device)
         self.pk = torch.zeros(max(pg_rows, 1), k, dtype=dtype, device=device)
-        self.pg_rows, self.pk_rows = list(self.pg.unbind(0)), list(self.pk.unbind(0))
         self.ones = torch.ones(k, dtype=dtype, device=device)
         self.s = torch.ones(k, dtype=dtype, device=device)
         shapes = [local(c).shape for c in plan.cores]
         self.apply = _ApplyLayout(shapes, plan.numels, self.s, EXPAND_CHUNK)
         self.extra: dict[str, Any] = {}
+        self._views = _FlatViews(self)
+
+    def views(self) -> _FlatViews:
+        """The named views (stored ones in eager mode, sliced afresh under torch.compile)."""
+        return _FlatViews(self) if _fresh_views() else self._views
 
 
 @dataclass
@@ -526,8 +576,9 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                 plan, len(self.core_groups), dtype, self._flat_rows, self._flat_pg_rows, self._flat_tiny_base
             )
             self._prepare_flat(f, plan)
-        squared_norms_into(tensors, dtype, f.norm_out)
-        self._reduce_shards(plan, f.reduced)
+        v = f.views()
+        squared_norms_into(tensors, dtype, v.reduced)
+        self._reduce_shards(plan, v.reduced)
         finite = self._device_scales(f, plan, alpha, self._eta(plan, dtype, f.s.device))
         self._skips.sub_finite_(finite)
         torch.maximum(self._max_dev, torch.dist(f.s, f.ones, math.inf), out=self._max_dev)
@@ -576,7 +627,8 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         if not plan.cores:
             self._run.record = None
             return
-        if self._host_path and plan.cores[0].device.type == "cpu":
+        # Under torch.compile the host path's Python floats would be specialised (a recompile per value).
+        if self._host_path and plan.cores[0].device.type == "cpu" and not torch.compiler.is_compiling():
             self._host_rescale(plan, alpha)
         else:
             self._device_rescale(plan, alpha)
@@ -653,7 +705,11 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         self.rescale_cores()
         self.base_optimizer.step()
         self._run.step += 1
-        if self.nonfinite == "warn" and not (self._host_path and self._skips.acc.device.type == "cpu"):
+        # The host path warned already. Under torch.compile reading the counts would break the graph:
+        # the counts keep counting (skipped_per_group()), the warning waits for an eager step.
+        record = self._run.record
+        host = record is not None and record.kind == "host"
+        if self.nonfinite == "warn" and not host and not torch.compiler.is_compiling():
             self._skips.poll(self._nonfinite_message)
         return loss
 
@@ -662,8 +718,9 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         """Per core group name, what the last scaling step did (computed now, in float64, from the
         O(cores) values the step kept; reading them back syncs a GPU, nothing was read inside ``step()``).
 
-        Each entry: ``scale_min``/``scale_max`` (the applied ``s_k``), ``Q`` and ``C`` (DESIGN
-        section 1, of the squared core and gradient norms the step saw, before scaling) and
+        Each entry: ``scale_min``/``scale_max`` (the applied ``s_k``), ``Q`` and ``C`` (the norm
+        deviation and norm-gradient covariance of the squared core and gradient norms the step saw,
+        before scaling) and
         ``grad_norm`` (the group's ``||g||``), over the group's cores that had a gradient, and
         ``skipped`` (True when a non-finite gradient left the group unscaled). Groups without a
         gradient are absent. Empty before the first scaling step, after a skipped step, and when
@@ -683,8 +740,9 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         else:
             if rec.kind == "flat":
                 plan, f = rec.data
-                n, gamma, s = f.n.tolist(), f.gamma.tolist(), f.s.tolist()
-                skipped = [not math.isfinite(x) for x in f.S.tolist()]
+                v = f.views()
+                n, gamma, s = v.n.tolist(), v.gamma.tolist(), f.s.tolist()
+                skipped = [not math.isfinite(x) for x in v.S.tolist()]
             else:
                 plan, n, gamma, s, skipped = rec.data
             for gi, nk, gk, sk in zip(plan.group_index_list, n, gamma, s):

@@ -81,9 +81,9 @@ class BAR(CoreScalingOptimizer):
         f.extra["pair"] = to_device([index.count(g) == 2 for g in index], torch.bool, device)
 
     def _device_scales(self, f: _Flat, plan: _Plan, alpha: float, eta: Eta) -> torch.Tensor:
-        gamma, idx = f.gamma, f.group_index
+        gamma, idx = f.views().gamma, f.group_index
         torch.index_add(f.seg_zero, 0, idx, gamma, out=f.seg)
-        finite = torch.lt(f.S, math.inf)  # S >= 0: finite unless inf or NaN
+        finite = torch.lt(f.seg, math.inf)  # S >= 0: finite unless inf or NaN
         other = gamma.index_select(0, f.extra["partner"])
         grows = torch.where(f.extra["first"], gamma >= other, gamma > other)
         s = grows.to(gamma.dtype).mul_(2).sub_(1).mul_(eta.times(alpha)).add_(1)

@@ -1,6 +1,6 @@
 r"""Deviation-Aware Scaling (DAS).
 
-For every core group, before the base optimizer's update (``docs/design.md`` section 1)::
+For every core group, before the base optimizer's update (README, "DAS, precisely")::
 
     s_k = sqrt(clamp(1 + 2 alpha_t eta_t (gamma_k - gamma_bar) / (||g|| n_k), s_min^2, s_max^2))
     G_k <- s_k G_k
@@ -26,7 +26,8 @@ clamp applies to the product ``s_k b_k`` (it bites only on pathological steps).
 A core with ``n_k = 0`` keeps ``s_k = 1``; a core without a gradient keeps ``s_k = 1`` and is
 left out of ``gamma_bar`` and of the balance mean; a group with a non-finite ``gamma_k`` is not
 scaled at that step and the event is counted (:attr:`DAS.skipped_steps`); when ``||g|| = 0`` the
-DAS factor is 1 and only the balance factor acts; a scale whose formula is not finite keeps 1.
+DAS factor is 1 and only the balance factor acts; a scale whose formula is not finite (an overflow on
+a pathological step) keeps 1.
 """
 
 from __future__ import annotations
@@ -74,27 +75,28 @@ def das_scales_flat(
     a zero-norm core divides by zero, and the last operator maps every non-finite scale to 1.
     """
     coef, bcoef, lo, hi, root = _factors(variant, alpha, balance, s_min, s_max)
-    n, gamma, S, idx = f.n, f.gamma, f.S, f.group_index
+    v = f.views()
+    n, gamma, S, idx = v.n, v.gamma, v.S, f.group_index
     if balance:
-        ln0, pos = f.rows[1], f.rows[2]
+        ln0, pos = v.rows[1], v.rows[2]
         torch.sign(n, out=pos)  # 1 for n_k > 0, 0 for n_k = 0 (and for NaN)
         torch.special.xlogy(pos, n, out=ln0)  # log n_k, 0 where n_k = 0, NaN where n_k is NaN
-    torch.index_add(f.seg_zero, f.seg_dim, idx, f.block, out=f.seg)  # per group: sum gamma [, sum log n, count n>0]
+    torch.index_add(f.seg_zero, f.seg_dim, idx, v.block, out=f.seg)  # per group: sum gamma [, sum log n, count n>0]
     # With balance, ||g|| = 0 must give a finite DAS factor of 1 so that the balance factor acts: the
     # squared norms start from the dtype's tiny (see _Flat), which changes no normal sum.
-    gbar_g, gbar_k = f.pg_rows[0], f.pk_rows[0]
+    gbar_g, gbar_k = v.pg_rows[0], v.pk_rows[0]
     if global_norm:
-        gsq = f.grad_sq.sum()
+        gsq = v.grad_sq.sum()
         S.add_(gsq, alpha=0)  # NaN in every group when the global norm is not finite
         inv = gsq.rsqrt()
     else:
-        inv_g, inv = f.pg_rows[1], f.pk_rows[1]
+        inv_g, inv = v.pg_rows[1], v.pk_rows[1]
         torch.rsqrt(S, out=inv_g)
     torch.div(S, f.count, out=gbar_g)
     if balance:
-        ml_g = f.pg_rows[-1]
-        torch.div(f.seg_rows[1], f.seg_rows[2], out=ml_g)
-        ml_g.addcmul_(S, f.seg_rows[1], value=0)  # NaN for a skipped group or a non-finite core norm
+        ml_g = v.pg_rows[-1]
+        torch.div(v.seg_rows[1], v.seg_rows[2], out=ml_g)
+        ml_g.addcmul_(S, v.seg_rows[1], value=0)  # NaN for a skipped group or a non-finite core norm
     torch.index_select(f.pg, 1, idx, out=f.pk)
     d = torch.sub(gamma, gbar_k)
     d.mul_(inv)
@@ -103,18 +105,14 @@ def das_scales_flat(
     else:
         d.mul_(eta.value)
     x = torch.addcdiv(f.ones, d, n if root else n.sqrt(), value=coef)
-    if not balance:
-        x.add_(x, alpha=0)  # +-inf (a zero-norm core) -> NaN, then 1 below
-    else:
-        e = torch.sub(ln0, f.pk_rows[-1])
+    if balance:
+        e = torch.sub(ln0, v.pk_rows[-1])
         e.mul_(eta.times(bcoef)).exp_()
         x.mul_(e)
-    x.clamp_(lo, hi)
+    # Not finite: a zero-norm core (d / 0), a skipped group (NaN), an overflow. All keep 1.
+    torch.nan_to_num(x, nan=1.0, posinf=1.0, neginf=1.0, out=f.s).clamp_(lo, hi)
     if root:
-        x.sqrt_()
-    if balance:
-        x.div_(pos)  # a zero-norm core: infinite, then 1 below
-    torch.nan_to_num(x, nan=1.0, posinf=1.0, neginf=1.0, out=f.s)
+        f.s.sqrt_()
     return torch.lt(S, math.inf)  # S >= 0: finite unless inf or NaN (one operator, torch.isfinite takes four)
 
 
@@ -165,11 +163,10 @@ def das_scales_host(
         if norm > 0:
             deviation = gamma_k - gamma_sum[g] / count[g]
             x = 1 + coef * eta_k * deviation / (norm * (n_k if root else math.sqrt(n_k)))
-        if mean_log is None:
-            s = 1.0 if not math.isfinite(x) else min(max(x, lo), hi)
-        else:
-            x *= math.exp(min(bcoef * eta_k * (math.log(n_k) - mean_log[g]), 709.0))  # NaN stays NaN
-            s = 1.0 if math.isnan(x) else min(max(x, lo), hi)
+        if mean_log is not None:
+            v = bcoef * eta_k * (math.log(n_k) - mean_log[g])  # NaN when a core norm is not finite
+            x *= math.exp(v) if v < 709.0 else math.inf
+        s = 1.0 if not math.isfinite(x) else min(max(x, lo), hi)
         scales.append(math.sqrt(s) if root else s)
     return scales, skipped
 
@@ -211,11 +208,9 @@ def das_scales_single_group(
         positive = n > 0
         log_n = torch.where(positive, n.log(), torch.zeros_like(n))
         mean_log = log_n.sum() / positive.sum()
-        b = torch.exp((bcoef * eta_t * (log_n - mean_log)).clamp(max=709.0))
-        x = x * b
-        defined &= ~torch.isnan(x) & torch.isfinite(n).all()
-    else:
-        defined &= torch.isfinite(x)
+        x = x * torch.exp(bcoef * eta_t * (log_n - mean_log))
+        defined &= torch.isfinite(n).all()
+    defined &= torch.isfinite(x)
     s = x.clamp(lo, hi)
     s = torch.where(defined, s.sqrt() if root else s, torch.ones_like(s))
     it = iter(s.unbind())
