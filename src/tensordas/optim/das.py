@@ -238,7 +238,9 @@ class DAS(CoreScalingOptimizer):
         foreach: ``False`` selects the readable per-group reference path; also passed to the
             base optimizer when it takes a ``foreach`` argument.
         balance: ``beta >= 0``, the strength of the function-preserving move towards equal core
-            norms (module docstring); 0 (default) is the paper's DAS exactly.
+            norms (module docstring); 0 (default) is the paper's DAS exactly. With ``beta > 0`` a
+            step with ``alpha_t = 0`` still balances (alpha = 0 is the base optimizer only without
+            balance), and so does a step with ``||g|| = 0``, where the DAS factor is 1.
         nonfinite: ``"warn"`` (default: an affected group is left unscaled and a warning names it
             once), ``"skip"`` (skip the whole step: no scaling, no base step, state unchanged;
             counted in :attr:`skipped_whole_steps`) or ``"raise"`` (``FloatingPointError``).
