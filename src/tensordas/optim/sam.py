@@ -179,7 +179,8 @@ class SAM(BaseOptimizerWrapper):
             return
         grad_norm = self._grad_norm()
         if grad_norm is not None and self.nonfinite == "warn":
-            self._nonfinite_count.sub_finite_(torch.lt(grad_norm, math.inf).reshape(1))
+            finite = torch.lt(grad_norm, math.inf).reshape(1)
+            self._nonfinite_count.sub_finite_(finite.to(self._nonfinite_count.acc.device))
         if grad_norm is not None:
             for group in self.param_groups:
                 perturbed = [p for p in group["params"] if p.grad is not None]
