@@ -15,11 +15,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from tensordas.cli import main
 from tensordas.data import (
+    Entries,
     EntryPredictor,
     Standardizer,
     dense_budget_note,
     dense_observed,
     dense_peak_bytes,
+    evaluate_entries,
     from_array,
     load_tensor,
     save_coordinates,
@@ -83,6 +85,26 @@ def test_prediction_without_gradients_never_exceeds_the_batch_size():
     assert not EntryPredictor(model, (3000, 3000, 1000)).uses_dense(10**9)  # 9e9 cells: never dense
     with pytest.raises(ValueError, match="batch_size"):
         EntryPredictor(model, model.shape, batch_size=0)
+
+
+@pytest.mark.parametrize("batch", [1000, 7])
+def test_batched_metrics_match_numpy_on_the_original_scale(batch):
+    shape = (9, 8, 7)
+    model = TRModel(shape, 2, std="balanced", generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    data = load_tensor(SYNTH, dtype=torch.float64)
+    test = split_entries(data, 0.5, seed=0).test
+    std = Standardizer(method="global", mean=3.0, std=2.5)
+    pred = numpy_tensor(model)[tuple(test.indices.numpy().T)] * 2.5 + 3.0
+    t = test.values.numpy()
+    r2, err = evaluate_entries(EntryPredictor(model, shape, dense=False, batch_size=batch), test, std)
+    assert r2 == pytest.approx(1 - np.sum((t - pred) ** 2) / np.sum((t - t.mean()) ** 2), rel=1e-10)
+    assert err == pytest.approx(np.sqrt(np.mean((t - pred) ** 2)), rel=1e-10)
+    const = Entries(test.indices, torch.full_like(test.values, 3.0))  # a constant target: sklearn's rule
+    zero = TRModel(shape, 2, std=1e-30, dtype=torch.float64)  # predicts ~0 on the model scale: 3.0 after inverse
+    with torch.no_grad():
+        for p in zero.parameters():
+            p.zero_()
+    assert evaluate_entries(EntryPredictor(zero, shape, batch_size=batch), const, std) == (1.0, 0.0)
 
 
 # --- no integer matrix product anywhere in the completion path ----------------------------------

@@ -11,20 +11,21 @@ asked for are at least ``DENSE_MIN_FILL`` of the cells (measured on a 100^3 tens
 wins from about 6% of the cells for CP rank 5, 1% for Tucker rank 8 and TT rank 5, 0.5% for TR rank 5;
 ``benchmarks/README.md``), and evaluates
 (under ``torch.no_grad``) in batches of at most ``batch_size`` entries, so the memory of an evaluation is
-O(B) for its output plus O(batch_size) for the model's intermediates. Flat positions are computed with
+O(batch_size) for the model's intermediates (plus O(B) for a returned vector; ``evaluate_entries``
+accumulates the metrics batch by batch instead). Flat positions are computed with
 elementwise multiply-adds (``coords.flat_index``): integer matrix products do not exist on CUDA.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .coords import flat_index
-from .split import Entries, Standardizer, r2_score, rmse
+from .split import Entries, Standardizer, r2_from_sums, r2_score, rmse
 
 __all__ = ["DENSE_LIMIT", "DENSE_MIN_FILL", "EVAL_BATCH", "EntryPredictor", "evaluate_entries"]
 
@@ -74,26 +75,46 @@ class EntryPredictor:
         return self.model.entries(indices)
 
     @torch.no_grad()
-    def predict(self, indices: torch.Tensor) -> torch.Tensor:
-        """Values at ``indices`` (B, N) without gradients, in batches of at most ``batch_size`` entries."""
+    def batches(self, indices: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Values at ``indices`` (B, N) without gradients, batch after batch of at most ``batch_size`` entries.
+
+        The dense way reconstructs the tensor once for all the batches.
+        """
         chunks = indices.split(self.batch_size) if indices.shape[0] > self.batch_size else (indices,)
         if self.uses_dense(indices.shape[0]):
-            full = self.model().reshape(-1)  # once per call, whatever the number of batches
-            parts = [full[flat_index(c, self.shape)] for c in chunks]
+            full = self.model().reshape(-1)
+            for c in chunks:
+                yield full[flat_index(c, self.shape)]
         else:
-            parts = [self.model.entries(c) for c in chunks]
+            for c in chunks:
+                yield self.model.entries(c)
+
+    def predict(self, indices: torch.Tensor) -> torch.Tensor:
+        """Values at ``indices`` (B, N) without gradients, computed in batches of at most ``batch_size``."""
+        parts = list(self.batches(indices))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def evaluate_entries(predict: EntryPredictor, entries: Entries | None, std: Standardizer) -> tuple[float, float]:
     """Held-out ``(R^2, RMSE)`` of ``predict`` at ``entries``, on the data's original scale (NaN, NaN for None).
 
-    Predictions come in bounded batches (``EntryPredictor.predict``); the metrics are computed in float64 on
-    the device and read back once.
+    Up to one batch of entries: ``r2_score``/``rmse`` of the whole vectors. More: the sums of squares are
+    accumulated batch by batch in float64 on the device (two passes over the targets: their mean, then the
+    sums), so no full-length float64 copy is made. Read back once.
     """
     if entries is None:
         return math.nan, math.nan
-    with torch.no_grad():
-        pred = std.inverse(predict(entries.indices)).double()
-    target = entries.values.double()
-    return float(r2_score(pred, target)), float(rmse(pred, target))
+    n = len(entries)
+    if n <= predict.batch_size:
+        with torch.no_grad():
+            pred = std.inverse(predict(entries.indices)).double()
+        target = entries.values.double()
+        return float(r2_score(pred, target)), float(rmse(pred, target))
+    targets = entries.values.split(predict.batch_size)
+    mean = sum(t.double().sum() for t in targets) / n
+    ss_res = ss_tot = torch.zeros((), dtype=torch.float64, device=entries.values.device)
+    for pred, t in zip(predict.batches(entries.indices), targets):
+        t = t.double()
+        ss_res = ss_res + (t - std.inverse(pred).double()).pow(2).sum()
+        ss_tot = ss_tot + (t - mean).pow(2).sum()
+    return float(r2_from_sums(ss_res, ss_tot)), float((ss_res / n).sqrt())

@@ -23,6 +23,7 @@ __all__ = [
     "CompletionSplit",
     "Entries",
     "Standardizer",
+    "r2_from_sums",
     "r2_score",
     "rmse",
     "split_entries",
@@ -229,7 +230,11 @@ def r2_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     _check_pair(pred, target)
     p, t = pred.double(), target.double()
-    ss_res = (t - p).pow(2).sum()
-    ss_tot = (t - t.mean()).pow(2).sum()
+    return r2_from_sums((t - p).pow(2).sum(), (t - t.mean()).pow(2).sum())
+
+
+def r2_from_sums(ss_res: torch.Tensor, ss_tot: torch.Tensor) -> torch.Tensor:
+    """``1 - ss_res / ss_tot`` with scikit-learn's rule for a constant target (``ss_tot == 0``): 1.0 if
+    ``ss_res == 0``, else 0.0. For sums accumulated over batches as well as over one vector."""
     const = torch.where(ss_res == 0, torch.ones_like(ss_res), torch.zeros_like(ss_res))
     return torch.where(ss_tot > 0, 1 - ss_res / torch.where(ss_tot > 0, ss_tot, torch.ones_like(ss_tot)), const)
