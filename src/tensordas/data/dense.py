@@ -21,9 +21,10 @@ __all__ = ["DEFAULT_DENSE_BUDGET_GB", "DENSE_COPIES", "dense_budget_note", "dens
 
 DEFAULT_DENSE_BUDGET_GB = 2.0
 # Peak memory of ``dense_observed`` + ``<Model>.from_tensor`` (TensorLy's default settings) above what was allocated
-# before, in float64 copies of the tensor: measured peak RSS (``benchmarks/completion_scale.py --dense-memory``,
-# 120x60x50, rank 4, 70% of the cells missing) cp 10.6, tucker 11.9, tt 7.6, tr 6.4; plus a margin of a third.
-DENSE_COPIES = {"cp": 14, "tucker": 16, "tt": 10, "tr": 9}
+# before, in float64 copies of the tensor. Measured peak RSS (``benchmarks/completion_scale.py --dense-memory``, rank
+# 4, 70% of the cells missing) for 120x60x50 / 200x100x40 / 400x200x100: cp 10.6 / 6.0 / 8.9, tucker 11.9 / 7.2 /
+# 10.6, tt 7.6 / 3.0 / 7.3, tr 6.4 / 3.0 / 7.3. The table takes the largest plus about 30%.
+DENSE_COPIES = {"cp": 14, "tucker": 16, "tt": 10, "tr": 10}
 
 
 def dense_peak_bytes(shape: Sequence[int], model: str) -> int:
