@@ -67,15 +67,25 @@ def make_steps(
     return steps
 
 
-def measure(steps: dict, rounds: int, k: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Per optimizer, seconds per step of each round (blocks of ``k`` steps, order rotated every round)."""
+def cpu_block(fn, k: int) -> float:
+    """CPU seconds of this process per call of ``fn`` over ``k`` calls: with one thread, the time it computed,
+    without the time it waited for cores that other processes held (a shared machine)."""
+    t0 = time.process_time()
+    for _ in range(k):
+        fn()
+    return (time.process_time() - t0) / k
+
+
+def measure(steps: dict, rounds: int, k: int, warmup: int = 2, cpu_time: bool = False) -> dict[str, list[float]]:
+    """Per optimizer, seconds per step of each round (blocks of ``k`` steps, order rotated every round);
+    wall-clock seconds, or the process's CPU seconds with ``cpu_time``."""
     kinds = tuple(steps)
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu = torch.device("cpu")
     for r in range(-warmup, rounds):
         order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]  # rotate so no optimizer always runs first
         for kind in order:
-            t = time_block(steps[kind], k, cpu)
+            t = cpu_block(steps[kind], k) if cpu_time else time_block(steps[kind], k, cpu)
             if r >= 0:
                 times[kind].append(t)
     return times
