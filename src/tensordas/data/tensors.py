@@ -25,7 +25,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorly as tl
@@ -377,7 +376,8 @@ def _load_file(path: Path, key: str | None, dtype: torch.dtype | None, value_col
     return from_array(np.asarray(array), f"{path.name}:{name}", dtype)
 
 
-TensorSource = Any  # str | os.PathLike | np.ndarray | torch.Tensor | tuple(indices, values, shape)
+# What load_tensor accepts: a name or path, a dense array, a dense or sparse tensor, (indices, values, shape).
+TensorSource = str | os.PathLike | np.ndarray | torch.Tensor | tuple
 
 
 def load_tensor(spec: TensorSource, dtype: torch.dtype | None = None, *, value_column: str | None = None) -> TensorData:

@@ -108,7 +108,8 @@ class CompletionConfig(ComparisonSettings):
             raise ValueError(f"Invalid patience {self.patience}: needs >= 1 and a validation fraction > 0")
         if not (0 < self.missing < 1):
             raise ValueError(f"Invalid missing ratio: {self.missing} (expected 0 < missing < 1)")
-        if not (isinstance(self.dense_budget_gb, (int, float)) and 0 <= self.dense_budget_gb < math.inf):
+        budget = self.dense_budget_gb
+        if isinstance(budget, bool) or not (isinstance(budget, (int, float)) and 0 <= budget < math.inf):
             raise ValueError(f"Invalid dense_budget_gb {self.dense_budget_gb!r} (expected a number of GB >= 0)")
         check_seeds(self.seeds)
         _ = self.optimizer_configs  # builds them, validating lr, momentum, alpha, rho and the schedule
@@ -308,7 +309,7 @@ class CompletionExperiment:
         if note is not None:  # a row that says why, never a silent multi-GB allocation
             metrics = dict.fromkeys(("test_r2", "test_rmse", "train_loss", "norm_deviation"))
             info = {"model": cfg.model, "rank": cfg.rank, "data": self.data.name, "missing": cfg.missing}
-            record = {"method": "als", "base": "tensorly", **info, **metrics, "steps": None, "wall_time_s": 0.0}
+            record = {"method": "als", "base": "tensorly", **info, **metrics, "steps": None, "wall_time_s": None}
             return RunResult(record={**record, "optimizer": "als (tensorly)", "seed": seed, "skipped": note})
         split = self.split(seed)
         std = Standardizer.fit(split.train.values, cfg.standardize)
