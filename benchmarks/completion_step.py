@@ -17,43 +17,75 @@ import torch
 from step_overhead import quantiles, time_block
 
 import tensordas as td
-from tensordas.data import from_array, split_entries, synthetic_tensor
-from tensordas.tasks.completion import MODELS, _Predictor
+from tensordas.data import Entries, EntryPredictor, from_array, split_entries, synthetic_tensor
+from tensordas.models import CPModel, TRModel, TTModel, TuckerModel
 from tensordas.training import OptimizerConfig, build_optimizer, optimizer_step
 
 KINDS = ("base", "das", "sam")
+MODELS = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
 
 
-def make_steps(model_name: str, rank: int, data, train, seed: int = 0) -> dict:
-    """One training-step function per optimizer, each on its own copy of the same initial model."""
+def make_steps(
+    model_name: str,
+    rank: int,
+    shape: tuple[int, ...],
+    train: Entries,
+    seed: int = 0,
+    kinds: tuple[str, ...] = KINDS,
+    batch_size: int | None = None,
+) -> dict:
+    """One training-step function per optimizer, each on its own copy of the same initial model.
+
+    A step takes every entry of ``train`` (full batch, the dense path for small tensors) or, with
+    ``batch_size``, a random mini-batch of them (the same sequence of batches for every optimizer).
+    """
     steps = {}
-    for kind in KINDS:
+    for kind in kinds:
         gen = torch.Generator().manual_seed(seed)
-        model = MODELS[model_name](data.shape, rank, std="balanced", generator=gen)
-        predict = _Predictor(model, data.shape)
+        model = MODELS[model_name](shape, rank, std="balanced", generator=gen)
+        predict = EntryPredictor(model, shape, dense=False if batch_size else None)
         opt = build_optimizer(
             OptimizerConfig(method=kind, base="adam", lr=1e-3, alpha=0.05, rho=0.05),
             model.parameters(),
             td.find_core_groups(model),
         )
+        picks = torch.Generator().manual_seed(seed + 1)
 
-        def closure(opt=opt, predict=predict) -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss = torch.mean((predict(train.indices) - train.values) ** 2)
-            loss.backward()
-            return loss
+        def step(opt=opt, predict=predict, picks=picks) -> None:
+            batch = train.take(torch.randint(len(train), (batch_size,), generator=picks)) if batch_size else train
+            idx, target = batch.indices, batch.values
 
-        steps[kind] = lambda opt=opt, closure=closure: optimizer_step(opt, closure)
+            def closure() -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                loss = torch.mean((predict(idx) - target) ** 2)
+                loss.backward()
+                return loss
+
+            optimizer_step(opt, closure)
+
+        steps[kind] = step
     return steps
 
 
-def measure(steps: dict, rounds: int, k: int, warmup: int = 2) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+def cpu_block(fn, k: int) -> float:
+    """CPU seconds of this process per call of ``fn`` over ``k`` calls: with one thread, the time it computed,
+    without the time it waited for cores that other processes held (a shared machine)."""
+    t0 = time.process_time()
+    for _ in range(k):
+        fn()
+    return (time.process_time() - t0) / k
+
+
+def measure(steps: dict, rounds: int, k: int, warmup: int = 2, cpu_time: bool = False) -> dict[str, list[float]]:
+    """Per optimizer, seconds per step of each round (blocks of ``k`` steps, order rotated every round);
+    wall-clock seconds, or the process's CPU seconds with ``cpu_time``."""
+    kinds = tuple(steps)
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu = torch.device("cpu")
     for r in range(-warmup, rounds):
-        order = KINDS[r % 3 :] + KINDS[: r % 3]  # rotate so no optimizer always runs first
+        order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]  # rotate so no optimizer always runs first
         for kind in order:
-            t = time_block(steps[kind], k, cpu)
+            t = cpu_block(steps[kind], k) if cpu_time else time_block(steps[kind], k, cpu)
             if r >= 0:
                 times[kind].append(t)
     return times
@@ -76,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} thread(s)")  # fmt: skip
     for model_name, rank in (("tucker", 8), ("tr", 5)):
         start = time.perf_counter()
-        times = measure(make_steps(model_name, rank, data, split.train), args.rounds, args.steps_per_round)
+        times = measure(make_steps(model_name, rank, data.shape, split.train), args.rounds, args.steps_per_round)
         med = {kind: statistics.median(v) for kind, v in times.items()}
         das_base = quantiles([d / b for d, b in zip(times["das"], times["base"])])
         das_sam = quantiles([d / s for d, s in zip(times["das"], times["sam"])])

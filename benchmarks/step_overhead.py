@@ -1,4 +1,4 @@
-"""Step-overhead benchmark: wall time per training step of base vs DAS vs SAM (DESIGN.md section 5).
+"""Step-overhead benchmark: wall time per training step of base vs DAS vs SAM (docs/performance.md).
 
 A residual CNN whose convolutions are Tucker-2 tensorized (``W = A x G x B``, one core group of
 three cores per layer) plus a tensor-train linear layer (three cores) is trained on one fixed,
@@ -18,8 +18,10 @@ performance goals are met (the script never fails on a missed goal).
 
 ``--groups N`` sets the number of core groups (N-1 tensorized conv blocks + the TT linear layer);
 ``--sweep N1,N2,..`` times ``opt.step()`` alone for base and DAS for each number of groups and
-counts the operators (CPU) / kernels (CUDA) that ``DAS.rescale_cores()`` dispatches, to show that
-DAS's launch count does not grow with the number of groups.
+counts the ATen operators (and, on CUDA, the kernels) that ``DAS.rescale_cores()`` dispatches, to
+show that DAS's host work does not grow with the number of groups. ``--force-device-path`` runs
+the device (CUDA) path's code on CPU tensors, so its operator count can be checked without a GPU.
+``--compile`` times ``opt.step()`` alone, eager against ``torch.compile``, for base and DAS.
 
 Run ``python benchmarks/step_overhead.py --help``.
 """
@@ -145,6 +147,8 @@ def build(args: argparse.Namespace, groups: int, device: torch.device):
         ),
         "sam": td.SAM(models["sam"].parameters(), torch.optim.SGD, rho=args.rho, lr=args.lr, momentum=0.9),
     }
+    if args.force_device_path:
+        opts["das"]._host_path = False  # the path CUDA takes, on CPU tensors
     return models, opts
 
 
@@ -339,6 +343,47 @@ def run_sweep(args: argparse.Namespace, device: torch.device, group_counts: list
     return rows
 
 
+def run_compile_check(args: argparse.Namespace, device: torch.device) -> dict:
+    """``opt.step()`` alone, eager against ``torch.compile(opt.step)``, for base and DAS (same model,
+    same gradients, interleaved rounds); the compiled steps must give the eager parameters."""
+    x, y = make_batch(args, device)
+    result: dict = {"backend": args.compile_backend}
+    for kind in ("base", "das"):
+        models, opts = build(args, args.groups, device)
+        make_train_step(kind, models[kind], opts[kind], x, y)()
+        snap = Snapshot(models[kind], opts[kind])
+        opt = opts[kind]
+        opt.step()
+        eager_params = [p.detach().clone() for p in models[kind].parameters()]
+        snap.restore()
+        torch._dynamo.reset()
+        compiled = torch.compile(opt.step, backend=args.compile_backend)
+        t0 = time.perf_counter()
+        compiled()
+        synchronize(device)
+        compile_s = time.perf_counter() - t0
+        diff = max(float((p.detach() - e).abs().max()) for p, e in zip(models[kind].parameters(), eager_params))
+        snap.restore()
+        if kind == "das":
+            opt._run.step = 0  # the schedule and warnings see the same step again
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        k = args.steps_per_round * args.step_only_factor
+        for r in range(-args.warmup, args.sweep_rounds):
+            for mode in ("eager", "compiled") if r % 2 == 0 else ("compiled", "eager"):
+                t = time_block(opt.step if mode == "eager" else compiled, k, device)
+                snap.restore()
+                if r >= 0:
+                    times[mode].append(t)
+        result[kind] = {
+            "eager_step_s": statistics.median(times["eager"]),
+            "compiled_step_s": statistics.median(times["compiled"]),
+            "compiled_over_eager": statistics.median([c / e for c, e in zip(times["compiled"], times["eager"])]),
+            "first_compiled_call_s": compile_s,
+            "max_abs_diff_vs_eager": diff,
+        }
+    return result
+
+
 def run_sync_check(args: argparse.Namespace, device: torch.device) -> dict:
     """On CUDA: DAS.step() under ``torch.cuda.set_sync_debug_mode("error")``."""
     if device.type != "cuda":
@@ -376,7 +421,9 @@ def fmt_ms(s: float) -> str:
     return f"{s * 1e3:8.3f} ms"
 
 
-def report(args, device, main: dict | None, sweep: list[dict] | None, sync_res: dict | None) -> dict:
+def report(
+    args, device, main: dict | None, sweep: list[dict] | None, sync_res: dict | None, compile_res: dict | None = None
+) -> dict:
     goals = GOALS[device.type]
     out: dict = {"config": vars(args).copy(), "goals": goals}
     out["env"] = {
@@ -384,10 +431,11 @@ def report(args, device, main: dict | None, sweep: list[dict] | None, sync_res: 
         "python": platform.python_version(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "das_path": "device (forced on CPU)" if args.force_device_path and device.type == "cpu" else "default",
     }
     print(
         f"tensordas step-overhead benchmark — torch {torch.__version__}, device {out['env']['device']}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads" + ("; DAS on its device path (forced)" if args.force_device_path else "")
     )
     if main is not None:
         print(
@@ -447,6 +495,16 @@ def report(args, device, main: dict | None, sweep: list[dict] | None, sync_res: 
             print("  (on CPU foreach operators loop over tensors internally: time grows with the number of cores,")
             print("   the operator count shows the work DAS dispatches per step)")
         out["sweep"] = sweep
+    if compile_res is not None:
+        print(f"\nopt.step() alone, eager vs torch.compile (backend {compile_res['backend']}), median per step:")
+        for kind in ("base", "das"):
+            r = compile_res[kind]
+            print(
+                f"  {kind:5s} eager {fmt_ms(r['eager_step_s'])}  compiled {fmt_ms(r['compiled_step_s'])}  "
+                f"compiled/eager {r['compiled_over_eager']:.3f}  (first call {r['first_compiled_call_s']:.1f} s, "
+                f"max |diff| vs eager {r['max_abs_diff_vs_eager']:.1e})"
+            )
+        out["compile"] = compile_res
     if sync_res is not None:
         print("\nsync check (DAS.step() under torch.cuda.set_sync_debug_mode('error')):")
         if not sync_res["checked"]:
@@ -484,6 +542,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-main", action="store_true", help="skip the full-step comparison (sweep / sync check only)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     p.add_argument("--sync-check", action="store_true", help="CUDA: check DAS.step() does not synchronise the host")
+    p.add_argument(
+        "--force-device-path",
+        action="store_true",
+        help="run DAS's device (CUDA) path on CPU tensors instead of its CPU host path (operator counts)",
+    )
+    p.add_argument("--compile", action="store_true", help="also time opt.step() eager vs torch.compile (base, DAS)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default: inductor)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--rho", type=float, default=0.05)
@@ -526,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     main_res = None if args.no_main else run_main(args, device)
     sweep = run_sweep(args, device, args.sweep) if args.sweep else None
     sync_res = run_sync_check(args, device) if args.sync_check else None
-    out = report(args, device, main_res, sweep, sync_res)
+    compile_res = run_compile_check(args, device) if args.compile else None
+    out = report(args, device, main_res, sweep, sync_res, compile_res)
     if args.json is not None:
         out["config"]["json"] = str(args.json)
         args.json.parent.mkdir(parents=True, exist_ok=True)

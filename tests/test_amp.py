@@ -208,12 +208,18 @@ def test_low_precision_norms_accumulate_in_float32():
     cores = [torch.nn.Parameter((torch.rand(n, 7, generator=gen) + 0.5).to(torch.bfloat16)) for n in (300, 41)]
     for c in cores:
         c.grad = (torch.rand(c.shape, generator=gen) + 0.25).to(torch.bfloat16)
-    exact = [float(t.double().pow(2).sum()) for t in (*cores, *(c.grad for c in cores))]
-    das = td.DAS(cores, torch.optim.SGD, core_groups=[cores], lr=0.1)
-    sq, _ = das._squared_norms(das._current_plan())
-    assert sq.dtype == torch.float32
-    for got, want in zip(sq.tolist(), exact):
-        assert got == pytest.approx(want, rel=1e-6)
+    exact = [float(t.detach().double().pow(2).sum()) for t in (*cores, *(c.grad for c in cores))]
+    for host in (True, False):  # the CPU host path and the device path (its flat norm buffer)
+        das = td.DAS(cores, torch.optim.SGD, core_groups=[cores], lr=0.1, alpha=0.0, balance=1e-9)
+        das._host_path = host
+        das.rescale_cores()
+        record = das._run.record.data
+        views = None if host else record[1].views()
+        sq = torch.cat([views.n, views.gamma]) if not host else torch.tensor(record[1] + record[2])
+        assert not host or record[0].cores[0].dtype == torch.bfloat16
+        assert host or sq.dtype == torch.float32
+        for got, want in zip(sq.tolist(), exact):
+            assert got == pytest.approx(want, rel=1e-6)
     sam = td.SAM(cores, torch.optim.SGD, rho=0.05, lr=0.1)
     assert float(sam._grad_norm()) == pytest.approx(sum(exact[2:]) ** 0.5, rel=1e-6)
 

@@ -221,7 +221,7 @@ def low_rank(cls, shape, rank, seed=3) -> torch.Tensor:
         (TuckerModel, (6, 7, 8), [2, 3, 4], {}, 1e-10),
         (TTModel, (6, 7, 8), [3, 4], {}, 1e-10),
         (TTModel, (3, 4, 5, 6), 3, {}, 1e-10),
-        (TRModel, (6, 7, 8), [1, 2, 3], {"method": "svd"}, 1e-10),  # TR-SVD is exact only for r_0 = 1
+        (TRModel, (6, 7, 8), [1, 2, 3], {"algorithm": "svd"}, 1e-10),  # TR-SVD is exact only for r_0 = 1
         # TR-ALS from a random start can stall in a local minimum (TensorLy's algorithm, seed-dependent);
         # with this target and random_state it converges. Fidelity for any seed: the test below.
         (TRModel, (6, 7, 8), 2, {"n_iter_max": 200, "tol": 1e-12, "seed": 4}, 1e-6),
@@ -267,7 +267,7 @@ def test_from_tensor_with_mask_fits_observed_and_recovers_missing(cls, rank, kwa
         (TuckerModel, [2, 3, 2], "tucker", {"n_iter_max": 3}),
         (TTModel, [2, 3], "tensor_train", {}),
         (TRModel, [2, 3, 2], "tensor_ring_als", {"n_iter_max": 5}),
-        (TRModel, [1, 2, 3], "tensor_ring", {"method": "svd"}),
+        (TRModel, [1, 2, 3], "tensor_ring", {"algorithm": "svd"}),
     ],
     ids=["cp", "tucker", "tt", "tr-als", "tr-svd"],
 )
@@ -277,7 +277,7 @@ def test_from_tensor_holds_tensorlys_result(cls, rank, fn, kwargs):
 
     x = torch.randn(5, 6, 7, generator=torch.Generator().manual_seed(0), dtype=F64)
     model = cls.from_tensor(x, rank, random_state=5, **kwargs)
-    tl_kwargs = {k: v for k, v in kwargs.items() if k != "method"}
+    tl_kwargs = {k: v for k, v in kwargs.items() if k != "algorithm"}
     if cls is TTModel:
         ranks = [1, *rank, 1]
     elif cls is TRModel:
@@ -304,9 +304,9 @@ def test_from_tensor_without_mask_support_imputes_and_stays_finite(cls):
 )
 def test_from_tensor_balance_equalises_norms_and_keeps_output(cls, rank):
     target = low_rank(cls, (5, 6, 7), rank)
-    plain = cls.from_tensor(target, rank, method="svd") if cls is TRModel else cls.from_tensor(target, rank)
+    plain = cls.from_tensor(target, rank, algorithm="svd") if cls is TRModel else cls.from_tensor(target, rank)
     balanced = (
-        cls.from_tensor(target, rank, method="svd", balance=True)
+        cls.from_tensor(target, rank, algorithm="svd", balance=True)
         if cls is TRModel
         else cls.from_tensor(target, rank, balance=True)
     )
@@ -317,10 +317,10 @@ def test_from_tensor_balance_equalises_norms_and_keeps_output(cls, rank):
 
 def test_from_tensor_errors():
     x = torch.randn(3, 4, 5, dtype=F64)
-    with pytest.raises(ValueError, match="Unknown TR from_tensor method 'nope'.*als, svd"):
-        TRModel.from_tensor(x, 2, method="nope")
+    with pytest.raises(ValueError, match="Unknown TR algorithm 'nope'.*als, svd"):
+        TRModel.from_tensor(x, 2, algorithm="nope")
     with pytest.raises(ValueError, match="rank"):
-        TRModel.from_tensor(x, [2, 3, 2], method="svd")  # r0*r1 = 6 > 3: TensorLy's TR-SVD refuses
+        TRModel.from_tensor(x, [2, 3, 2], algorithm="svd")  # r0*r1 = 6 > 3: TensorLy's TR-SVD refuses
     with pytest.raises(ValueError, match="returned core 1 of shape"):
         TTModel.from_tensor(torch.randn(10, 2, 10, dtype=F64), [1, 2, 5, 1])  # 5 > r_1 * I_2 = 4
     with pytest.raises(ValueError, match="no finite entry"):

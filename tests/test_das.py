@@ -1,4 +1,4 @@
-"""DAS against hand-written float64 computations of DESIGN.md section 1."""
+"""DAS against hand-written float64 computations of the formulas in the README ("DAS, precisely")."""
 
 import io
 import itertools
@@ -543,32 +543,36 @@ def test_step_with_closure_returns_loss_and_matches_backward_then_step():
 
 @pytest.mark.parametrize("chunk", [None, 7], ids=["one-batch", "chunked"])
 def test_expanded_scale_application_equals_per_core_application(net, chunk, monkeypatch):
-    """The CUDA strategy (scales expanded to elements, same-shape views) multiplies exactly like the
-    CPU one; with a small buffer bound the cores are split into several batches and cores larger
-    than the bound are multiplied on their own."""
+    """The device path's multiply (scales expanded to elements, persistent same-shape views) equals a
+    per-core multiply; with a small buffer bound the cores are split into several batches and cores
+    larger than the bound are multiplied on their own."""
     from tensordas.optim import _core_scaling
 
     if chunk is not None:
         monkeypatch.setattr(_core_scaling, "EXPAND_CHUNK", chunk)
-    opt = make_das(net)
+    opt = make_das(net, foreach="device")
     net.loss().backward()
     net.tucker.factors[1].grad = None  # a core left out of the plan
     plan = opt._current_plan()
+    before = snapshot(plan.cores)
+    opt.rescale_cores()  # builds the layout, and applies the DAS scales
+    layout = plan.flat.apply
     if chunk is not None:
-        layout = _core_scaling._expand_layout(plan.numels, torch.device("cpu"), chunk)
         assert len(layout.batches) >= 2 and layout.large  # both strategies are exercised
         assert all(b.total <= chunk for b in layout.batches)
+        assert layout.buffer.numel() <= chunk  # one bounded buffer, reused by every batch
+        assert all(b.element_index is None for b in layout.batches)
         assert sorted([i for b in layout.batches for i in b.index] + layout.large) == list(range(len(plan.cores)))
+    applied = plan.flat.s.clone()
+    for c, c0, s in zip(plan.cores, before, applied):
+        assert torch.equal(c, c0 * s)
     scales = torch.linspace(0.5, 2.0, len(plan.cores), dtype=F64)
-    before = snapshot(plan.cores)
     with torch.no_grad():
-        opt._apply_scales(plan, scales, expand=True)
-        expanded = snapshot(plan.cores)
         for c, c0 in zip(plan.cores, before):
             c.copy_(c0)
-        opt._apply_scales(plan, scales, expand=False)
-    for c, e, c0, s in zip(plan.cores, expanded, before, scales):
-        assert torch.equal(c, e)
+        plan.flat.s.copy_(scales)
+        layout(plan.cores, fixed=True)
+    for c, c0, s in zip(plan.cores, before, scales):
         assert torch.equal(c, c0 * s)
 
 
@@ -579,5 +583,5 @@ def test_reference_path_keeps_every_tensor_on_the_cores_device():
 
     a, b = (torch.nn.Parameter(torch.randn(3, 2, device="meta")) for _ in range(2))
     a.grad, b.grad = torch.randn(3, 2, device="meta"), torch.randn(3, 2, device="meta")
-    scales, skipped = das_scales_single_group([a, b], 0.5, [0.1, 0.2])
+    scales, skipped, _ = das_scales_single_group([a, b], 0.5, [0.1, 0.2])
     assert all(s.device.type == "meta" for s in scales) and skipped.device.type == "meta"

@@ -17,7 +17,6 @@ from _ranks import run_on_ranks
 from torch import nn
 
 import tensordas as td
-from tensordas.optim._core_scaling import CoreScalingOptimizer
 
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
@@ -62,13 +61,7 @@ def make_opt(kind: str, module: nn.Module, **overrides):
         groups = td.find_core_groups(module)
         opt = td.DAS(module.parameters(), torch.optim.SGD, core_groups=groups, **kwargs | overrides)
         if kind in ("das_device", "das_global_expand"):
-            opt._host_path = False  # the multi-tensor path CUDA takes
-        if kind == "das_global_expand":  # CUDA's expand-to-elements multiply, forced on CPU
-
-            def expand(plan, scales, expand):
-                CoreScalingOptimizer._apply_scales(plan, scales, expand=True)
-
-            opt._apply_scales = expand
+            opt._host_path = False  # the device path CUDA takes (expand-to-elements multiply), forced on CPU
         return opt
     return td.SAM(module.parameters(), torch.optim.SGD, rho=0.1, adaptive=kind == "asam", lr=0.05, momentum=0.9)
 

@@ -420,7 +420,7 @@ def test_from_dense_rejects_unsupported_layers_and_ranks():
         from_dense(nn.BatchNorm2d(3), "tt", rank=2)
     with pytest.raises(ValueError, match=r"rank 7 of mode 0"):
         from_dense(linear, "tucker", rank=[7, 2, 2, 2], factorization=([3, 4], [2, 5]))
-    with pytest.raises(ValueError, match="Unknown TR from_tensor method 'qr'"):
+    with pytest.raises(ValueError, match="Unknown TR algorithm 'qr'"):
         from_dense(linear, "tr", rank=2, algorithm="qr")
 
 

@@ -157,12 +157,15 @@ INVALID = [
     ("das-T-negative", das(alpha_schedule="cosine", total_steps=-5), "-5"),
     ("das-grad-norm", das(grad_norm="l1"), "l1"),
     ("das-variant", das(variant="authors"), "authors"),
+    ("das-balance", das(balance=-0.1), "-0.1"),
+    ("das-nonfinite", das(nonfinite="ignore"), "ignore"),
     ("das-s_min-zero", das(s_min=0.0), "s_min=0.0"),
     ("das-s_min-above-1", das(s_min=1.5), "s_min=1.5"),
     ("das-s_max-below-1", das(s_max=0.9), "s_max=0.9"),
     ("das-s_max-inf", das(s_max=float("inf")), "s_max=inf"),
     ("sam-rho", sam(rho=-0.05), "-0.05"),
     ("sam-lr", sam(lr=-1.0), "-1.0"),
+    ("sam-nonfinite", sam(nonfinite="zero"), "zero"),
     ("bar-alpha", bar(alpha=-3.0), "-3.0"),
     ("bar-lr", bar(lr=-0.3), "-0.3"),
     ("bar-schedule", bar(alpha_schedule="step"), "step"),
@@ -209,10 +212,10 @@ def test_missing_core_groups_raise(groups):
         td.DAS(net.parameters(), torch.optim.SGD, core_groups=groups, lr=0.1)
 
 
-def test_flat_list_of_tensors_as_core_groups_raises_type_error():
+def test_flat_list_of_tensors_is_one_core_group():
     net = pair_net()
-    with pytest.raises(TypeError):
-        td.DAS(net.parameters(), torch.optim.SGD, core_groups=[net.a, net.b], lr=0.1)
+    opt = td.DAS(net.parameters(), torch.optim.SGD, core_groups=[net.a, net.b], lr=0.1)
+    assert [(g.name, g.cores) for g in opt.core_groups] == [("group0", [net.a, net.b])]
 
 
 def test_base_kwargs_reach_the_base_optimizer():

@@ -1,10 +1,11 @@
 """Core groups of real Hugging Face PEFT models (LoRA, DoRA, AdaLoRA, LoHa, LoKr) and DAS on them."""
 
-import math
 import re
 
 import pytest
 import torch
+from _scale_invariance import assert_euler_identity, assert_unit_product_scaling_keeps
+from conftest import reference_scales
 
 import tensordas as td
 import tensordas.adapters  # noqa: F401  (registers the PEFT finder)
@@ -111,21 +112,12 @@ def test_groups_are_scale_invariant_and_satisfy_euler_identity(case):
     model = peft_model(CASES[case][0]())
     randomize_trainable(model)  # move off the zero initialisation
     x = ids()
-    before = hidden(model, x).detach()
     groups = td.find_core_groups(model)
-    weights = torch.randn(before.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
-    (hidden(model, x) * weights).sum().backward()
-    for g in groups:  # Euler: <G_k, dL/dG_k> is the same for every core of a group
-        inner = [float((c.detach() * c.grad).sum()) for c in g.cores]
-        assert abs(inner[0]) > 1e-6
-        assert max(inner) - min(inner) <= 1e-9 * max(abs(v) for v in inner), (g.name, inner)
-    with torch.no_grad():
-        for g in groups:
-            scales = [2.0 ** (k + 1) for k in range(len(g.cores) - 1)]
-            scales.append(1.0 / math.prod(scales))
-            for c, s in zip(g.cores, scales):
-                c.mul_(s)
-    torch.testing.assert_close(hidden(model, x), before, rtol=1e-10, atol=1e-12)
+    out = hidden(model, x)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
+    (out * weights).sum().backward()
+    assert_euler_identity(groups)
+    assert_unit_product_scaling_keeps(groups, lambda: hidden(model, x))
 
 
 def test_loha_is_one_group_across_both_hadamard_pairs():
@@ -167,25 +159,13 @@ def test_several_adapters_and_only_trainable_ones():
 
 def test_frozen_adapters_give_no_group():
     model = peft_model(peft.LoraConfig(r=4, target_modules=["query"], inference_mode=True))
-    with pytest.raises(ValueError, match="PEFT tuner layers"):
+    with pytest.raises(ValueError, match=r"query.default'.* are frozen \(requires_grad=False\)"):
         td.find_core_groups(model)
 
 
-def das_oracle(groups, alpha: float, lr: float) -> list[list[float]]:
-    """DESIGN.md's s_k in float64 from the current cores and gradients (plain Python floats)."""
-    out = []
-    for g in groups:
-        n = [float(c.detach().pow(2).sum()) for c in g.cores]
-        gamma = [float(c.grad.pow(2).sum()) for c in g.cores]
-        gbar = sum(gamma) / len(gamma)
-        norm = math.sqrt(sum(gamma))
-        out.append(
-            [
-                1.0 if nk == 0 else math.sqrt(min(max(1 + 2 * alpha * lr * (gk - gbar) / (norm * nk), 0.25), 4.0))
-                for nk, gk in zip(n, gamma)
-            ]
-        )
-    return out
+def test_model_without_adapters_names_the_peft_finder():
+    with pytest.raises(ValueError, match="PEFT tuner layers"):
+        td.find_core_groups(tiny_bert())
 
 
 def classification_step(model, alpha: float, lr: float):
@@ -195,7 +175,7 @@ def classification_step(model, alpha: float, lr: float):
     loss.backward()
     params = [p for p in model.parameters() if p.requires_grad]
     groups = td.find_core_groups(model)
-    scales = das_oracle(groups, alpha, lr)
+    scales = reference_scales([g.cores for g in groups], alpha=alpha, lr_of=lambda c: lr)
     before = {id(p): p.detach().clone() for p in params}
     grads = {id(p): p.grad.clone() for p in params}
     opt = td.DAS(params, torch.optim.SGD, core_groups=groups, alpha=alpha, lr=lr)

@@ -113,7 +113,7 @@ def test_infinite_entries_count_as_missing():
     [
         ("nosuchdata", ValueError, r"unknown dataset 'nosuchdata' \(known: covid19, il2"),
         ("missing_file.npy", FileNotFoundError, "tensor file not found"),
-        ("table.csv", ValueError, r"unsupported tensor file .*\.csv"),
+        ("table.tsv", ValueError, r"unsupported tensor file .*\.tsv"),
         ("x.npy:key", ValueError, "holds one array"),
         ("synthetic:shape=3x3", ValueError, "missing rank="),
         ("synthetic:shape=3,rank=2", ValueError, "need >= 2 modes"),

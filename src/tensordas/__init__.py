@@ -1,7 +1,7 @@
 """tensordas: Deviation-Aware Scaling (DAS) — SAM's implicit norm regularisation for tensorized
 models, applied explicitly at the cost of one forward and backward pass."""
 
-from . import adapters  # noqa: F401 -- registers the PEFT core-group finder (imports neither peft nor transformers)
+from . import adapters  # noqa: F401 -- registers the PEFT and tltorch core-group finders (imports neither)
 from .core_groups import CoreGroup, find_core_groups, register_core_group_finder, unregister_core_group_finder
 from .layers import TensorizedConv2d, TensorizedLinear, from_dense, tensorize
 from .metrics import GroupStats, group_stats, norm_deviation, norm_grad_covariance

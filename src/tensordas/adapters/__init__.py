@@ -1,7 +1,8 @@
 """Parameter-efficient fine-tuning: core groups of PEFT tuners and tensorized adapters.
 
-- Importing this package registers a core-group finder for Hugging Face PEFT layers
-  (LoRA, AdaLoRA, LoHa, LoKr; see :mod:`.peft_discovery`) without importing ``peft``.
+- Importing this package registers core-group finders for Hugging Face PEFT layers
+  (LoRA, AdaLoRA, LoHa, LoKr; see :mod:`.peft_discovery`) and TensorLy-Torch factorized tensors
+  and layers (:mod:`.tltorch_discovery`), without importing ``peft`` or ``tltorch``.
 - Tensorized adapters in PEFT's style, one folder per method: :class:`FLoRAConfig` (Tucker,
   ``Delta W = A E B``) and :class:`LoRETTAConfig` (tensor train), put on any model with
   :func:`inject_adapter`, saved/loaded with :func:`save_adapter`/:func:`load_adapter`, merged with
@@ -10,7 +11,7 @@
   under ``transformers.Trainer``.
 """
 
-from . import peft_discovery
+from . import peft_discovery, tltorch_discovery
 from .base import AdapterConfig, AdapterLayer
 from .flora import FLoRAConfig, FLoRALinear
 from .loretta import LoRETTAConfig, LoRETTALinear
@@ -45,4 +46,5 @@ __all__ = [
     "peft_discovery",
     "register_adapter",
     "save_adapter",
+    "tltorch_discovery",
 ]

@@ -21,7 +21,7 @@ LoKr      ``s kron(W1, W2)``, ``W1 = w1`` or     the factors present: ``lokr_w1`
           ``w2_a w2_b`` or CP(t2, w2_a, w2_b)    ``lokr_w2_a, lokr_w2_b`` (+ ``lokr_t2``)
 ========  =====================================  ===============================================  ==================
 
-Why LoHa is one 4-core group and not two pairs. DESIGN.md defines a core group as cores that
+Why LoHa is one 4-core group and not two pairs. A core group is defined as a core group as cores that
 enter the model only through a map linear in each core separately. ``(W1a W1b) ⊙ (W2a W2b)`` is
 linear in each of the four factors, so all four form one group; each pair alone also qualifies
 (with the other pair held fixed), but splitting loses symmetries: the Euler identity
@@ -46,7 +46,7 @@ import sys
 import torch
 from torch import nn
 
-from ..core_groups import CoreGroup, register_core_group_finder
+from ..core_groups import register_core_group_finder
 
 __all__ = ["PEFT_FINDER_NAME", "peft_core_groups"]
 
@@ -106,8 +106,9 @@ def _tuner_table() -> list[tuple[type, tuple[tuple[str, ...], ...]]]:
 _TABLE: list[tuple[type, tuple[tuple[str, ...], ...]]] | None = None
 
 
-def peft_core_groups(name: str, module: nn.Module) -> list[CoreGroup] | None:
-    """Finder: the groups of a PEFT LoRA/AdaLoRA/LoHa/LoKr layer, or ``None`` for any other module.
+def peft_core_groups(name: str, module: nn.Module) -> dict[str, list[torch.Tensor]] | None:
+    """Finder: ``{adapter name: factors}`` of a PEFT LoRA/AdaLoRA/LoHa/LoKr layer, ``None`` for any
+    other module (:func:`~tensordas.find_core_groups` puts the module path in front of the name).
 
     Only looks at modules when ``peft`` is already imported (a model without PEFT layers never
     imports it).
@@ -119,12 +120,12 @@ def peft_core_groups(name: str, module: nn.Module) -> list[CoreGroup] | None:
         _TABLE = _tuner_table()
     for cls, attr_sets in _TABLE:
         if isinstance(module, cls):
-            groups = []
+            groups = {}
             for attrs in attr_sets:
                 for adapter in _adapter_names(module, attrs):
                     factors = _factors(module, attrs, adapter)
                     if len(factors) >= 2:
-                        groups.append(CoreGroup(f"{name}.{adapter}" if name else adapter, factors))
+                        groups[adapter] = factors
             return groups
     return None
 

@@ -18,10 +18,15 @@ def complete_command(
     data: Annotated[
         str,
         typer.Option(
-            help="covid19 | il2 | kinetic | indian_pines | synthetic:shape=AxBxC,rank=R,noise=S | "
-            "a .npy/.npz/.mat file (NaN = missing)."
+            help="covid19 | il2 | kinetic | indian_pines | synthetic:shape=AxBxC,rank=R,noise=S[,nnz=M] | "
+            "a dense .npy/.npz/.mat file (NaN = missing) | observed entries: a .npz with indices (nnz x N), "
+            "values (nnz) and shape (N), or a .csv/.parquet table with one 0-based integer column per mode "
+            "and a value column."
         ),
     ] = _C.data,
+    value_column: Annotated[
+        str | None, typer.Option(help="Value column of a .csv/.parquet --data file (default: the last column).")
+    ] = None,
     model: Annotated[str, typer.Option(help="Tensor format of the model: cp | tucker | tt | tr.")] = _C.model,
     rank: Annotated[str, typer.Option(help="Rank: R, or one per mode/bond, e.g. 8,6,8.")] = str(_C.rank),
     missing: Annotated[
@@ -32,11 +37,22 @@ def complete_command(
     standardize: Annotated[
         str, typer.Option(help="none | global (z-score from the observed entries).")
     ] = _C.standardize,
-    init: Annotated[str, typer.Option(help="balanced | unbalanced | tensorly (masked decomposition).")] = _C.init,
+    init: Annotated[
+        str,
+        typer.Option(
+            help="balanced | unbalanced | tensorly (masked decomposition; dense, refused over the dense budget)."
+        ),
+    ] = _C.init,
     steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = _C.steps,
     batch_size: Annotated[int | None, typer.Option(help="Observed entries per step (default: all).")] = None,
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations (curves).")] = _C.eval_every,
-    als: Annotated[bool, typer.Option(help="Add TensorLy's masked ALS reference row (CP, Tucker).")] = True,
+    als: Annotated[
+        bool,
+        typer.Option(
+            help="Add TensorLy's masked ALS reference row (CP, Tucker); dense, so skipped with a note when the "
+            f"tensor needs more than {_C.dense_budget_gb:g} GB."
+        ),
+    ] = True,
     dtype: Annotated[str, typer.Option(help="float32 | float64.")] = _C.dtype,
 ) -> dict[str, Any]:
     """Fit a low-rank model to the observed entries of a tensor and predict the held-out ones.
@@ -46,6 +62,7 @@ def complete_command(
     """
     return dict(
         data=data,
+        value_column=value_column,
         model=model,
         rank=parse_rank(rank),
         missing=missing,

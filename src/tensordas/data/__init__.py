@@ -1,19 +1,34 @@
-"""Data for the task families: tensors for completion (loaders, splits, standardisation, metrics), classification
-(digits, CIFAR-10, .npz; label noise), text classification."""
+"""Data for the task families: tensors for completion (loaders of dense and coordinate inputs, splits,
+standardisation, bounded-batch evaluation, the dense-memory budget), classification (digits, CIFAR-10, .npz;
+label noise), text classification."""
 
 from .classification import CLASSIFICATION_DATASETS, ClassificationData, load_classification, stratified_split
+from .coords import check_coordinates, flat_index
+from .dense import DEFAULT_DENSE_BUDGET_GB, DENSE_COPIES, dense_budget_note, dense_observed, dense_peak_bytes
 from .noise import NOISE_TYPES, NoisyLabels, add_label_noise, asymmetric_mapping, check_noise_rate
+from .predict import DENSE_LIMIT, DENSE_MIN_FILL, EVAL_BATCH, EntryPredictor, evaluate_entries
 from .split import (
     STANDARDIZATIONS,
     CompletionSplit,
     Entries,
     Standardizer,
+    r2_from_sums,
     r2_score,
     rmse,
     split_entries,
     unobserved_slices,
 )
-from .tensors import DATASETS, TensorData, from_array, load_tensor, synthetic_tensor
+from .tensors import (
+    DATASETS,
+    TensorData,
+    from_array,
+    from_coordinates,
+    from_sparse,
+    load_tensor,
+    save_coordinates,
+    synthetic_entries,
+    synthetic_tensor,
+)
 from .text import TextData, TextSplit, load_text_data, split_text
 
 __all__ = [
@@ -21,7 +36,13 @@ __all__ = [
     "ClassificationData",
     "CompletionSplit",
     "DATASETS",
+    "DEFAULT_DENSE_BUDGET_GB",
+    "DENSE_COPIES",
+    "DENSE_LIMIT",
+    "DENSE_MIN_FILL",
+    "EVAL_BATCH",
     "Entries",
+    "EntryPredictor",
     "NOISE_TYPES",
     "NoisyLabels",
     "STANDARDIZATIONS",
@@ -31,16 +52,27 @@ __all__ = [
     "TextSplit",
     "add_label_noise",
     "asymmetric_mapping",
+    "check_coordinates",
     "check_noise_rate",
+    "dense_budget_note",
+    "dense_observed",
+    "dense_peak_bytes",
+    "evaluate_entries",
+    "flat_index",
     "from_array",
+    "from_coordinates",
+    "from_sparse",
     "load_classification",
     "load_tensor",
     "load_text_data",
+    "r2_from_sums",
     "r2_score",
     "rmse",
+    "save_coordinates",
     "split_entries",
     "split_text",
     "stratified_split",
+    "synthetic_entries",
     "synthetic_tensor",
     "unobserved_slices",
 ]

@@ -1,8 +1,9 @@
 """Observed / held-out splits of a tensor's known entries, standardisation, and held-out metrics.
 
-Entries are stored as index tuples plus values (``Entries``), never as dense masks, so that large
-tensors can be trained by mini-batches of ``model.entries(indices)`` without a dense copy per step.
-Only known (finite) entries are ever split, so NaN never reaches a training or evaluation set.
+Entries are stored as index tuples plus values (``Entries``), never as dense masks: a split of a tensor's
+M known entries costs O(M) memory whatever its number of cells, and large tensors are trained by
+mini-batches of ``model.entries(indices)``. Only known (finite) entries are ever split, so NaN never
+reaches a training or evaluation set.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "CompletionSplit",
     "Entries",
     "Standardizer",
+    "r2_from_sums",
     "r2_score",
     "rmse",
     "split_entries",
@@ -44,6 +46,15 @@ class Entries:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Entries:
         """Move to ``device`` (indices stay int64; values take ``dtype`` if given)."""
         return Entries(self.indices.to(device), self.values.to(device=device, dtype=dtype))
+
+    def take(self, positions: torch.Tensor) -> Entries:
+        """The entries at ``positions`` (a mini-batch), gathered with ``index_select``.
+
+        Advanced indexing (``indices[positions]``) measured 11.3 ms against 4.7 ms for 65,536 of 800,000
+        entries (one CPU thread): a third of a CP rank-3 training step.
+        """
+        positions = positions.to(self.indices.device)
+        return Entries(self.indices.index_select(0, positions), self.values.index_select(0, positions))
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,7 @@ def split_entries(
     validation = _ratio(validation, "validation fraction", low_open=False)
     if empty_slices not in ("error", "warn", "ignore"):
         raise ValueError(f"Invalid empty_slices {empty_slices!r} (expected 'error', 'warn' or 'ignore')")
-    indices = torch.nonzero(data.known)  # (M, N), row-major order
+    indices, values = data.indices, data.values  # (M, N) coordinates in row-major order, never a dense mask
     m = indices.shape[0]
     n_test = round(missing * m)
     n_val = round(validation * (m - n_test))
@@ -132,7 +143,6 @@ def split_entries(
             f"observed set would be empty: missing={missing}, validation={validation} of {m} known entries"
         )
     perm = torch.randperm(m, generator=torch.Generator().manual_seed(int(seed)))
-    values = data.tensor[data.known]  # same row-major order as `indices`
 
     def take(pos: torch.Tensor) -> Entries:
         pos = pos.sort().values
@@ -220,7 +230,11 @@ def r2_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     _check_pair(pred, target)
     p, t = pred.double(), target.double()
-    ss_res = (t - p).pow(2).sum()
-    ss_tot = (t - t.mean()).pow(2).sum()
+    return r2_from_sums((t - p).pow(2).sum(), (t - t.mean()).pow(2).sum())
+
+
+def r2_from_sums(ss_res: torch.Tensor, ss_tot: torch.Tensor) -> torch.Tensor:
+    """``1 - ss_res / ss_tot`` with scikit-learn's rule for a constant target (``ss_tot == 0``): 1.0 if
+    ``ss_res == 0``, else 0.0. For sums accumulated over batches as well as over one vector."""
     const = torch.where(ss_res == 0, torch.ones_like(ss_res), torch.zeros_like(ss_res))
     return torch.where(ss_tot > 0, 1 - ss_res / torch.where(ss_tot > 0, ss_tot, torch.ones_like(ss_tot)), const)

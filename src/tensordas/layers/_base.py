@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..core_groups import CoreGroup
-from ._formats import Rank, get_format
+from ..formats._cores import balanced_norm
+from ._formats import Rank, weight_format
 from .factorization import WeightLayout
 
 __all__ = ["INITS", "TensorizedLayer"]
@@ -48,7 +49,7 @@ class TensorizedLayer(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        fmt = get_format(format)
+        fmt = weight_format(format)
         if init not in INITS:
             raise ValueError(f"Invalid init {init!r} (expected one of {', '.join(INITS)})")
         self.gain = nn.init.calculate_gain(nonlinearity)  # raises ValueError for an unknown nonlinearity
@@ -75,16 +76,16 @@ class TensorizedLayer(nn.Module):
         """Draw the cores and the bias afresh (see the class docstring for the rule)."""
         target = self.gain**2 / self.fan_in
         n = len(self.cores)
-        log_p = math.log(get_format(self.format).n_terms(self.rank))
+        n_terms = weight_format(self.format).n_terms(self.rank)
         if self.init == "normal":
-            std = math.exp((math.log(target) - log_p) / (2 * n))
+            std = math.exp((math.log(target) - math.log(n_terms)) / (2 * n))
             for c in self.cores:
                 c.normal_(0.0, std, generator=generator)
         else:
-            log_c = (math.log(target) - log_p + sum(math.log(c.numel()) for c in self.cores)) / n
+            norm = balanced_norm([c.numel() for c in self.cores], n_terms, target)
             for c in self.cores:
                 c.normal_(0.0, 1.0, generator=generator)
-                c.mul_(math.exp(0.5 * log_c) / c.norm().clamp_min(torch.finfo(c.dtype).tiny))
+                c.mul_(norm / c.norm().clamp_min(torch.finfo(c.dtype).tiny))
         if self.bias is not None:
             bound = 1.0 / math.sqrt(self.fan_in)
             if generator is None:
@@ -95,7 +96,7 @@ class TensorizedLayer(nn.Module):
 
     def canonical_weight(self) -> torch.Tensor:
         """The reconstructed weight in canonical layout ``(in_size, out_size, kernel)`` (differentiable)."""
-        return get_format(self.format).reconstruct(self.layout, list(self.cores))
+        return weight_format(self.format).reconstruct(self.layout, list(self.cores))
 
     def core_groups(self) -> list[CoreGroup]:
         """One group: all cores (the bias is not a core)."""

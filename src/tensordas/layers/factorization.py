@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..models._init import _as_int
+from .. import formats
+from ..formats._ranks import as_int
 
 __all__ = ["Factorization", "WeightLayout", "auto_factorization", "factorize", "default_modes", "resolve_layout"]
 
@@ -25,10 +26,12 @@ DEFAULT_MODES_CONV = 2
 
 
 def default_modes(kernel: int, format: str | None = None) -> int:
-    """Automatic number of factors per side: 3 for linear layers and 2 for convolutions; one fewer for
-    Tucker, whose core has one entry per combination of mode ranks (2 per side keeps it small)."""
+    """Automatic number of factors per side: 3 for linear layers and 2 for convolutions, less the format's
+    ``layer_factors_offset`` (Tucker: one fewer, its core has one entry per combination of mode ranks)."""
     n = DEFAULT_MODES_LINEAR if kernel == 1 else DEFAULT_MODES_CONV
-    return n - 1 if format == "tucker" else n
+    if format is not None and format in formats.FORMATS:  # an unknown name is reported by the layer
+        n -= formats.get_format(format).layer_factors_offset
+    return n
 
 
 def _prime_count(n: int) -> int:
@@ -72,8 +75,8 @@ def factorize(n: int, n_factors: int) -> tuple[int, ...]:
     Exactly ``n_factors`` factors when ``n`` has that many prime factors; fewer otherwise (a prime
     gives one factor, ``1`` gives none). Largest factors at the ends: ``factorize(784, 4) == (7, 4, 4, 7)``.
     """
-    n = _as_int(n, "size to factorize")
-    n_factors = _as_int(n_factors, "number of factors")
+    n = as_int(n, "size to factorize")
+    n_factors = as_int(n_factors, "number of factors")
     if n < 1 or n_factors < 1:
         raise ValueError(f"factorize needs a positive size and number of factors, got n={n}, n_factors={n_factors}")
     if n == 1:
@@ -149,7 +152,7 @@ class WeightLayout:
 def _check_factors(factors: object, size: int, what: str) -> tuple[int, ...]:
     if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence) or len(factors) == 0:
         raise ValueError(f"Invalid {what} factors {factors!r} (expected a non-empty sequence of positive ints)")
-    out = tuple(_as_int(f, f"{what} factor") for f in factors)
+    out = tuple(as_int(f, f"{what} factor") for f in factors)
     if any(f < 1 for f in out):
         raise ValueError(f"Invalid {what} factors {list(out)} (every factor must be a positive int)")
     if math.prod(out) != size:
@@ -172,8 +175,8 @@ def resolve_layout(
     (automatic with at most that many modes per side), or explicit ``(in_factors, out_factors)`` of equal
     length whose products are the sizes.
     """
-    in_size = _as_int(in_size, "input size")
-    out_size = _as_int(out_size, "output size")
+    in_size = as_int(in_size, "input size")
+    out_size = as_int(out_size, "output size")
     if in_size < 1 or out_size < 1:
         raise ValueError(f"Invalid layer sizes in={in_size}, out={out_size} (expected positive ints)")
     min_pairs = 2 if kernel == 1 else 1  # a TT/TR weight needs at least two cores

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models._init import load_cores, rebalance_
-from ._formats import Rank, WeightFormat, get_format
+from .._deprecation import renamed_keyword
+from ..formats._cores import load_cores, rebalance_
+from ._formats import Rank, WeightFormat, weight_format
 from .conv import TensorizedConv2d
 from .factorization import Factorization, WeightLayout, resolve_layout
 from .linear import TensorizedLinear
 
-__all__ = ["dense_layout", "from_dense", "rank_for_ratio"]
+__all__ = ["dense_layout", "from_dense", "rank_for_ratio", "tensorized_like"]
 
 DenseLayer = nn.Linear | nn.Conv2d
 
@@ -55,14 +56,15 @@ def _check_ratio(ratio: object) -> float:
     return float(ratio)
 
 
-def rank_for_ratio(method: str, layout: WeightLayout, ratio: float) -> int:
+@renamed_keyword("method", "format")
+def rank_for_ratio(format: str, layout: WeightLayout, ratio: float) -> int:
     """The largest int rank whose layer has ``dense weight entries / core entries >= ratio``.
 
     The core count grows with the int rank (Tucker and TT ranks are capped by their modes, so it stops
     growing at full rank). Raises ValueError naming ``ratio`` when even rank 1 cannot reach it.
     """
     ratio = _check_ratio(ratio)
-    fmt: WeightFormat = get_format(method)
+    fmt: WeightFormat = weight_format(format)
     budget = layout.dense_numel / ratio
 
     def params(r: int) -> int:
@@ -92,9 +94,40 @@ def rank_for_ratio(method: str, layout: WeightLayout, ratio: float) -> int:
     return low
 
 
+def tensorized_like(
+    layer: DenseLayer,
+    format: str,
+    rank: Rank,
+    factorization: int | Factorization | None,
+    nonlinearity: str = "relu",
+) -> TensorizedLinear | TensorizedConv2d:
+    """A freshly initialised tensorized layer with ``layer``'s sizes, geometry, bias, device and dtype."""
+    factory = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+    bias = layer.bias is not None
+    if isinstance(layer, nn.Linear):
+        return TensorizedLinear(
+            layer.in_features, layer.out_features, format, rank, factorization, bias, nonlinearity, **factory
+        )
+    return TensorizedConv2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        format,
+        rank,
+        factorization,
+        bias,
+        nonlinearity,
+        **factory,
+    )
+
+
+@renamed_keyword("method", "format")
 def from_dense(
     layer: DenseLayer,
-    method: str = "tt",
+    format: str = "tt",
     rank: Rank | None = None,
     ratio: float | None = None,
     factorization: int | Factorization | None = None,
@@ -107,9 +140,10 @@ def from_dense(
 
     Args:
         layer: the dense layer (``Conv2d`` with ``groups=1`` and zero padding).
-        method: the format: ``"tt"`` (TT-SVD, ``tensor_train`` on the TT-matrix ordering), ``"tr"`` (TR-ALS,
-            ``tensor_ring_als``; ``algorithm="svd"`` for TR-SVD), ``"cp"`` (``parafac``) or ``"tucker"``
-            (HOOI, ``tucker``).
+        format: the tensor format: ``"tt"`` (TT-SVD, ``tensor_train`` on the TT-matrix ordering), ``"tr"``
+            (TR-ALS, ``tensor_ring_als``; ``algorithm="svd"`` for TR-SVD), ``"cp"`` (``parafac``) or ``"tucker"``
+            (HOOI, ``tucker``), or any format registered in :mod:`tensordas.formats`. (``method=`` is the
+            deprecated name of this argument.)
         rank: ranks as for :class:`TensorizedLinear` (an int caps Tucker/TT ranks at full rank).
         ratio: instead of ``rank``: the target compression ratio ``dense weight entries / core entries``;
             the largest int rank meeting it is used (:func:`rank_for_ratio`).
@@ -127,38 +161,19 @@ def from_dense(
             ``rank``/``ratio``, or an unsupported layer (grouped convolution, non-zero padding mode).
     """
     _check_dense(layer)
-    fmt = get_format(method)
+    fmt = weight_format(format)
     if (rank is None) == (ratio is None):
         raise ValueError(f"from_dense needs exactly one of rank and ratio, got rank={rank!r}, ratio={ratio!r}")
     layout = dense_layout(layer, factorization, fmt.name)
     if ratio is not None:
         rank = rank_for_ratio(fmt.name, layout, ratio)
-    factors = (layout.in_factors, layout.out_factors)
-    factory = {"device": layer.weight.device, "dtype": layer.weight.dtype}
-    bias = layer.bias is not None
-    new: TensorizedLinear | TensorizedConv2d
-    if isinstance(layer, nn.Linear):
-        new = TensorizedLinear(layer.in_features, layer.out_features, fmt.name, rank, factors, bias, **factory)
-    else:
-        new = TensorizedConv2d(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            fmt.name,
-            rank,
-            factors,
-            bias,
-            **factory,
-        )
+    new = tensorized_like(layer, fmt.name, rank, (layout.in_factors, layout.out_factors))
     kwargs.setdefault("random_state", random_state)
     arrays = fmt.decompose(layout, _canonical(layer), new.rank, algorithm, **kwargs)
     with torch.no_grad():
         load_cores(list(new.cores), arrays, f"from_dense({fmt.name})")
         if balance:
             rebalance_(list(new.cores))
-        if bias:
+        if new.bias is not None:
             new.bias.copy_(layer.bias.detach())
     return new

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -11,11 +12,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._formats import Rank, get_format
-from .conv import TensorizedConv2d
+from .._deprecation import renamed_keyword
+from ._formats import Rank, weight_format
 from .factorization import Factorization
-from .from_dense import _check_dense, dense_layout, from_dense, rank_for_ratio
-from .linear import TensorizedLinear
+from .from_dense import _check_dense, dense_layout, from_dense, rank_for_ratio, tensorized_like
 
 __all__ = ["LayerReport", "TensorizeReport", "tensorize"]
 
@@ -45,12 +45,18 @@ class LayerReport:
 class TensorizeReport:
     """What :func:`tensorize` did."""
 
-    method: str
+    format: str
     init: str
     layers: list[LayerReport] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (layer name, reason)
     model_params_before: int = 0
     model_params_after: int = 0
+
+    @property
+    def method(self) -> str:
+        """Deprecated name of :attr:`format`."""
+        warnings.warn("TensorizeReport.method is deprecated, use .format", DeprecationWarning, stacklevel=2)
+        return self.format
 
     @property
     def layer_ratio(self) -> float:
@@ -108,33 +114,10 @@ def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _fresh(layer: nn.Module, method: str, rank: Rank, factorization, nonlinearity: str, init_kind: str):
-    factory = {"device": layer.weight.device, "dtype": layer.weight.dtype}
-    bias = layer.bias is not None
-    if isinstance(layer, nn.Linear):
-        return TensorizedLinear(
-            layer.in_features, layer.out_features, method, rank, factorization, bias, nonlinearity, init_kind, **factory
-        )
-    return TensorizedConv2d(
-        layer.in_channels,
-        layer.out_channels,
-        layer.kernel_size,
-        layer.stride,
-        layer.padding,
-        layer.dilation,
-        method,
-        rank,
-        factorization,
-        bias,
-        nonlinearity,
-        init_kind,
-        **factory,
-    )
-
-
+@renamed_keyword("method", "format")
 def tensorize(
     model: nn.Module,
-    method: str = "tt",
+    format: str = "tt",
     *,
     rank: Rank | None = None,
     ratio: float | None = None,
@@ -152,7 +135,8 @@ def tensorize(
     Args:
         model: any module. It is deep-copied first unless ``inplace=True``; the (possibly new) model is returned.
             If ``model`` itself is a Linear/Conv2d, the returned model is the new layer.
-        method: the format, ``"tt"``, ``"tr"``, ``"cp"`` or ``"tucker"``.
+        format: the tensor format, ``"tt"``, ``"tr"``, ``"cp"`` or ``"tucker"`` (or any format registered in
+            :mod:`tensordas.formats`; ``method=`` is the deprecated name of this argument).
         rank, ratio: exactly one; the same for every chosen layer (``ratio`` picks each layer's largest int rank
             with ``dense weight entries / core entries >= ratio``).
         include: module-name patterns (``fnmatch``, e.g. ``"layer2.*"``) and/or module types; a layer is chosen if
@@ -174,7 +158,7 @@ def tensorize(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"tensorize expects an nn.Module, got {type(model).__name__}")
-    fmt = get_format(method)
+    fmt = weight_format(format)
     if (rank is None) == (ratio is None):
         raise ValueError(f"tensorize needs exactly one of rank and ratio, got rank={rank!r}, ratio={ratio!r}")
     if init not in ("decompose", "random"):
@@ -191,7 +175,7 @@ def tensorize(
             f"tensorize: no nn.Linear/nn.Conv2d layer of {type(model).__name__} matches include={include!r}, "
             f"exclude={exclude!r}"
         )
-    report = TensorizeReport(method=fmt.name, init=init, model_params_before=params_before)
+    report = TensorizeReport(format=fmt.name, init=init, model_params_before=params_before)
     for name, layer in chosen:
         label = name or "<model>"
         try:
@@ -204,7 +188,7 @@ def tensorize(
                     if ratio is None
                     else rank_for_ratio(fmt.name, dense_layout(layer, factorization, fmt.name), ratio)
                 )
-                new = _fresh(layer, fmt.name, layer_rank, factorization, nonlinearity, "normal")
+                new = tensorized_like(layer, fmt.name, layer_rank, factorization, nonlinearity)
         except ValueError as e:
             if errors == "raise":
                 raise ValueError(f"tensorize: layer {label!r}: {e}") from e

@@ -1,9 +1,10 @@
-"""Decomposition models (each exposes ``core_groups()``, ``forward()`` for the full tensor and
-``entries(indices)`` for sampled entries)."""
+"""Decomposition models for tensor completion (each exposes ``core_groups()``, ``forward()`` for the full tensor
+and ``entries(indices)`` for sampled entries), built on the formats of :mod:`tensordas.formats`."""
 
+from ._model import TensorModel, model_class
 from .cp import CPModel
 from .tr import TRModel
 from .tt import TTModel
 from .tucker import TuckerModel
 
-__all__ = ["CPModel", "TRModel", "TTModel", "TuckerModel"]
+__all__ = ["CPModel", "TRModel", "TTModel", "TensorModel", "TuckerModel", "model_class"]

@@ -1,15 +1,6 @@
-"""Run TensorLy's tensor algebra on a chosen backend without changing the user's global backend."""
+"""Kept for old imports (``tensordas.data.tensors`` imports ``numpy_backend`` from here); the code lives in
+:mod:`tensordas.formats._tensorly`. Remove after the merge."""
 
-from __future__ import annotations
+from ..formats._tensorly import numpy_backend, pytorch_backend
 
-import tensorly as tl
-
-
-def pytorch_backend():
-    """Context manager: TensorLy's PyTorch backend for this thread only."""
-    return tl.backend_context("pytorch", local_threadsafe=True)
-
-
-def numpy_backend():
-    """Context manager: TensorLy's NumPy backend for this thread only (for decompositions in float64)."""
-    return tl.backend_context("numpy", local_threadsafe=True)
+__all__ = ["numpy_backend", "pytorch_backend"]

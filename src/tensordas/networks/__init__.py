@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from ..layers._formats import FORMATS, Rank
-from ..models._init import _as_int
+from ..formats import FORMATS, RankLike
+from ..formats._ranks import as_int
 from ._factory import DEFAULT_RANKS
 from .cnn import SmallCNN
 from .mlp import MLP
@@ -98,7 +98,7 @@ def build_network(
     input_shape: int | Sequence[int],
     num_classes: int,
     *,
-    rank: Rank | None = None,
+    rank: RankLike | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a network by name for inputs of ``input_shape`` (one sample, e.g. ``(64,)`` or ``(3, 32, 32)``).
@@ -116,10 +116,10 @@ def build_network(
     if "format" in kwargs:
         raise ValueError(f"build_network takes the format from the name (e.g. 'tt-{base}'), not format=")
     shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-    shape = tuple(_as_int(s, "input_shape entry") for s in shape)
+    shape = tuple(as_int(s, "input_shape entry") for s in shape)
     if not shape or any(s < 1 for s in shape):
         raise ValueError(f"Invalid input_shape {input_shape!r} (expected positive sizes)")
-    classes = _as_int(num_classes, "num_classes")
+    classes = as_int(num_classes, "num_classes")
     if classes < 1:
         raise ValueError(f"Invalid num_classes {num_classes!r} (expected a positive int)")
     if fmt is None and rank is not None:

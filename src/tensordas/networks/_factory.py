@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
+from ..formats import DEFAULT_RANKS, RankLike, get_format
 from ..layers import TensorizedConv2d, TensorizedLinear
-from ..layers._formats import Rank, get_format
 
-__all__ = ["DEFAULT_RANKS", "check_widths", "conv", "linear", "pop_factory_kwargs"]
+__all__ = ["DEFAULT_RANKS", "as_images", "check_image_shape", "check_widths", "conv", "linear", "pop_factory_kwargs"]
 
-# Rank used when a network is built with a format and no rank: a moderate compression of each layer.
-DEFAULT_RANKS: dict[str, int] = {"tt": 8, "tr": 8, "cp": 32, "tucker": 8}
+# DEFAULT_RANKS (re-exported): the rank of a network's layers when it is built with a format and no rank, a
+# moderate compression of each layer; it is each format's ``default_rank`` (tensordas.formats).
 
 
 def pop_factory_kwargs(layer_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +30,22 @@ def check_widths(widths: Any, what: str) -> tuple[int, ...]:
     return tuple(widths)
 
 
+def check_image_shape(image_shape: Any, in_channels: int) -> tuple[int, ...] | None:
+    """``image_shape`` ``(C, H, W)`` with ``C == in_channels`` as a tuple (or None); ValueError otherwise."""
+    if image_shape is not None and (len(image_shape) != 3 or image_shape[0] != in_channels):
+        raise ValueError(f"Invalid image_shape {image_shape!r} for in_channels={in_channels} (expected (C, H, W))")
+    return None if image_shape is None else tuple(image_shape)
+
+
+def as_images(x: torch.Tensor, image_shape: tuple[int, ...] | None, network: str) -> torch.Tensor:
+    """Flat ``(B, C*H*W)`` inputs reshaped to ``(B, C, H, W)``; images pass through."""
+    if x.dim() == 2:
+        if image_shape is None:
+            raise ValueError(f"{network} got flat inputs but was built without image_shape")
+        x = x.reshape(x.shape[0], *image_shape)
+    return x
+
+
 def _check_dense_kwargs(layer_kwargs: dict[str, Any]) -> None:
     if layer_kwargs:
         raise ValueError(
@@ -37,18 +54,18 @@ def _check_dense_kwargs(layer_kwargs: dict[str, Any]) -> None:
         )
 
 
-def resolve_rank(format: str | None, rank: Rank | None) -> Rank | None:
+def resolve_rank(format: str | None, rank: RankLike | None) -> RankLike | None:
     """``rank``, or the format's default when None (dense networks ignore it)."""
     if format is None:
         return None
-    return DEFAULT_RANKS[get_format(format).name] if rank is None else rank
+    return get_format(format).default_rank if rank is None else rank
 
 
 def linear(
     in_features: int,
     out_features: int,
     format: str | None,
-    rank: Rank | None,
+    rank: RankLike | None,
     bias: bool = True,
     nonlinearity: str = "relu",
     **layer_kwargs: Any,
@@ -75,7 +92,7 @@ def conv(
     stride: int,
     padding: int,
     format: str | None,
-    rank: Rank | None,
+    rank: RankLike | None,
     bias: bool = False,
     **layer_kwargs: Any,
 ) -> nn.Module:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers._formats import Rank
-from ._factory import check_widths, conv, linear, pop_factory_kwargs
+from ..formats import RankLike as Rank
+from ._factory import as_images, check_image_shape, check_widths, conv, linear, pop_factory_kwargs
 
 __all__ = ["SmallCNN"]
 
@@ -50,10 +50,8 @@ class SmallCNN(nn.Module):
         channels = check_widths(list(channels) if isinstance(channels, Sequence) else channels, "channels")
         if len(channels) != 2:
             raise ValueError(f"Invalid channels {channels!r} (expected two sizes (c0, c1))")
-        if image_shape is not None and (len(image_shape) != 3 or image_shape[0] != in_channels):
-            raise ValueError(f"Invalid image_shape {image_shape!r} for in_channels={in_channels} (expected (C, H, W))")
+        self.image_shape = check_image_shape(image_shape, in_channels)
         c0, c1 = channels
-        self.image_shape = None if image_shape is None else tuple(image_shape)
         stem_kwargs = layer_kwargs if tensorize_stem else {}
         self.stem = conv(in_channels, c0, 3, 1, 1, format if tensorize_stem else None, rank, **stem_kwargs)
         self.conv2 = conv(c0, c0, 3, 1, 1, format, rank, **layer_kwargs)
@@ -68,10 +66,7 @@ class SmallCNN(nn.Module):
             self.to(**factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            if self.image_shape is None:
-                raise ValueError("SmallCNN got flat inputs but was built without image_shape")
-            x = x.reshape(x.shape[0], *self.image_shape)
+        x = as_images(x, self.image_shape, "SmallCNN")
         x = F.relu(self.bns[0](self.stem(x)))
         x = F.relu(self.bns[1](self.conv2(x)))
         if min(x.shape[-2:]) >= 2:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers._formats import Rank
+from ..formats import RankLike as Rank
 from ._factory import check_widths, linear, pop_factory_kwargs
 
 __all__ = ["MLP"]

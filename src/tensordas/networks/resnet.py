@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers._formats import Rank
-from ._factory import check_widths, conv, pop_factory_kwargs
+from ..formats import RankLike as Rank
+from ._factory import as_images, check_image_shape, check_widths, conv, pop_factory_kwargs
 
 __all__ = ["BasicBlock", "ResNet", "resnet20", "resnet32"]
 
@@ -86,9 +86,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         factory = pop_factory_kwargs(layer_kwargs)
-        if image_shape is not None and (len(image_shape) != 3 or image_shape[0] != in_channels):
-            raise ValueError(f"Invalid image_shape {image_shape!r} for in_channels={in_channels} (expected (C, H, W))")
-        self.image_shape = None if image_shape is None else tuple(image_shape)
+        self.image_shape = check_image_shape(image_shape, in_channels)
         check_widths((width,), "width")
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"Invalid ResNet depth {depth!r} (expected 6n + 2 with n >= 1: 20, 32, 44, 56, ...)")
@@ -112,10 +110,7 @@ class ResNet(nn.Module):
             self.to(**factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            if self.image_shape is None:
-                raise ValueError("ResNet got flat inputs but was built without image_shape")
-            x = x.reshape(x.shape[0], *self.image_shape)
+        x = as_images(x, self.image_shape, "ResNet")
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)

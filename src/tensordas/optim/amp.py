@@ -22,6 +22,10 @@ copied recipes also forget that an overflow in the first pass gives an inf/NaN p
 
 The loss function runs the forward pass (under ``torch.autocast`` if wanted) and returns the
 loss; it must not call ``backward``. Under DDP, run both passes synchronised (no ``no_sync``).
+
+Non-finite gradients: the scaler's checks come first (an overflow skips the step as above), so
+SAM's and DAS's ``nonfinite`` options see only unscaled, finite gradients under an enabled
+scaler; with ``scaler=None`` (or a disabled one) SAM's ``nonfinite`` mode acts on both passes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 r"""Deviation-Aware Scaling (DAS).
 
-For every core group, before the base optimizer's update (DESIGN.md section 1)::
+For every core group, before the base optimizer's update (README, "DAS, precisely")::
 
     s_k = sqrt(clamp(1 + 2 alpha_t eta_t (gamma_k - gamma_bar) / (||g|| n_k), s_min^2, s_max^2))
     G_k <- s_k G_k
@@ -13,9 +13,21 @@ first-order norm drift with ``rho`` replaced by ``alpha``, at no extra forward/b
 ``s_k = clamp(1 + alpha eta (gamma_k - gamma_bar) / (||g|| ||G_k||), s_min, s_max)``
 (``||G_k||`` rather than ``||G_k||^2`` and no square root; the clamp is ours).
 
+``balance=beta > 0`` (off by default) multiplies each scale by the function-preserving factor::
+
+    b_k = exp(-(beta eta_t / 2) (log n_k - mean_j log n_j))
+
+(the mean over the group's cores with ``n_j > 0`` and a gradient). ``prod_k b_k = 1``, so for a
+multilinear group the model's function is unchanged and only the norms move, towards equal core
+norms (``log n_k`` drifts by ``-beta eta (log n_k - mean)`` per step). Unlike the DAS drift it does
+not vanish with the gradient: it keeps acting after convergence, as SAM's balancing does. The
+clamp applies to the product ``s_k b_k`` (it bites only on pathological steps).
+
 A core with ``n_k = 0`` keeps ``s_k = 1``; a core without a gradient keeps ``s_k = 1`` and is
-left out of ``gamma_bar``; a group with a non-finite ``gamma_k`` is not scaled at that step and
-the event is counted (:attr:`DAS.skipped_steps`).
+left out of ``gamma_bar`` and of the balance mean; a group with a non-finite ``gamma_k`` is not
+scaled at that step and the event is counted (:attr:`DAS.skipped_steps`); when ``||g|| = 0`` the
+DAS factor is 1 and only the balance factor acts; a scale whose formula is not finite (an overflow on
+a pathological step) keeps 1.
 """
 
 from __future__ import annotations
@@ -25,63 +37,96 @@ from typing import Any
 
 import torch
 
-from ._core_scaling import CoreScalingOptimizer, FlatStats
+from ._core_scaling import CoreScalingOptimizer, Eta, _Flat, _Plan
+from ._wrapper import check_non_negative
 
-__all__ = ["DAS", "das_scales", "das_scales_host", "das_scales_single_group"]
+__all__ = ["DAS", "das_scales_flat", "das_scales_host", "das_scales_single_group"]
 
 VARIANTS = ("sam-matched", "reference")
 GRAD_NORMS = ("group", "global")
 
 
-def _raw_scales(
-    n: torch.Tensor,
-    deviation: torch.Tensor,
-    grad_norm: torch.Tensor,
-    coef: torch.Tensor | float,
-    variant: str,
-    s_min: float,
-    s_max: float,
-    skipped: torch.Tensor,
-) -> torch.Tensor:
-    """Per-core scales from ``gamma_k - gamma_bar``; 1 where skipped or the formula is undefined."""
+def _factors(variant: str, alpha: float, balance: float, s_min: float, s_max: float):
+    """(DAS coefficient per unit eta, balance exponent per unit eta, clamp bounds, square root?).
+
+    The sam-matched formula is evaluated on ``s_k^2`` (then square-rooted), so its balance factor
+    enters squared: ``b_k^2 = exp(-beta eta (log n_k - mean))``.
+    """
     if variant == "sam-matched":
-        s = (1 + 2 * coef * deviation / (grad_norm * n)).clamp_(s_min**2, s_max**2).sqrt_()
-    else:
-        s = (1 + coef * deviation / (grad_norm * n.sqrt())).clamp_(s_min, s_max)
-    # n = 0 gives +-inf before the clamp (so check it), ||g|| = 0 gives 0/0 = NaN.
-    defined = (n > 0) & torch.isfinite(s) & ~skipped
-    return torch.where(defined, s, 1.0)
+        return 2.0 * alpha, -balance, s_min**2, s_max**2, True
+    return alpha, -balance / 2.0, s_min, s_max, False
 
 
-def das_scales(
-    stats: FlatStats,
+def das_scales_flat(
+    f: _Flat,
     alpha: float,
+    eta: Eta,
     *,
     variant: str = "sam-matched",
     s_min: float = 0.5,
     s_max: float = 2.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scales for all cores of all groups at once, from flat statistics (multi-tensor path).
+    balance: float = 0.0,
+    global_norm: bool = False,
+) -> torch.Tensor:
+    """Scales of all cores of all groups at once (the device path): writes ``f.s``, returns each
+    group's "gradient finite" flag. A constant number of operators over flat tensors, no host sync.
 
-    Segment sums over ``stats.group_index`` give each group's ``gamma_bar`` and ``||g||``; the
-    number of operations is independent of the number of groups.
-
-    Returns:
-        ``(scales, skipped)``: one scale per core, and per group whether it was skipped
-        because a gradient norm was not finite.
+    Non-finite values do the bookkeeping instead of masks: a skipped group's ``gamma_bar`` is NaN,
+    a zero-norm core divides by zero, and the last operator maps every non-finite scale to 1.
     """
-    gamma, idx = stats.gamma, stats.group_index
-    gamma_sum = gamma.new_zeros(stats.num_groups).index_add_(0, idx, gamma)
-    skipped = ~torch.isfinite(gamma_sum)  # gamma_k >= 0: the sum is finite iff every gamma_k is
-    if stats.global_sq_norm is not None:  # a NaN/Inf anywhere makes SAM's global norm undefined
-        skipped |= ~torch.isfinite(stats.global_sq_norm)
-    deviation = gamma - (gamma_sum / stats.group_count)[idx]
-    if stats.global_sq_norm is None:
-        grad_norm = gamma_sum.sqrt()[idx]
+    coef, bcoef, lo, hi, root = _factors(variant, alpha, balance, s_min, s_max)
+    v = f.views()
+    n, gamma, S, idx = v.n, v.gamma, v.S, f.group_index
+    if balance:
+        ln0, pos = v.rows[1], v.rows[2]
+        torch.sign(n, out=pos)  # 1 for n_k > 0, 0 for n_k = 0 (and for NaN)
+        torch.special.xlogy(pos, n, out=ln0)  # log n_k, 0 where n_k = 0, NaN where n_k is NaN
+    torch.index_add(f.seg_zero, f.seg_dim, idx, v.block, out=f.seg)  # per group: sum gamma [, sum log n, count n>0]
+    # With balance, ||g|| = 0 must give a finite DAS factor of 1 so that the balance factor acts: the
+    # group sums start from the dtype's tiny, and the global sum includes it (see _Flat); neither
+    # changes a normal sum.
+    gbar_g, gbar_k = v.pg_rows[0], v.pk_rows[0]
+    if global_norm:
+        gsq = v.grad_sq.sum()
+        S.add_(gsq, alpha=0)  # NaN in every group when the global norm is not finite
+        inv = gsq.rsqrt()
     else:
-        grad_norm = stats.global_sq_norm.sqrt()
-    s = _raw_scales(stats.n, deviation, grad_norm, alpha * stats.eta, variant, s_min, s_max, skipped[idx])
-    return s, skipped
+        inv_g, inv = v.pg_rows[1], v.pk_rows[1]
+        torch.rsqrt(S, out=inv_g)
+    torch.div(S, f.count, out=gbar_g)
+    if balance:
+        ml_g = v.pg_rows[-1]
+        torch.div(v.seg_rows[1], v.seg_rows[2], out=ml_g)
+        ml_g.addcmul_(S, v.seg_rows[1], value=0)  # NaN for a skipped group or a non-finite core norm
+    torch.index_select(f.pg, 1, idx, out=f.pk)
+    d = torch.sub(gamma, gbar_k)
+    d.mul_(inv)
+    if eta.is_scalar:
+        coef *= eta.value
+    else:
+        d.mul_(eta.value)
+    x = torch.addcdiv(f.ones, d, n if root else n.sqrt(), value=coef)
+    if balance:
+        e = torch.sub(ln0, v.pk_rows[-1])
+        e.mul_(eta.times(bcoef)).exp_()
+        x.mul_(e)
+    # Not finite: a zero-norm core (d / 0), a skipped group (NaN), an overflow. All keep 1.
+    torch.nan_to_num(x, nan=1.0, posinf=1.0, neginf=1.0, out=f.s).clamp_(lo, hi)
+    if root:
+        f.s.sqrt_()
+    return torch.lt(S, math.inf)  # S >= 0: finite unless inf or NaN (one operator, torch.isfinite takes four)
+
+
+def _mean_log_norms(n: list[float], group_index: list[int], num_groups: int) -> list[float]:
+    """Per group: mean of log n_k over its cores with n_k > 0; NaN when a core norm is not finite."""
+    total, count = [0.0] * num_groups, [0] * num_groups
+    for g, n_k in zip(group_index, n):
+        if not math.isfinite(n_k):
+            total[g] = math.nan
+        elif n_k > 0:
+            total[g] += math.log(n_k)
+            count[g] += 1
+    return [t / c if c else math.nan for t, c in zip(total, count)]
 
 
 def das_scales_host(
@@ -96,8 +141,9 @@ def das_scales_host(
     variant: str = "sam-matched",
     s_min: float = 0.5,
     s_max: float = 2.0,
+    balance: float = 0.0,
 ) -> tuple[list[float], list[bool]]:
-    """The scales of :func:`das_scales` on Python floats (the CPU path: a few dozen tensor
+    """The scales of :func:`das_scales_flat` on Python floats (the CPU path: a few dozen tensor
     operations on a handful of numbers cost more than the numbers themselves)."""
     gamma_sum, count = [0.0] * num_groups, [0] * num_groups
     for g, value in zip(group_index, gamma):
@@ -106,19 +152,23 @@ def das_scales_host(
     skipped = [not math.isfinite(s) for s in gamma_sum]
     if global_sq_norm is not None and not math.isfinite(global_sq_norm):
         skipped = [True] * num_groups
+    coef, bcoef, lo, hi, root = _factors(variant, alpha, balance, s_min, s_max)
+    mean_log = _mean_log_norms(n, group_index, num_groups) if balance else None
     scales = []
     for g, n_k, gamma_k, eta_k in zip(group_index, n, gamma, eta):
         norm = math.sqrt(gamma_sum[g] if global_sq_norm is None else global_sq_norm)
-        s = 1.0
-        if not skipped[g] and n_k > 0 and norm > 0:
+        if skipped[g] or not n_k > 0:
+            scales.append(1.0)
+            continue
+        x = 1.0
+        if norm > 0:
             deviation = gamma_k - gamma_sum[g] / count[g]
-            if variant == "sam-matched":
-                x = 1 + 2 * alpha * eta_k * deviation / (norm * n_k)
-                s = 1.0 if math.isnan(x) else math.sqrt(min(max(x, s_min**2), s_max**2))
-            else:
-                x = 1 + alpha * eta_k * deviation / (norm * math.sqrt(n_k))
-                s = 1.0 if math.isnan(x) else min(max(x, s_min), s_max)
-        scales.append(s)
+            x = 1 + coef * eta_k * deviation / (norm * (n_k if root else math.sqrt(n_k)))
+        if mean_log is not None:
+            v = bcoef * eta_k * (math.log(n_k) - mean_log[g])  # NaN when a core norm is not finite
+            x *= math.exp(v) if v < 709.0 else math.inf
+        s = 1.0 if not math.isfinite(x) else min(max(x, lo), hi)
+        scales.append(math.sqrt(s) if root else s)
     return scales, skipped
 
 
@@ -131,24 +181,41 @@ def das_scales_single_group(
     variant: str = "sam-matched",
     s_min: float = 0.5,
     s_max: float = 2.0,
-) -> tuple[list[torch.Tensor | None], torch.Tensor]:
-    """Reference single-tensor path for one group: scales (None for gradient-less cores), skipped flag."""
+    balance: float = 0.0,
+) -> tuple[list[torch.Tensor | None], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Reference single-tensor path for one group.
+
+    Returns scales (None for gradient-less cores), the skipped flag, and ``(n, gamma)`` of the
+    cores with a gradient (None when there is none).
+    """
     active = [c for c in cores if c.grad is not None]
     if not active:
         skipped = torch.tensor(False) if global_sq_norm is None else ~torch.isfinite(global_sq_norm)
-        return [None] * len(cores), skipped
+        return [None] * len(cores), skipped, None
     dtype = torch.float64 if any(c.dtype == torch.float64 for c in active) else torch.float32
     gamma = torch.stack([c.grad.to(dtype).pow(2).sum() for c in active])
     n = torch.stack([c.to(dtype).pow(2).sum() for c in active])
     skipped = ~torch.isfinite(gamma).all()
     if global_sq_norm is not None:
         skipped = skipped | ~torch.isfinite(global_sq_norm)
-    deviation = gamma - gamma.mean()
+    coef, bcoef, lo, hi, root = _factors(variant, alpha, balance, s_min, s_max)
+    eta_t = torch.tensor([e for c, e in zip(cores, eta) if c.grad is not None], dtype=dtype, device=n.device)
     norm = (gamma.sum() if global_sq_norm is None else global_sq_norm.to(dtype)).sqrt()
-    coef = alpha * torch.tensor([e for c, e in zip(cores, eta) if c.grad is not None], dtype=dtype, device=n.device)
-    s = _raw_scales(n, deviation, norm, coef, variant, s_min, s_max, skipped)
+    deviation = gamma - gamma.mean()
+    x = 1 + coef * eta_t * deviation / (norm * (n if root else n.sqrt()))
+    x = torch.where(norm > 0, x, torch.ones_like(x))  # ||g|| = 0: the DAS factor is 1
+    defined = (n > 0) & ~skipped
+    if balance:
+        positive = n > 0
+        log_n = torch.where(positive, n.log(), torch.zeros_like(n))
+        mean_log = log_n.sum() / positive.sum()
+        x = x * torch.exp(bcoef * eta_t * (log_n - mean_log))
+        defined &= torch.isfinite(n).all()
+    defined &= torch.isfinite(x)
+    s = x.clamp(lo, hi)
+    s = torch.where(defined, s.sqrt() if root else s, torch.ones_like(s))
     it = iter(s.unbind())
-    return [next(it) if c.grad is not None else None for c in cores], skipped
+    return [next(it) if c.grad is not None else None for c in cores], skipped, (n, gamma)
 
 
 class DAS(CoreScalingOptimizer):
@@ -160,7 +227,8 @@ class DAS(CoreScalingOptimizer):
         base_optimizer: optimizer class, e.g. ``torch.optim.SGD``.
         core_groups: ``td.find_core_groups(model)`` or a list of lists of tensors.
         alpha: scaling strength (the analogue of SAM's ``rho``), >= 0.
-        alpha_schedule: ``"constant"``, ``"linear"`` or ``"cosine"`` decay to 0 over ``total_steps``.
+        alpha_schedule: ``"constant"``, ``"linear"`` or ``"cosine"`` decay to 0 over ``total_steps``
+            (a warning says when a run passes ``total_steps``).
         total_steps: required by the decaying schedules.
         grad_norm: ``"group"`` normalises by the group's gradient norm, ``"global"`` by the
             norm of all gradients the optimizer holds (the norm SAM uses).
@@ -169,6 +237,13 @@ class DAS(CoreScalingOptimizer):
             only on pathological steps.
         foreach: ``False`` selects the readable per-group reference path; also passed to the
             base optimizer when it takes a ``foreach`` argument.
+        balance: ``beta >= 0``, the strength of the function-preserving move towards equal core
+            norms (module docstring); 0 (default) is the paper's DAS exactly. With ``beta > 0`` a
+            step with ``alpha_t = 0`` still balances (alpha = 0 is the base optimizer only without
+            balance), and so does a step with ``||g|| = 0``, where the DAS factor is 1.
+        nonfinite: ``"warn"`` (default: an affected group is left unscaled and a warning names it
+            once), ``"skip"`` (skip the whole step: no scaling, no base step, state unchanged;
+            counted in :attr:`skipped_whole_steps`) or ``"raise"`` (``FloatingPointError``).
         **kwargs: hyper-parameters of the base optimizer (``lr``, ``momentum``, ...).
     """
 
@@ -185,6 +260,8 @@ class DAS(CoreScalingOptimizer):
         s_min: float = 0.5,
         s_max: float = 2.0,
         foreach: bool | None = None,
+        balance: float = 0.0,
+        nonfinite: str = "warn",
         **kwargs: Any,
     ) -> None:
         if grad_norm not in GRAD_NORMS:
@@ -193,9 +270,11 @@ class DAS(CoreScalingOptimizer):
             raise ValueError(f"Invalid variant: {variant!r} (expected 'sam-matched' or 'reference')")
         if not (0 < s_min <= 1 <= s_max) or s_max == float("inf"):
             raise ValueError(f"Invalid clamp s_min={s_min}, s_max={s_max} (need 0 < s_min <= 1 <= s_max < inf)")
+        check_non_negative("balance", balance)
         self.grad_norm = grad_norm
         self.variant = variant
         self.s_min, self.s_max = float(s_min), float(s_max)
+        self.balance = float(balance)
         super().__init__(
             params,
             base_optimizer,
@@ -205,11 +284,38 @@ class DAS(CoreScalingOptimizer):
             total_steps=total_steps,
             need_global_norm=grad_norm == "global",
             foreach=foreach,
+            nonfinite=nonfinite,
             **kwargs,
         )
 
-    def _flat_scales(self, stats: FlatStats, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return das_scales(stats, alpha, variant=self.variant, s_min=self.s_min, s_max=self.s_max)
+    # The flat layout: gamma [, log n_k, n_k > 0] are summed per group; gamma_bar [, 1/||g||] [, mean log n] are
+    # gathered back to the cores.
+    @property
+    def _flat_rows(self) -> int:
+        return 3 if self.balance else 1
+
+    @property
+    def _flat_pg_rows(self) -> int:
+        return 1 + (self.grad_norm == "group") + (self.balance > 0)
+
+    @property
+    def _flat_tiny_base(self) -> bool:
+        return self.balance > 0
+
+    def _active(self, alpha: float) -> bool:
+        return alpha != 0.0 or self.balance != 0.0
+
+    def _device_scales(self, f: _Flat, plan: _Plan, alpha: float, eta: Eta) -> torch.Tensor:
+        return das_scales_flat(
+            f,
+            alpha,
+            eta,
+            variant=self.variant,
+            s_min=self.s_min,
+            s_max=self.s_max,
+            balance=self.balance,
+            global_norm=self.grad_norm == "global",
+        )
 
     _host_path = True
 
@@ -225,6 +331,7 @@ class DAS(CoreScalingOptimizer):
             variant=self.variant,
             s_min=self.s_min,
             s_max=self.s_max,
+            balance=self.balance,
         )
 
     def _single_tensor_rescale(self, alpha: float) -> None:
@@ -235,7 +342,7 @@ class DAS(CoreScalingOptimizer):
             global_sq = sum(g.to(dtype).pow(2).sum() for g in grads) if grads else torch.tensor(0.0)
         lr_of = {id(p): pg["lr"] for pg in self.param_groups for p in pg["params"]}
         for gi, group in enumerate(self.core_groups):
-            scales, skipped = das_scales_single_group(
+            scales, skipped, norms = das_scales_single_group(
                 group.cores,
                 alpha,
                 [float(lr_of[id(c)]) for c in group.cores],
@@ -243,8 +350,18 @@ class DAS(CoreScalingOptimizer):
                 variant=self.variant,
                 s_min=self.s_min,
                 s_max=self.s_max,
+                balance=self.balance,
             )
-            self._nonfinite_skips[gi] += skipped.to(self._nonfinite_skips.device, torch.int64)
+            self._skips.acc[gi] += skipped.to(self._skips.acc.device, torch.int64)
+            applied = []
             for core, s in zip(group.cores, scales):
                 if s is not None:
                     core.mul_(s)
+                    applied.append(s)
+            if applied:
+                s_all = torch.stack(applied)
+                torch.maximum(self._max_dev, (s_all - 1).abs().max().to(self._max_dev), out=self._max_dev)
+                self._run.record.data.append((gi, *norms, s_all, skipped))
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "balance": self.balance}

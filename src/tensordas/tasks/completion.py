@@ -5,8 +5,10 @@ the mean squared error on the observed entries (standardised), and is evaluated 
 entries on the original scale (R^2, RMSE). TensorLy's masked ALS (``parafac``/``tucker`` with
 ``mask=``) is the non-gradient reference row for CP and Tucker.
 
-Large tensors never get a dense mask per step: the observed entries are index lists, and the
-model is evaluated either densely (small tensors, full batch) or at the sampled entries only.
+The data are coordinates of the known entries (``TensorData``), never a dense mask: splits, mini-batches
+and evaluation (in bounded batches, ``data.EntryPredictor``) cost O(observed entries + parameters); only
+small tensors are reconstructed densely (full batch). TensorLy's dense computations (the ALS row,
+``init="tensorly"``) run only within ``dense_budget_gb``; otherwise the ALS row is skipped with a note.
 """
 
 from __future__ import annotations
@@ -24,7 +26,18 @@ import torch
 from torch import nn
 
 from ..core_groups import find_core_groups
-from ..data import CompletionSplit, Entries, Standardizer, TensorData, load_tensor, r2_score, rmse, split_entries
+from ..data import (
+    DEFAULT_DENSE_BUDGET_GB,
+    CompletionSplit,
+    EntryPredictor,
+    Standardizer,
+    TensorData,
+    dense_budget_note,
+    dense_observed,
+    evaluate_entries,
+    load_tensor,
+    split_entries,
+)
 from ..models import CPModel, TRModel, TTModel, TuckerModel
 from ..reporting import ProgressFn, line_panels
 from ..training import ComparisonSettings, Monitor, OptimizerConfig, Steps, check_device, compared_optimizers, engine
@@ -49,9 +62,6 @@ MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt"
 INITS = ("balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
 CURVE_COLUMNS = ["step", "train_loss", "test_r2", "test_rmse", "val_r2", "Q", "lr"]
-# Below this many entries, a full-batch step reconstructs the dense tensor and gathers (faster);
-# above it, the model is evaluated at the observed entries only.
-DENSE_LIMIT = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class CompletionConfig(ComparisonSettings):
     base: str = "adam"
     als: bool = True
     dtype: str = "float32"
+    value_column: str | None = None
+    dense_budget_gb: float = DEFAULT_DENSE_BUDGET_GB
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -90,6 +102,9 @@ class CompletionConfig(ComparisonSettings):
             raise ValueError(f"Invalid patience {self.patience}: needs >= 1 and a validation fraction > 0")
         if not (0 < self.missing < 1):
             raise ValueError(f"Invalid missing ratio: {self.missing} (expected 0 < missing < 1)")
+        budget = self.dense_budget_gb
+        if isinstance(budget, bool) or not (isinstance(budget, (int, float)) and 0 <= budget < math.inf):
+            raise ValueError(f"Invalid dense_budget_gb {self.dense_budget_gb!r} (expected a number of GB >= 0)")
         check_seeds(self.seeds)
         _ = self.optimizer_configs  # builds them, validating lr, momentum, alpha, rho and the schedule
 
@@ -102,7 +117,9 @@ class CompletionConfig(ComparisonSettings):
 
         Includes the device (timings depend on it) and a digest of a data file's contents.
         """
-        out = self.run_settings("als")
+        out = self.run_settings("als", "dense_budget_gb")
+        if out["value_column"] is None:  # runs stored before the option existed stay valid
+            out.pop("value_column")
         out["data_digest"] = data_digest(self.data)
         return out
 
@@ -124,12 +141,12 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
     cls = MODELS[config.model]
     dtype = _torch_dtype(config.dtype)
     if config.init == "tensorly":
-        observed = torch.full(data.shape, float("nan"), dtype=torch.float64)
-        observed[tuple(split.train.indices.T)] = split.train.values.double()
+        note = dense_budget_note(data.shape, config.model, config.dense_budget_gb, "init='tensorly'")
+        if note is not None:
+            raise ValueError(f"{note}; use init='balanced' or raise dense_budget_gb")
         std = Standardizer.fit(split.train.values, config.standardize)
-        return cls.from_tensor(
-            std.transform(observed).numpy(), config.rank, mask=~torch.isnan(observed), random_state=seed, dtype=dtype
-        )
+        observed = dense_observed(data.shape, split.train.indices, std.transform(split.train.values.double()))
+        return cls.from_tensor(observed, config.rank, random_state=seed, dtype=dtype)  # NaN = not observed
     gen = torch.Generator().manual_seed(seed)
     model = cls(data.shape, config.rank, std="balanced", generator=gen, dtype=dtype)
     if config.init == "unbalanced":
@@ -140,28 +157,10 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
     return model
 
 
-class _Predictor:
-    """Model values at fixed index lists: dense reconstruction + gather, or sampled entries."""
-
-    def __init__(self, model: nn.Module, shape: tuple[int, ...]) -> None:
-        self.model = model
-        self.dense = math.prod(shape) <= DENSE_LIMIT
-        strides = [math.prod(shape[k + 1 :]) for k in range(len(shape))]
-        self.strides = torch.tensor(strides, dtype=torch.int64, device=next(model.parameters()).device)
-
-    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
-        if self.dense:
-            return self.model().reshape(-1)[indices @ self.strides]
-        return self.model.entries(indices)
-
-
-def _evaluate(predict: _Predictor, entries: Entries | None, std: Standardizer) -> tuple[float, float]:
-    if entries is None:
-        return math.nan, math.nan
-    with torch.no_grad():
-        pred = std.inverse(predict(entries.indices)).double()
-    target = entries.values.double()
-    return float(r2_score(pred, target)), float(rmse(pred, target))
+# Model values at coordinates (dense gather for small tensors, bounded batches without gradients) and
+# held-out R^2/RMSE: library functions of `data`, under the names the loop below uses.
+_Predictor = EntryPredictor
+_evaluate = evaluate_entries
 
 
 @dataclass
@@ -174,7 +173,8 @@ class CompletionExperiment:
 
     @classmethod
     def load(cls, config: CompletionConfig) -> CompletionExperiment:
-        return cls(config, load_tensor(config.data, dtype=_torch_dtype(config.dtype)))
+        data = load_tensor(config.data, dtype=_torch_dtype(config.dtype), value_column=config.value_column)
+        return cls(config, data)
 
     def split(self, seed: int) -> CompletionSplit:
         if seed not in self._splits:
@@ -267,23 +267,24 @@ class CompletionExperiment:
         reference row fitted by an algorithm, not an optimizer (``method`` None, ``algorithm`` "als")."""
         cfg = self.config
         start = time.perf_counter()
+        reference = {"method": None, "base": None, "algorithm": "als", "optimizer": "als (tensorly)", "seed": seed}
+        reference |= {"steps": None, "diverged": False, "step_time_ms": None, "selected": {}}
+        note = dense_budget_note(self.data.shape, cfg.model, cfg.dense_budget_gb, "masked ALS")
+        if note is not None:  # a row that says why, never a silent multi-GB allocation
+            info = {"model": cfg.model, "rank": cfg.rank, "data": self.data.name, "missing": cfg.missing}
+            metrics = dict.fromkeys(("test_r2", "test_rmse", "train_loss", "Q", "Q_sum", "Q_groups"))
+            record = {**reference, **info, **metrics, "wall_time_s": None, "skipped": note}
+            check_record(record, f"completion ALS seed {seed}")
+            return RunResult(record=record)
         split = self.split(seed)
         std = Standardizer.fit(split.train.values, cfg.standardize)
         model = make_model(
             CompletionConfig(**{**cfg.to_dict(), "init": "tensorly", "optimizers": ("base",)}), self.data, split, seed
         )
         record = {
-            "method": None,
-            "base": None,
-            "algorithm": "als",
+            **reference,
             **self._final_metrics(model, _Predictor(model, self.data.shape), split, std),
-            "steps": None,
-            "diverged": False,
-            "step_time_ms": None,
             "wall_time_s": time.perf_counter() - start,
-            "optimizer": "als (tensorly)",
-            "seed": seed,
-            "selected": {},
         }
         check_record(record, f"completion ALS seed {seed}")
         return RunResult(record=record)
@@ -308,7 +309,15 @@ def run_completion(
         store = run_store(out_dir)
         for seed in config.seeds:
             print_ = fingerprint("completion-als", config.settings(), seed)
-            results.append(store.fetch(f"als-seed{seed}", print_, lambda seed=seed: exp.run_als(seed), resume=resume))
+            results.append(
+                store.fetch(
+                    f"als-seed{seed}",
+                    print_,
+                    lambda seed=seed: exp.run_als(seed),
+                    resume=resume,
+                    keep=lambda done: not done.record.get("skipped"),  # a larger budget may run it later
+                )
+            )
     return results
 
 
@@ -326,7 +335,8 @@ def plot_completion(results: Sequence[RunResult], config: CompletionConfig):
 
 
 def completion_table(results: Sequence[RunResult], config: CompletionConfig):
-    """Mean ± std over seeds: held-out R^2 and RMSE, train loss, Q, wall time."""
+    """Mean ± std over seeds: held-out R^2 and RMSE, train loss, Q, wall time; skipped rows say why below."""
+    skipped = dict.fromkeys(r.record["skipped"] for r in results if r.record.get("skipped"))
     return summary_table(
         results,
         {
@@ -335,6 +345,7 @@ def completion_table(results: Sequence[RunResult], config: CompletionConfig):
             "train_loss": "train loss",
         },
         title=f"Tensor completion: {config.model} rank {config.rank}, {config.data}, {len(config.seeds)} seed(s)",
+        caption="; ".join(skipped) or None,
     )
 
 

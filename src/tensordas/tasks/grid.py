@@ -168,13 +168,15 @@ class RunStore:
         *,
         resume: bool = True,
         reused: Callable[[], None] | None = None,
+        keep: Callable[[RunResult], bool] | None = None,
     ) -> RunResult:
         """The stored run ``key`` with fingerprint ``print_`` (with ``resume``; then ``reused()`` is
-        called), else ``compute()``, stored."""
+        called), else ``compute()``, stored unless ``keep(result)`` is false."""
         done = self.load(key, print_) if resume else None
         if done is None:
             done = compute()
-            self.save(key, print_, done)
+            if keep is None or keep(done):
+                self.save(key, print_, done)
         elif reused is not None:
             reused()
         return done
