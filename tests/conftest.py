@@ -1,6 +1,6 @@
 """Small shared models and hand-written float64 oracles for the optimizer tests.
 
-The oracles below are written straight from DESIGN.md section 1 with Python floats (IEEE
+The oracles below are written straight from docs/design.md section 1 with Python floats (IEEE
 float64) and never call tensordas code.
 """
 
@@ -78,7 +78,7 @@ def reference_scales(
     s_min: float = 0.5,
     s_max: float = 2.0,
 ) -> list[list[float]]:
-    """DAS scales per core (1.0 where DESIGN.md says a core keeps its value), in float64.
+    """DAS scales per core (1.0 where docs/design.md says a core keeps its value), in float64.
 
     ``lr_of(core)`` gives eta for a core; ``all_params`` are the parameters whose gradients
     make up the global norm.

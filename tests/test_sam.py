@@ -203,7 +203,7 @@ def test_sam_and_das_shrink_q_by_the_predicted_drift():
     nb, gb = sum(n) / 3, sum(gam) / 3
     cov = sum((a - nb) * (b - gb) for a, b in zip(n, gam)) / 3
     assert cov < 0  # large cores get small gradients
-    predicted = 4 * eta * rho * cov / math.sqrt(sum(gam))  # dQ_SAM - dQ_GD, DESIGN.md fact 3
+    predicted = 4 * eta * rho * cov / math.sqrt(sum(gam))  # dQ_SAM - dQ_GD, docs/design.md section 1, fact 3
     dq_gd = one_step_dq("gd", eta, rho)
     assert (one_step_dq("sam", eta, rho) - dq_gd) / predicted == pytest.approx(1.0, rel=2e-2)
     assert (one_step_dq("das", eta, rho) - dq_gd) / predicted == pytest.approx(1.0, rel=2e-2)

@@ -1,4 +1,4 @@
-"""Paired statistics of comparisons (DESIGN section 7): intervals, recovered share, verdicts, summary entries.
+"""Paired statistics of comparisons (docs/design.md section 7): intervals, recovered share, verdicts, summary entries.
 
 Intervals are checked against SciPy's paired t-test and a hand-computed textbook example, the
 recovered share against constructed cases whose ratio is known exactly, and the verdict rule on

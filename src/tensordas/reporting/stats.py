@@ -1,6 +1,6 @@
 """Paired comparisons over seeds: intervals, DAS's share of SAM's gain, verdicts and summary entries.
 
-Every comparison decides from the same numbers (DESIGN section 7). Runs with the same seed share
+Every comparison decides from the same numbers (docs/design.md section 7). Runs with the same seed share
 initialisation, split and data order, so methods are compared through their per-seed differences:
 
 - :func:`paired_difference`: the mean of the per-seed differences ``a - b`` and its 95% t-interval
@@ -9,7 +9,7 @@ initialisation, split and data order, so methods are compared through their per-
   (a diverged run), which makes the verdict ``undecided`` rather than a guess.
 - :func:`recovered_share`: ``mean(DAS - base) / mean(SAM - base)`` with a paired bootstrap interval
   over seeds (seeded, so deterministic), reported only where SAM's gain over the base is significant.
-- :func:`verdict`: DESIGN section 7's rule, on intervals oriented so that positive is better.
+- :func:`verdict`: docs/design.md section 7's rule, on intervals oriented so that positive is better.
 - :func:`summary_entry`: one ``"summary"`` entry of a ``results.json`` from flat per-run records.
 
 Differences are kept in the metric's own direction (a lower-is-better metric such as RMSE has a
@@ -37,7 +37,7 @@ __all__ = [
     "verdict",
 ]
 
-CONFIDENCE = 0.95  # DESIGN section 7: 95% intervals
+CONFIDENCE = 0.95  # docs/design.md section 7: 95% intervals
 VERDICTS = (
     "undecided",
     "matches SAM",
@@ -147,7 +147,7 @@ def recovered_share(
 
 
 def verdict(sam_base: PairedDiff, das_sam: PairedDiff, das_base: PairedDiff, match_tolerance: float) -> str:
-    """DESIGN section 7's verdict, in its order, from intervals oriented so that positive is better.
+    """docs/design.md section 7's verdict, in its order, from intervals oriented so that positive is better.
 
     1. SAM - base not above 0 (touching 0 or undefined included) -> ``undecided``;
     2. DAS - SAM inside ``[-match_tolerance, match_tolerance]`` (bounds included) -> ``matches SAM``;
@@ -215,7 +215,7 @@ def summary_entry(
     n_boot: int = 10_000,
     boot_seed: int = 0,
 ) -> dict[str, Any]:
-    """One DESIGN section 7 ``summary`` entry from flat per-run records of one experiment.
+    """One docs/design.md section 7 ``summary`` entry from flat per-run records of one experiment.
 
     Each record holds ``method`` (``base``, ``sam``, ``das`` and any competitor, e.g. ``looksam``),
     ``seed``, the ``metric``, and optionally ``step_time_ms`` and ``selected`` (the tuned value,
