@@ -19,9 +19,7 @@ from tensordas.tasks.completion import CompletionExperiment
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    start = time.perf_counter()
-    result = run_reproduce(out, profile="smoke", progress=False)
-    return out, result, time.perf_counter() - start
+    return out, run_reproduce(out, profile="smoke", progress=False)
 
 
 def test_bundled_configs_cover_every_family_and_parse_in_every_profile():
@@ -33,8 +31,7 @@ def test_bundled_configs_cover_every_family_and_parse_in_every_profile():
 
 
 def test_smoke_reproduction_writes_every_familys_table(smoke):
-    out, result, elapsed = smoke
-    assert elapsed < 120
+    out, result = smoke
     report = (out / "report.md").read_text()
     records = json.loads((out / "results.json").read_text())["records"]
     for spec in bundled_specs("smoke"):
@@ -50,7 +47,7 @@ def test_smoke_reproduction_writes_every_familys_table(smoke):
 
 
 def test_rerun_reuses_every_finished_experiment(smoke, monkeypatch):
-    out, _, _ = smoke
+    out, _ = smoke
 
     def boom(*args, **kwargs):
         raise AssertionError("a finished run was recomputed")
@@ -202,7 +199,7 @@ def test_metric_defaults_per_family(tmp_path):
 
 
 def test_declared_metrics_are_in_the_records(smoke):
-    _, result, _ = smoke
+    _, result = smoke
     for spec in bundled_specs("smoke"):
         records = result.outcomes[spec.name].records
         for metric in TASKS[spec.family].metrics:
