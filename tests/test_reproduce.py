@@ -167,6 +167,8 @@ GOOD = (
         (GOOD.replace('metric = "test_r2"', "metric = 1"), ["metric", "string"]),
         ('family = "dynamics"\n[settings]\nstepz = 3\n', ["stepz", "steps"]),
         (GOOD.replace('family = "completion"', 'family = "dynamics"').split("[settings]")[0], ["dynamics", "metric"]),
+        ('in_profiles = ["quick", "fast"]\n' + GOOD, ["in_profiles", "fast"]),
+        ("in_profiles = []\n" + GOOD, ["in_profiles"]),
     ],
 )
 def test_bad_experiment_file_is_one_line_naming_file_and_key(text, needles, tmp_path, capsys):
@@ -187,6 +189,21 @@ def test_a_misspelt_key_in_another_profile_is_caught_too(tmp_path):
     cfg.write_text(GOOD + "[profiles.full]\nstepz = 9\n")
     with pytest.raises(ValueError, match=r"\[profiles\.full\].*stepz"):
         select_specs("smoke", config_files=[cfg])
+
+
+def test_in_profiles_restricts_the_bundled_experiments_only(tmp_path):
+    from tensordas.reproduce import specs as specs_module
+
+    text = 'in_profiles = ["full"]\n' + GOOD
+    spec = specs_module.parse_spec(text, "mine", "smoke")
+    assert spec.in_profiles == ("full",)
+    assert specs_module.parse_spec(GOOD, "mine", "smoke").in_profiles == specs_module.PROFILES
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text(text)
+    assert [s.name for s in select_specs("smoke", config_files=[cfg])] == ["mine"]  # a user's file always runs
+    quick = {s.name for s in bundled_specs("quick")}
+    full = {s.name for s in bundled_specs("full")}
+    assert quick <= full and {s.name for s in bundled_specs("full") if "quick" not in s.in_profiles} == full - quick
 
 
 def test_metric_defaults_per_family(tmp_path):

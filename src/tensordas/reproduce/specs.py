@@ -40,6 +40,7 @@ class ExperimentSpec:
     source: str = ""
     profile: str = "quick"
     extra: dict[str, Any] = field(default_factory=dict)
+    in_profiles: tuple[str, ...] = PROFILES  # the bundled profiles that run it (``in_profiles`` key)
 
 
 # ------------------------------------------------------------------ checking an experiment file
@@ -155,7 +156,7 @@ def check_family(
         check_settings(family, settings, f"{source} {table}")
 
 
-TOP_KEYS = ("family", "title", "metric", "metric_label", "settings", "profiles")
+TOP_KEYS = ("family", "title", "metric", "metric_label", "settings", "profiles", "in_profiles")
 
 
 def _table(value: Any, where: str, header: str) -> dict[str, Any]:
@@ -187,6 +188,11 @@ def parse_spec(text: str, name: str, profile: str, source: str = "") -> Experime
             raise ValueError(f"{where}: {key!r} should be a string, not {doc[key]!r}")
     settings = _table(doc.get("settings", {}), where, "[settings]")
     profiles = _table(doc.get("profiles", {}), where, "[profiles.<name>]")
+    in_profiles = doc.get("in_profiles", list(PROFILES))
+    if not (isinstance(in_profiles, list) and in_profiles and set(in_profiles) <= set(PROFILES)):
+        raise ValueError(
+            f"{where}: 'in_profiles' should be a non-empty list of {', '.join(PROFILES)}, not {in_profiles!r}"
+        )
     unknown = sorted(set(profiles) - set(PROFILES))
     if unknown:
         raise ValueError(f"{where}: unknown profile(s) {unknown} (expected {', '.join(PROFILES)})")
@@ -202,6 +208,7 @@ def parse_spec(text: str, name: str, profile: str, source: str = "") -> Experime
         metric_label=doc.get("metric_label"),
         source=source,
         profile=profile,
+        in_profiles=tuple(in_profiles),
     )
 
 
@@ -224,7 +231,11 @@ def load_spec(path: str | Path, profile: str) -> ExperimentSpec:
 
 
 def bundled_specs(profile: str) -> list[ExperimentSpec]:
-    """The experiments shipped with the package, in file-name order."""
+    """The experiments shipped with the package that run in ``profile`` (their ``in_profiles``), in file-name
+    order. A user's own file (``--config``) always runs."""
     folder = resources.files("tensordas.reproduce") / "configs"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
-    return [parse_spec(f.read_text(), f.name.removesuffix(".toml"), profile, source=f"configs/{f.name}") for f in files]
+    specs = [
+        parse_spec(f.read_text(), f.name.removesuffix(".toml"), profile, source=f"configs/{f.name}") for f in files
+    ]
+    return [s for s in specs if profile in s.in_profiles]
