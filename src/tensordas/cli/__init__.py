@@ -28,6 +28,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="tensordas",
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
