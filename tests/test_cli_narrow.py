@@ -69,7 +69,8 @@ def test_complete_table_at_80_columns_prints_whole_numbers(tmp_path):
     assert result.exit_code == 0, result.output
     _fits(result.output)
     records = json.loads((out / "results.json").read_text())
-    words = set(result.output.replace("│", " ").split())
+    words = set(result.output.replace("│", " ").replace("┃", " ").split())
+    assert "Q" in words  # how far the norms moved: the final Q of each method
     for name in {r["optimizer"] for r in records}:
         mine = [r["test_r2"] for r in records if r["optimizer"] == name]
         assert format_value(mean_std(mine).mean) in words, name

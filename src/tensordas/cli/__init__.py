@@ -9,13 +9,14 @@ usage errors (unknown option, bad value, invalid setting) exit 2, other errors
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
 from .. import __version__
-from ._common import ClickException, UsageError, print_error
+from ._common import ClickException, UsageError, print_error, print_warning
 from .complete import complete_command
 from .compress import compress_command
 from .dynamics import dynamics_command
@@ -68,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = ["--help"]
     command = typer.main.get_command(app)
     try:
-        status = command.main(args=args, prog_name="tensordas", standalone_mode=False)
+        with warnings.catch_warnings():  # a library warning is one line too, without a source line
+            warnings.showwarning = lambda message, *_args, **_kw: print_warning(str(message))
+            status = command.main(args=args, prog_name="tensordas", standalone_mode=False)
     except UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "tensordas"
         print_error(f"{e.format_message()} (see '{where} --help')")
