@@ -8,6 +8,7 @@ usage errors (unknown option, bad value, invalid setting) exit 2, other errors
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 from collections.abc import Sequence
@@ -51,13 +52,17 @@ def _root(
     """Deviation-Aware Scaling (DAS): SAM's norm regularisation for tensorized models at one pass per step."""
 
 
-# Commands, one module each.
-app.command("dynamics")(dynamics_command)
-app.command("complete")(complete_command)
-app.command("finetune")(finetune_command)
-app.command("reproduce")(reproduce_command)
-app.command("train")(train_command)
-app.command("compress")(compress_command)
+# Commands, one module each; the command list shows each docstring's first paragraph whole (click
+# would cut it at the terminal's width with "...").
+for _name, _command in (
+    ("dynamics", dynamics_command),
+    ("complete", complete_command),
+    ("finetune", finetune_command),
+    ("reproduce", reproduce_command),
+    ("train", train_command),
+    ("compress", compress_command),
+):
+    app.command(_name, short_help=" ".join(inspect.getdoc(_command).split("\n\n")[0].split()))(_command)
 
 _INTERRUPTED = 130
 
