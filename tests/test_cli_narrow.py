@@ -36,7 +36,8 @@ def test_help_fits_80_columns_without_cut_values(command):
     _fits(result.output)
     assert "<bool>" not in result.output  # a flag takes no value
     if command == []:  # the command list shows each summary whole (click would end it with "...")
-        assert "fitted to T + a*N." in result.output and "then fine-tune it." in result.output
+        text = " ".join(result.output.split())
+        assert "fitted to T + a*N." in text and "ratio or rank, then fine-tune it." in text
     if command == ["reproduce"]:
         assert "completion,noisy,compress,finetune,dynamics" in result.output
 
