@@ -235,3 +235,33 @@ def test_step_time_includes_the_device_wait_of_every_step(tiny_model, easy_csv, 
     (res,) = run_finetune(tiny_config(tiny_model, easy_csv, optimizers=("base",)))
     assert len(waits) >= res.record["steps"] == 6
     assert res.record["step_time_ms"] >= 200
+
+
+@pytest.fixture(scope="module")
+def half_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny BERT saved in float16, as most current checkpoints store their weights."""
+    path = tmp_path_factory.mktemp("tiny-bert-fp16")
+    transformers.BertModel.from_pretrained(tiny_model).half().save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(tiny_model).save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(("dtype", "want"), [("float32", torch.float32), ("auto", torch.float16)])
+def test_half_precision_checkpoint_finetunes(half_model, easy_csv, tmp_path, dtype, want):
+    assert transformers.AutoModel.from_pretrained(half_model).dtype == torch.float16  # stored (and loaded) as half
+    out = tmp_path / "run"
+    args = ["finetune", "--model", half_model, "--data", easy_csv, "--rank", "2", "--epochs", "1", "--train-size", "32"]
+    status = main(
+        [*args, "--test-size", "16", "--dtype", dtype, "--optimizer", "das", "--out", str(out), "--no-progress"]
+    )
+    assert status == 0
+    (record,) = json.loads((out / "results.json").read_text())
+    assert 0 <= record["test_acc"] <= 1
+    model = FinetuneExperiment.load(tiny_config(half_model, easy_csv, dtype=dtype)).make_model(0)
+    assert {p.dtype for p in model.parameters()} == {want}  # backbone, adapter and head alike
+
+
+def test_invalid_dtype_is_a_one_line_usage_error(capsys):
+    assert main(["finetune", "--dtype", "half"]) == 2
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "Invalid dtype: 'half'" in err and "bfloat16" in err

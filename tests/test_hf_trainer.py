@@ -268,3 +268,14 @@ def test_model_without_core_groups_fails_at_construction(tmp_path):
     with pytest.raises(ValueError, match="no core groups.*method='base' or 'sam'"):
         hf.DASTrainer(model=plain, args=args, train_dataset=data)
     hf.DASTrainer(model=plain, args=args, train_dataset=data, method="sam")  # needs no groups
+
+
+def test_sam_with_accumulation_is_not_full_batch_sam(tmp_path):
+    """docs/integrations.md (SAM with gradient accumulation): DASTrainer's SAM under accumulation is the
+    per-micro-batch (m-sharpness) form, measurably not full-batch SAM; Lightning refuses it instead."""
+    model, data = lora_classifier(), dataset()
+    full_batch_sam = sam_reference(model, data)
+    trainer = InOrderTrainer(model=model, args=training_args(tmp_path, 2, 2), train_dataset=data, method="sam", rho=RHO)
+    trainer.train()
+    got, want = trainable(model), trainable(full_batch_sam)
+    assert max(float((got[n] - want[n]).abs().max()) for n in got) > 1e-6

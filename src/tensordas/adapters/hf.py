@@ -51,11 +51,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..core_groups import CoreGroup, find_core_groups
 from ..optim import DAS, SAM
 from ..optim._wrapper import BaseOptimizerWrapper
+from ..optim.watch import CHECK_AFTER, ScaleWatch, step_log
 from ..training.methods import METHODS as REGISTRY
 from ..training.methods import OPTIONS, Method, MethodOptions, get_method, method_of
 
@@ -80,6 +81,24 @@ class _TrainerSAM(SAM):
         self.restore()
         self.base_optimizer.step()
         return None
+
+
+class _ScaleWatchCallback(TrainerCallback):
+    """Warn once when DAS's scales never moved in the first :data:`CHECK_AFTER` steps (or the run)."""
+
+    def __init__(self) -> None:
+        self.watch: ScaleWatch | None = None
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.watch = ScaleWatch(optimizer, after=min(CHECK_AFTER, state.max_steps or CHECK_AFTER))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.watch is not None:
+            self.watch.step(state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.watch is not None:
+            self.watch.finish(state.global_step)
 
 
 def _base_optimizer(args: TrainingArguments, model: nn.Module, given=None) -> tuple[type, dict[str, Any]]:
@@ -165,6 +184,15 @@ class DASTrainer(Trainer):
                 raise ValueError(f"DASTrainer(method={method!r}): {err}; use method={others} for such a model") from err
         if not trust_model_loss_kwargs:
             self.model_accepts_loss_kwargs = False
+        self.add_callback(_ScaleWatchCallback())
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """The Trainer's log, plus at each training log: DAS's Q (mean over core groups) and the range of
+        the scales its last step applied (``das/Q``, ``das/scale_min``, ``das/scale_max``), so TensorBoard,
+        W&B and ``state.log_history`` get them."""
+        if "loss" in logs and self.optimizer is not None:
+            logs.update(step_log(self.optimizer))
+        super().log(logs, *args, **kwargs)
 
     def _check_given_optimizer(self) -> None:
         """An optimizer passed as ``optimizers=(opt, sched)`` must match ``method`` (it is used as is)."""

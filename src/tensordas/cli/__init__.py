@@ -8,14 +8,16 @@ usage errors (unknown option, bad value, invalid setting) exit 2, other errors
 
 from __future__ import annotations
 
+import inspect
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
 from .. import __version__
-from ._common import ClickException, UsageError, print_error
+from ._common import ClickException, UsageError, print_error, print_warning
 from .complete import complete_command
 from .compress import compress_command
 from .dynamics import dynamics_command
@@ -28,6 +30,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="tensordas",
     add_completion=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -49,13 +52,17 @@ def _root(
     """Deviation-Aware Scaling (DAS): SAM's norm regularisation for tensorized models at one pass per step."""
 
 
-# Commands, one module each.
-app.command("dynamics")(dynamics_command)
-app.command("complete")(complete_command)
-app.command("finetune")(finetune_command)
-app.command("reproduce")(reproduce_command)
-app.command("train")(train_command)
-app.command("compress")(compress_command)
+# Commands, one module each; the command list shows each docstring's first paragraph whole (click
+# would cut it at the terminal's width with "...").
+for _name, _command in (
+    ("dynamics", dynamics_command),
+    ("complete", complete_command),
+    ("finetune", finetune_command),
+    ("reproduce", reproduce_command),
+    ("train", train_command),
+    ("compress", compress_command),
+):
+    app.command(_name, short_help=" ".join(inspect.getdoc(_command).split("\n\n")[0].split()))(_command)
 
 _INTERRUPTED = 130
 
@@ -67,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = ["--help"]
     command = typer.main.get_command(app)
     try:
-        status = command.main(args=args, prog_name="tensordas", standalone_mode=False)
+        with warnings.catch_warnings():  # a library warning is one line too, without a source line
+            warnings.showwarning = lambda message, *_args, **_kw: print_warning(str(message))
+            status = command.main(args=args, prog_name="tensordas", standalone_mode=False)
     except UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "tensordas"
         print_error(f"{e.format_message()} (see '{where} --help')")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -50,10 +51,11 @@ THREADS_HELP = "CPU threads for torch (1 is often fastest for small models on a 
 def console() -> Console:
     """The console for results (standard output); progress and errors go to standard error.
 
-    Piped or logged output gets a wide console so result tables are not wrapped at 80 columns.
+    Piped or logged output gets a wide console so result tables are not wrapped at 80 columns,
+    unless ``COLUMNS`` says how wide it is.
     """
     con = Console()
-    if not con.is_terminal:
+    if not con.is_terminal and not os.environ.get("COLUMNS"):
         con.width = max(con.width, 160)
     return con
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from ..tasks import TASKS
-from ..tasks.finetune import DEFAULT_MODEL, adapter_names
+from ..tasks.finetune import DEFAULT_MODEL, MODEL_DTYPES, adapter_names
 from ._common import comparison_command
 
 _FINETUNE = TASKS["finetune"]
@@ -49,6 +49,13 @@ def finetune_command(
     ] = _C.test_fraction,
     train_size: Annotated[int | None, typer.Option(help="Subsample the training part to this many examples.")] = None,
     test_size: Annotated[int | None, typer.Option(help="Subsample the test part to this many examples.")] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help=f"Load the model's weights as {' | '.join(MODEL_DTYPES)} (auto: the checkpoint's own dtype); "
+            "the head and adapters follow."
+        ),
+    ] = _C.dtype,
     max_length: Annotated[int, typer.Option(help="Truncate inputs to this many tokens.")] = _C.max_length,
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _C.epochs,
     batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = _C.batch_size,
@@ -69,6 +76,7 @@ def finetune_command(
         train_size=train_size,
         test_size=test_size,
         model=model,
+        dtype=dtype,
         max_length=max_length,
         adapter=adapter,
         rank=rank,

@@ -12,10 +12,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
-__all__ = ["MeanStd", "format_value", "mean_std", "print_table", "results_table", "summarize"]
+__all__ = ["FitTable", "MeanStd", "format_value", "mean_std", "print_table", "results_table", "summarize"]
 
 MISSING = "—"
 
@@ -115,12 +116,78 @@ def results_table(
     The first column is left-aligned (labels), the others right-aligned (numbers).
     """
     headers = dict(columns) if isinstance(columns, Mapping) else {c: c for c in columns}
-    table = Table(title=title, caption=caption)
+    table = FitTable(title=title, caption=caption)
     for i, header in enumerate(headers.values()):
         table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         table.add_row(*(format_value(row.get(key), digits) for key in headers))
     return table
+
+
+def _narrowest(text: str) -> int:
+    """The narrowest width that shows ``text`` without cutting a word, "mean ±" kept on one line."""
+    mean, sep, std = text.partition(" ± ")
+    if sep:
+        return max(cell_len(mean) + 2, cell_len(std))
+    return max((cell_len(w) for w in text.split()), default=0)
+
+
+class FitTable(Table):
+    """A table of plain-text cells that never cuts a word or a number to fit the console.
+
+    Rich shrinks a too-wide table by cutting cells ("0.32…"). Here every column keeps at least its
+    longest word (cells wrap only at spaces, e.g. at "±"); when the columns do not fit side by side,
+    they are split over several tables that each repeat the first (label) column. Rich has no such
+    layout of its own, hence this subclass.
+    """
+
+    def _cells(self, index: int) -> list[str]:
+        return [str(c) for c in self.columns[index]._cells]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        n = len(self.columns)
+        headers = [str(c.header) for c in self.columns]
+        longest = [max([cell_len(headers[i]), *(cell_len(c) for c in self._cells(i))]) for i in range(n)]
+        words = [max([_narrowest(headers[i]), *(_narrowest(c) for c in self._cells(i))]) for i in range(n)]
+        words[0] = longest[0]  # labels stay on one line
+
+        def chrome(k: int) -> int:  # borders and padding of a table of k columns
+            return (k + 1) + 2 * k
+
+        width = options.max_width
+        if n <= 1 or sum(longest) + chrome(n) <= width:
+            yield from super().__rich_console__(console, options)
+            return
+        chunks: list[list[int]] = [[]]
+        for i in range(1, n):
+            trial = [0, *chunks[-1], i]
+            if chunks[-1] and sum(words[j] for j in trial) + chrome(len(trial)) > width:
+                chunks.append([])
+            chunks[-1].append(i)
+        for k, chunk in enumerate(chunks):
+            part = [0, *chunk]
+            sizes = [words[j] for j in part]
+            spare = width - chrome(len(part)) - sum(sizes)
+            for pos, j in enumerate(part):  # widen columns towards their full width while space lasts
+                extra = max(0, min(spare, longest[j] - sizes[pos]))
+                sizes[pos] += extra
+                spare -= extra
+            table = Table(
+                title=self.title if k == 0 else None,
+                caption=self.caption if k == len(chunks) - 1 else None,
+            )
+            for pos, j in enumerate(part):
+                column = self.columns[j]
+                table.add_column(
+                    column.header,
+                    justify=column.justify,
+                    width=sizes[pos],
+                    no_wrap=column.no_wrap,
+                    overflow="fold",  # only a word wider than the console itself is folded
+                )
+            for r in range(len(self.columns[0]._cells)):
+                table.add_row(*(self.columns[j]._cells[r] for j in part))
+            yield table
 
 
 def print_table(table: Table, console: Console | None = None) -> None:

@@ -176,6 +176,11 @@ class CompletionExperiment:
         data = load_tensor(config.data, dtype=_torch_dtype(config.dtype), value_column=config.value_column)
         return cls(config, data)
 
+    @property
+    def data_missing(self) -> float:
+        """The input's own missing share, 1 - known entries / cells (before any hold-out)."""
+        return 1.0 - self.data.n_known / self.data.n_cells
+
     def split(self, seed: int) -> CompletionSplit:
         if seed not in self._splits:
             self._splits[seed] = split_entries(
@@ -254,6 +259,7 @@ class CompletionExperiment:
             "rank": cfg.rank,
             "data": self.data.name,
             "missing": cfg.missing,
+            "data_missing": self.data_missing,
             "test_r2": test_r2,
             "test_rmse": test_rmse,
             "train_loss": train_loss,
@@ -272,6 +278,7 @@ class CompletionExperiment:
         note = dense_budget_note(self.data.shape, cfg.model, cfg.dense_budget_gb, "masked ALS")
         if note is not None:  # a row that says why, never a silent multi-GB allocation
             info = {"model": cfg.model, "rank": cfg.rank, "data": self.data.name, "missing": cfg.missing}
+            info["data_missing"] = self.data_missing
             metrics = dict.fromkeys(("test_r2", "test_rmse", "train_loss", "Q", "Q_sum", "Q_groups"))
             record = {**reference, **info, **metrics, "wall_time_s": None, "skipped": note}
             check_record(record, f"completion ALS seed {seed}")
@@ -321,6 +328,13 @@ def run_completion(
     return results
 
 
+def missing_shares(results: Sequence[RunResult], config: CompletionConfig) -> str:
+    """Both missing shares, told apart: the data's own (from the records) and the held-out one."""
+    own = next((r.record["data_missing"] for r in results if r.record.get("data_missing") is not None), None)
+    held = f"{config.missing:.0%} of the observed entries held out"
+    return held if own is None else f"{own:.1%} missing in the data; {held}"
+
+
 def plot_completion(results: Sequence[RunResult], config: CompletionConfig):
     """Held-out R^2 and Q against steps, mean over seeds, one line per optimizer."""
     series = mean_curves([r for r in results if r.curve], "step", ["test_r2", "Q"])
@@ -330,7 +344,7 @@ def plot_completion(results: Sequence[RunResult], config: CompletionConfig):
         ["test_r2", "Q"],
         ylabels={"test_r2": "held-out R²", "Q": "norm deviation Q"},
         yscales={"Q": "log"},
-        title=f"{config.model} rank {config.rank} on {config.data}, {config.missing:.0%} missing",
+        title=f"{config.model} rank {config.rank} on {config.data}\n{missing_shares(results, config)}",
     )
 
 
@@ -344,7 +358,8 @@ def completion_table(results: Sequence[RunResult], config: CompletionConfig):
             "test_rmse": "test RMSE",
             "train_loss": "train loss",
         },
-        title=f"Tensor completion: {config.model} rank {config.rank}, {config.data}, {len(config.seeds)} seed(s)",
+        title=f"Tensor completion: {config.model} rank {config.rank}, {config.data}, {len(config.seeds)} seed(s); "
+        + missing_shares(results, config),
         caption="; ".join(skipped) or None,
     )
 

@@ -77,6 +77,7 @@ from .protocol import TRAIN_LOSS, Metric, Q, Task
 __all__ = [
     "TASK",
     "DEFAULT_MODEL",
+    "MODEL_DTYPES",
     "FinetuneConfig",
     "FinetuneExperiment",
     "MeanPoolClassifier",
@@ -96,6 +97,8 @@ PEFT_LORA = "lora"  # Hugging Face PEFT's LoRA; every other adapter name is look
 ALL_LINEAR = "all-linear"
 CURVE_COLUMNS = ["epoch", "step", "train_loss", "test_acc", "test_f1", "Q", "Q_sum"]
 EVAL_BATCH = 256
+# How the backbone's weights are loaded: a dtype, or "auto" (the dtype the checkpoint stores).
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class FinetuneConfig(ComparisonSettings):
     train_size: int | None = None
     test_size: int | None = None
     model: str = DEFAULT_MODEL
+    dtype: str = "float32"
     max_length: int = 64
     adapter: str = "lora"
     rank: int = 8
@@ -126,6 +130,8 @@ class FinetuneConfig(ComparisonSettings):
                 get_adapter(self.adapter)
             except ValueError as e:
                 raise ValueError(f"{e}, or {PEFT_LORA} (PEFT)") from None
+        if self.dtype not in MODEL_DTYPES:
+            raise ValueError(f"Invalid dtype: {self.dtype!r} (expected one of {', '.join(MODEL_DTYPES)})")
         for name in ("rank", "epochs", "batch_size", "max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -155,6 +161,8 @@ class FinetuneConfig(ComparisonSettings):
         model folder's listing.
         """
         out = self.run_settings()
+        if out["dtype"] == "float32":  # the dtype runs had before the option existed: keep their fingerprints
+            del out["dtype"]
         out["data_digest"] = data_digest(self.data)
         out["model_digest"] = data_digest(self.model)
         return out
@@ -210,8 +218,11 @@ def _model_location(name: str) -> str:
     return name
 
 
-def load_backbone(name: str = DEFAULT_MODEL) -> tuple[nn.Module, Any]:
+def load_backbone(name: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[nn.Module, Any]:
     """The backbone (``AutoModel``) and tokenizer of ``name``: :data:`DEFAULT_MODEL`, a folder, or a hub id.
+
+    ``dtype`` (a key of :data:`MODEL_DTYPES`) is the dtype the weights are loaded in: transformers
+    otherwise keeps a checkpoint's stored dtype (float16/bfloat16), which a float32 head cannot take.
 
     Raises:
         ValueError: a missing path, or a model/tokenizer that transformers cannot load (one line).
@@ -224,7 +235,7 @@ def load_backbone(name: str = DEFAULT_MODEL) -> tuple[nn.Module, Any]:
     try:
         with _quiet_transformers():
             tokenizer = transformers.AutoTokenizer.from_pretrained(location)
-            backbone = transformers.AutoModel.from_pretrained(location)
+            backbone = transformers.AutoModel.from_pretrained(location, dtype=MODEL_DTYPES[dtype])
     except (OSError, ValueError, KeyError, ImportError) as exc:
         first = " ".join(str(exc).split())[:300]
         raise ValueError(f"cannot load model {name!r}: {first}") from None
@@ -402,7 +413,7 @@ class FinetuneExperiment:
         data = load_text_data(
             config.data, text_column=config.text_column, label_column=config.label_column, split=config.dataset_split
         )
-        backbone, tokenizer = load_backbone(config.model)
+        backbone, tokenizer = load_backbone(config.model, config.dtype)
         backbone.requires_grad_(False)
         targets = resolve_targets(backbone, config.target_modules)
         _attach_adapter(copy.deepcopy(backbone), config, targets)  # raises on a bad rank, before any run
@@ -431,6 +442,9 @@ class FinetuneExperiment:
         backbone = copy.deepcopy(self.backbone)
         model = MeanPoolClassifier(backbone, self.data.num_labels)
         model.backbone = _attach_adapter(backbone, self.config, self.targets)
+        stored = next(backbone.parameters()).dtype
+        if stored != torch.float32:  # --dtype auto on a half checkpoint: head and adapters follow the backbone
+            model.to(stored)
         return model
 
     def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:

@@ -45,6 +45,7 @@ from torch import nn
 
 from ..core_groups import CoreGroup, find_core_groups
 from ..metrics import norm_deviation
+from ..optim.watch import CHECK_AFTER, ScaleWatch
 from ..reporting import ProgressFn, atomic_open, ensure_dir
 from .optimizers import OptimizerConfig, build_optimizer, optimizer_step, synchronize
 
@@ -372,6 +373,7 @@ def train(
     opt = build_optimizer(config, model.parameters() if params is None else params, groups or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if lr_lambda is not None else None
     method = config.spec
+    watch = ScaleWatch(opt, after=min(CHECK_AFTER, total_steps))  # warns once if DAS never moved a norm
 
     def row(round_: int, steps: int, train_loss: float | None, counts: Mapping[str, float], seconds: float):
         q_mean, q_sum, _ = q_stats(groups)
@@ -433,6 +435,7 @@ def train(
                 count_sums[k] = count_sums[k] + v if k in count_sums else v
             weight += batch.weight
             steps += 1
+            watch.step(steps)
             if progress is not None:
                 progress(label, steps, total_steps)
         train_loss = float(loss_sum) / weight
