@@ -166,7 +166,7 @@ def test_cli_compare_end_to_end(tiny_model, easy_csv, tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 0, captured.err
     records = json.loads((out / "results.json").read_text())
-    assert [r["optimizer"] for r in records] == ["adamw", "sam(adamw)", "das(adamw)"]
+    assert [r["optimizer"] for r in records] == ["adamw", "sam(adamw)", "das(adamw)", "looksam(adamw)"]
     assert "das(adamw)" in captured.out and "relative to the base optimizer" in captured.out
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "add_label_noise",
     "asymmetric_mapping",
     "check_noise_rate",
+    "corrupt_labels",
 ]
 
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -129,3 +130,18 @@ def add_label_noise(
             raise ValueError(f"Invalid asymmetric mapping {mapping!r} (expected {num_classes} classes in 0..K-1)")
         noisy = torch.where(flip, target[true], true)
     return NoisyLabels(labels=noisy, true_labels=true, noise_type=noise_type, rate=rate)
+
+
+def corrupt_labels(
+    labels: torch.Tensor,
+    num_classes: int,
+    rate: float,
+    noise_type: str = "symmetric",
+    *,
+    seed: int = 0,
+    dataset: str | None = None,
+) -> NoisyLabels:
+    """:func:`add_label_noise` with the data set's asymmetric mapping (:func:`asymmetric_mapping`): what
+    every family that trains on noisy labels applies to its training (and validation) labels."""
+    mapping = asymmetric_mapping(num_classes, dataset) if noise_type == "asymmetric" else None
+    return add_label_noise(labels, num_classes, rate, noise_type, seed=seed, mapping=mapping)
