@@ -30,6 +30,7 @@ __all__ = [
     "NoisyLabels",
     "add_label_noise",
     "asymmetric_mapping",
+    "check_noise",
     "check_noise_rate",
     "corrupt_labels",
 ]
@@ -69,6 +70,13 @@ def check_noise_rate(rate: float) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0 <= rate < 1:
         raise ValueError(f"Invalid noise rate: {rate!r} (expected 0 <= rate < 1)")
     return float(rate)
+
+
+def check_noise(rate: float, noise_type: str = "symmetric") -> None:
+    """``ValueError`` naming the value unless ``rate`` and ``noise_type`` are valid label-noise settings."""
+    check_noise_rate(rate)
+    if noise_type not in NOISE_TYPES:
+        raise ValueError(f"Invalid noise type {noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
 
 
 def asymmetric_mapping(num_classes: int, dataset: str | None = None) -> list[int]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData, NoisyLabels, corrupt_labels, load_classification, validation_split
-from ..data.noise import NOISE_TYPES, check_noise_rate
+from ..data.noise import check_noise
 from ..layers._base import TensorizedLayer
 from ..layers._formats import Rank, get_format
 from ..networks import build_network, parse_network_name
@@ -60,6 +60,8 @@ __all__ = [
     "CURVE_COLUMNS",
     "NoisyConfig",
     "NoisyExperiment",
+    "hold_out",
+    "load_split",
     "noisy_table",
     "plot_noisy",
     "run_noisy",
@@ -113,9 +115,7 @@ class NoisyConfig(ComparisonSettings):
     def __post_init__(self) -> None:
         self.check_options()  # a strength list becomes a tuple before anything reads it
         check_tuning(self)
-        check_noise_rate(self.noise)
-        if self.noise_type not in NOISE_TYPES:
-            raise ValueError(f"Invalid noise type {self.noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
+        check_noise(self.noise, self.noise_type)
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
         for name in ("train_size", "test_size"):
@@ -155,6 +155,30 @@ class NoisyConfig(ComparisonSettings):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def load_split(config: Any, seed: int) -> ClassificationData:
+    """The classification data a config names, split by ``seed`` (its data settings: source, sizes, test share)."""
+    return load_classification(
+        config.data,
+        data_dir=config.data_dir,
+        download=config.download,
+        seed=seed,
+        test_fraction=config.test_fraction,
+        train_size=config.train_size,
+        test_size=config.test_size,
+    )
+
+
+def hold_out(
+    fraction: float, seed: int, x: torch.Tensor, y: torch.Tensor, *more: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, torch.Tensor] | None]:
+    """``((x, y, *more) kept, (x, y) held out)``: a stratified share ``fraction`` of the training samples
+    held out for validation (by ``y``, drawn from ``seed``); with ``fraction == 0`` all are kept, untouched."""
+    if fraction == 0:
+        return (x, y, *more), None
+    keep, held = (torch.as_tensor(i) for i in validation_split(y, fraction, seed))
+    return tuple(t[keep] for t in (x, y, *more)), (x[held], y[held])
 
 
 def network_kwargs(hidden: Sequence[int] | None) -> dict[str, Any]:
@@ -213,15 +237,7 @@ class NoisyExperiment:
         validation split included: :meth:`parts` carves it)."""
         if seed not in self._data:
             cfg = self.config
-            data = load_classification(
-                cfg.data,
-                data_dir=cfg.data_dir,
-                download=cfg.download,
-                seed=seed,
-                test_fraction=cfg.test_fraction,
-                train_size=cfg.train_size,
-                test_size=cfg.test_size,
-            )
+            data = load_split(cfg, seed)
             noisy = corrupt_labels(data.y_train, data.num_classes, cfg.noise, cfg.noise_type, seed=seed,
                                    dataset=data.name)  # fmt: skip
             self._data[seed] = (data, noisy)
@@ -231,11 +247,7 @@ class NoisyExperiment:
         """``(inputs, noisy labels, true labels)`` trained on, and ``(inputs, noisy labels)`` of the
         validation split (None without one), carved per seed from the training part (stratified)."""
         data, noisy = self.data(seed)
-        train = (data.x_train, noisy.labels, noisy.true_labels)
-        if self.config.validation_fraction == 0:
-            return train, None
-        keep, held = (torch.as_tensor(i) for i in validation_split(noisy.labels, self.config.validation_fraction, seed))
-        return tuple(t[keep] for t in train), (data.x_train[held], noisy.labels[held])
+        return hold_out(self.config.validation_fraction, seed, data.x_train, noisy.labels, noisy.true_labels)
 
     def build_model(self, data: ClassificationData, seed: int) -> nn.Module:
         """The seed's initial network (the same for every optimizer)."""
