@@ -253,7 +253,8 @@ def _select(task: str, runs: Sequence[tuple[OptimizerConfig, RunResult]], metric
     for opt, run in runs:
         if key not in run.record:
             raise ValueError(f"{task} run {opt.label}: the record has no {key!r} (no validation split?)")
-        candidates.append({"value": getattr(opt, name), key: run.record[key], VAL_LOSS: run.record.get(VAL_LOSS)})
+        loss = {VAL_LOSS: run.record[VAL_LOSS]} if VAL_LOSS in run.record else {}  # completion has none
+        candidates.append({"value": getattr(opt, name), key: run.record[key], **loss})
     best = runs[select_candidate(candidates, key, metric.higher_is_better)][1]
     record = {**best.record, "selected": {name: best.record[name]}, "candidates": candidates}
     return RunResult(record=record, curve=best.curve)
