@@ -235,3 +235,14 @@ def test_step_time_includes_the_device_wait_of_every_step(tiny_model, easy_csv, 
     (res,) = run_finetune(tiny_config(tiny_model, easy_csv, optimizers=("base",)))
     assert len(waits) >= res.record["steps"] == 6
     assert res.record["step_time_ms"] >= 200
+
+
+def test_strength_lists_are_tuned_on_noisy_training_texts(tiny_model, easy_csv):
+    cfg = tiny_config(tiny_model, easy_csv, adapter="flora", optimizers=("das",), alpha=(0.1, 50.0), noise=0.2)
+    assert cfg.validation_fraction == 0.2
+    (result,) = run_finetune(cfg)
+    r = result.record
+    assert [c["value"] for c in r["candidates"]] == [0.1, 50.0]
+    assert set(r["candidates"][0]) == {"value", "val_acc", "val_loss"}
+    assert r["selected"] == {"alpha": r["alpha"]} and r["n_val"] > 0 and r["noise"] == 0.2
+    assert r["n_val"] == pytest.approx(0.25 * r["train_size"], abs=3)  # 20% of the training texts held out

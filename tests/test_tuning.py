@@ -16,6 +16,7 @@ import tensordas as td
 from tensordas.cli import main
 from tensordas.data import validation_split
 from tensordas.data.text import TextSet, TextSplit, noisy_training_labels
+from tensordas.tasks import TASKS
 from tensordas.tasks import compress as compress_module
 from tensordas.tasks import noisy as noisy_module
 from tensordas.tasks.compress import CompressConfig, CompressExperiment
@@ -116,6 +117,8 @@ def test_grids_keep_their_own_sizes():
     settings.check_options()
     methods = [c.method for c in compared_optimizers(settings)]
     assert methods.count("das") == 4 and methods.count("sam") == 1  # not padded
+    cfg = NoisyConfig(optimizers=("base", "das", "sam", "looksam"), alpha=[1, 2, 3], rho=[0.1, 0.2], seeds=(0, 1))
+    assert TASKS["noisy"].count(cfg) == (1 + 3 + 2 + 2) * 2  # progress counts every candidate run
 
 
 @pytest.mark.parametrize(
