@@ -213,7 +213,7 @@ def run_key(optimizer: OptimizerConfig, seed: int) -> str:
     value, e.g. ``das-adam-alpha10-seed0``."""
     if optimizer.grid and optimizer.strength is not None:
         name, value = optimizer.strength
-        return f"{optimizer.method}-{optimizer.base}-{name}{value:g}-seed{seed}"
+        return f"{optimizer.method}-{optimizer.base}-{name}{value:.12g}-seed{seed}"
     return f"{optimizer.method}-{optimizer.base}-seed{seed}"
 
 
