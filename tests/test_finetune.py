@@ -166,7 +166,7 @@ def test_cli_compare_end_to_end(tiny_model, easy_csv, tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 0, captured.err
     records = json.loads((out / "results.json").read_text())
-    assert [r["optimizer"] for r in records] == ["adamw", "sam(adamw)", "das(adamw)"]
+    assert [r["optimizer"] for r in records] == ["adamw", "sam(adamw)", "das(adamw)", "looksam(adamw)"]
     assert "das(adamw)" in captured.out and "relative to the base optimizer" in captured.out
 
 
@@ -265,3 +265,14 @@ def test_invalid_dtype_is_a_one_line_usage_error(capsys):
     assert main(["finetune", "--dtype", "half"]) == 2
     _, err = capsys.readouterr()
     assert err.count("\n") == 1 and "Invalid dtype: 'half'" in err and "bfloat16" in err
+
+
+def test_strength_lists_are_tuned_on_noisy_training_texts(tiny_model, easy_csv):
+    cfg = tiny_config(tiny_model, easy_csv, adapter="flora", optimizers=("das",), alpha=(0.1, 50.0), noise=0.2)
+    assert cfg.validation_fraction == 0.2
+    (result,) = run_finetune(cfg)
+    r = result.record
+    assert [c["value"] for c in r["candidates"]] == [0.1, 50.0]
+    assert set(r["candidates"][0]) == {"value", "val_acc", "val_loss"}
+    assert r["selected"] == {"alpha": r["alpha"]} and r["n_val"] > 0 and r["noise"] == 0.2
+    assert r["n_val"] == pytest.approx(0.25 * r["train_size"], abs=3)  # 20% of the training texts held out

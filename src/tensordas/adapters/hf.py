@@ -64,7 +64,9 @@ __all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
 
 # The registry's methods the Trainer can run: one-pass methods, and two-pass ones with SAM's phases
 # (training_step runs both passes of each micro-batch through first_step/restore).
-METHODS = tuple(m.name for m in REGISTRY.values() if not m.needs_closure or issubclass(m.cls, SAM))
+METHODS = tuple(
+    m.name for m in REGISTRY.values() if not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))
+)
 # Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``).
 _KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name}
 _UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
@@ -137,6 +139,11 @@ def das_optimizer_cls_and_kwargs(
 
 def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, MethodOptions]:
     """The registry entry of ``method`` and its options, popped from ``kwargs`` (the rest is the Trainer's)."""
+    if method in REGISTRY and method not in METHODS:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
+        raise ValueError(
+            f"DASTrainer does not run method {method!r} (its step is not wired into the Trainer's micro-batches); "
+            f"use one of {', '.join(METHODS)}, or `tensordas finetune --optimizer {method}`"
+        )
     if method not in METHODS:
         raise ValueError(f"Invalid method: {method!r} (expected one of {', '.join(METHODS)})")
     given = {_KEYWORDS.get(k, k): kwargs.pop(k) for k in list(kwargs) if k in OPTIONS or k in _KEYWORDS}
@@ -202,9 +209,9 @@ class DASTrainer(Trainer):
         name, cls = type(opt).__name__, self.spec.cls
         if cls is None:
             given = method_of(opt)
-            if given.cls is not None:
+            if not given.is_base:
                 raise ValueError(
-                    f"optimizers=(...) passes a tensordas.{given.cls.__name__}: use method={given.name!r} "
+                    f"optimizers=(...) passes a tensordas.{given.wrapper.__name__}: use method={given.name!r} "
                     f"(got method={self.method!r})"
                 )
             return

@@ -19,7 +19,8 @@ from rich.console import Console
 
 from ..reporting import ensure_dir, progress_bar
 from ..tasks import Task, check_seeds, diverged_runs
-from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, compared_methods
+from ..tasks.tuning import VALIDATION_HELP
+from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, compared_methods
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
@@ -32,6 +33,7 @@ __all__ = [
     "OptionGroup",
     "build_config",
     "classification_data_options",
+    "label_noise_options",
     "comparison_command",
     "console",
     "parse_ints",
@@ -39,6 +41,7 @@ __all__ = [
     "parse_pair",
     "parse_rank",
     "parse_seeds",
+    "parse_strength",
     "print_error",
     "print_warning",
     "run_task",
@@ -105,6 +108,19 @@ def parse_seeds(value: str, option: str = "--seeds") -> tuple[int, ...]:
     return tuple(seeds)
 
 
+def parse_strength(value: str, option: str) -> float | tuple[float, ...]:
+    """``"0.1"`` -> 0.1, ``"10,100"`` -> (10.0, 100.0) (a tuning grid); else a usage error naming ``option``."""
+    try:
+        numbers = [float(p) for p in value.replace(" ", "").split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers:
+        raise typer.BadParameter(
+            f"{value!r} is not a number or a comma-separated list of numbers", param_hint=f"'{option}'"
+        )
+    return numbers[0] if len(numbers) == 1 else tuple(numbers)
+
+
 def parse_methods(optimizer: str, compare: bool) -> tuple[str, ...]:
     """The methods to run: the registry's compared ones with ``--compare``, else the comma-separated ``--optimizer``."""
     return compared_methods() if compare else tuple(o.strip() for o in optimizer.split(","))
@@ -157,10 +173,15 @@ def _option(name: str, kind: Any, default: Any, *flags: str, help: str, **kw: An
 
 
 def _method_option(option: Any, default: Any) -> inspect.Parameter:
-    """The CLI parameter of a method registry option: its flag, type and help come from the registry."""
+    """The CLI parameter of a method registry option: its flag, type and help come from the registry.
+    A strength is text: one number, or a comma list of the values a tuning grid tries."""
     flag = option.flag
     if option.type is bool:
         flag = f"{flag}/--no-{flag[2:]}"
+    if option.name in STRENGTHS:
+        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else f"{default:g}"
+        grid = " A comma list (e.g. 0.01,0.1,1) is a grid: each method picks its value on --validation data."
+        return _option(option.name, str, shown, flag, help=option.help + grid)
     return _option(option.name, option.type, default, flag, help=option.help)
 
 
@@ -202,6 +223,7 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
     def settings(values: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in values.items() if k not in ("optimizer", "compare", *_RUN)}
         out.update(optimizers=parse_methods(values["optimizer"], values["compare"]), seeds=parse_seeds(values["seeds"]))
+        out.update({k: parse_strength(values[k], OPTIONS[k].flag) for k in STRENGTHS})
         return out
 
     return OptionGroup(parameters, settings)
@@ -228,6 +250,23 @@ def classification_data_options(defaults: dict[str, Any]) -> OptionGroup:
     return OptionGroup(parameters, settings)
 
 
+def label_noise_options(defaults: dict[str, Any]) -> OptionGroup:
+    """``--noise`` and ``--noise-type``: label noise on the training labels (noisy, compress)."""
+    parameters = (
+        _option("noise", float, defaults["noise"], "--noise",
+                help="Label-noise rate in [0, 1) (training and validation labels; test labels stay clean)."),
+        _option("noise_type", str, defaults["noise_type"], "--noise-type",
+                help="symmetric (uniform over the other classes) | asymmetric (class-pair flips)."),
+    )  # fmt: skip
+    return OptionGroup(parameters, lambda values: values)
+
+
+def validation_option(defaults: dict[str, Any]) -> OptionGroup:
+    """``--validation``: the share of the training data held out to tune the strengths (families that have it)."""
+    parameters = (_option("validation", float | None, None, "--validation", help=VALIDATION_HELP),)
+    return OptionGroup(parameters, lambda values: values)
+
+
 def comparison_command(
     task: Task,
     *,
@@ -247,10 +286,11 @@ def comparison_command(
     """
     defaults = {f.name: f.default for f in dataclasses.fields(task.config) if f.default is not dataclasses.MISSING}
     shared = _comparison_options(defaults, out, resume_help, seeds_help)
-    option_groups = [group(defaults) for group in groups] + [shared]
 
     def wrap(settings_of: Callable[..., dict[str, Any]]) -> Callable[..., None]:
         own = list(inspect.signature(settings_of, eval_str=True).parameters.values())
+        tuned = "validation" in defaults and "validation" not in {p.name for p in own}  # completion has its own
+        option_groups = [group(defaults) for group in (*groups, *([validation_option] if tuned else []))] + [shared]
 
         @functools.wraps(settings_of)
         def command(**kwargs: Any) -> None:

@@ -32,7 +32,13 @@ def complete_command(
     missing: Annotated[
         float, typer.Option(help="Fraction of known entries held out for testing, in (0, 1).")
     ] = _C.missing,
-    validation: Annotated[float, typer.Option(help="Fraction of the rest kept for validation / early stopping.")] = 0.0,
+    validation: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of the rest kept for validation / early stopping, and for picking each method's strength "
+            "when --alpha/--rho list several values (default 0.2 then, else 0)."
+        ),
+    ] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without validation gain.")] = None,
     standardize: Annotated[
         str, typer.Option(help="none | global (z-score from the observed entries).")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..tasks import TASKS
-from ._common import classification_data_options, comparison_command, parse_ints, parse_rank
+from ._common import classification_data_options, comparison_command, label_noise_options, parse_ints, parse_rank
 
 _COMPRESS = TASKS["compress"]
 _C = _COMPRESS.config(train_dense=True, ratio=4.0)
@@ -23,7 +23,7 @@ def _patterns(value: str | None) -> tuple[str, ...] | None:
 @comparison_command(
     _COMPRESS,
     out="runs/compress",
-    groups=(classification_data_options,),
+    groups=(label_noise_options, classification_data_options),
     resume_help="Reuse finished runs, the trained dense model and checkpoints found in OUT.",
     seeds_help="Comma-separated fine-tuning seeds, e.g. 0,1,2.",
 )
@@ -58,6 +58,13 @@ def compress_command(
     ] = None,
     exclude: Annotated[str | None, typer.Option(help="Comma-separated name patterns to keep dense.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the train/test split (and of --train-dense).")] = 0,
+    per_seed_split: Annotated[
+        bool,
+        typer.Option(
+            "--per-seed-split",
+            help="Each seed draws its own split, dense model and decomposition (split seed = seed; --train-dense).",
+        ),
+    ] = False,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = _C.epochs,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = _C.batch_size,
     lr_schedule: Annotated[str, typer.Option(help="cosine | step | none (stepped per optimizer step).")] = (
@@ -75,6 +82,7 @@ def compress_command(
         format = method
     return dict(
         split_seed=split_seed,
+        per_seed_split=per_seed_split,
         checkpoint=None if checkpoint is None else str(checkpoint),
         train_dense=train_dense,
         model=model,

@@ -26,6 +26,9 @@ def finetune_command(
     target_modules: Annotated[
         str, typer.Option(help="Comma-separated linear layers (names or suffixes), or all-linear.")
     ] = ",".join(_C.target_modules),
+    noise: Annotated[
+        float, typer.Option(help="Symmetric label-flip probability on the training (and validation) labels, seeded.")
+    ] = _C.noise,
     model: Annotated[
         str,
         typer.Option(help=f"{DEFAULT_MODEL} (bundled, offline), a local model folder, or a Hugging Face model name."),
@@ -68,6 +71,7 @@ def finetune_command(
     ratios to the base optimizer.
     """
     return dict(
+        noise=noise,
         data=dataset,
         text_column=text_column,
         label_column=label_column,

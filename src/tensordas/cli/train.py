@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from ..tasks import TASKS
-from ._common import classification_data_options, comparison_command, parse_ints, parse_rank
+from ._common import classification_data_options, comparison_command, label_noise_options, parse_ints, parse_rank
 
 _NOISY = TASKS["noisy"]
 _C = _NOISY.config()
@@ -16,14 +16,10 @@ _C = _NOISY.config()
 @comparison_command(
     _NOISY,
     out="runs/train",
-    groups=(classification_data_options,),
+    groups=(label_noise_options, classification_data_options),
     resume_help="Reuse finished runs in OUT/runs and continue unfinished ones from OUT/checkpoints.",
 )
 def train_command(
-    noise: Annotated[float, typer.Option(help="Label-noise rate in [0, 1) (training labels only).")] = _C.noise,
-    noise_type: Annotated[
-        str, typer.Option(help="symmetric (uniform over the other classes) | asymmetric (class-pair flips).")
-    ] = _C.noise_type,
     model: Annotated[
         str, typer.Option(help="tt-mlp | tr-mlp | cp-mlp | tucker-mlp | tt-cnn | tr-resnet20 | ... | mlp | cnn.")
     ] = _C.model,
@@ -42,8 +38,6 @@ def train_command(
     seed); prints mean ± std over seeds.
     """
     return dict(
-        noise=noise,
-        noise_type=noise_type,
         model=model,
         rank=parse_rank(rank),
         hidden=None if hidden is None else tuple(parse_ints(hidden, "--hidden")),

@@ -2,10 +2,17 @@
 standardisation, bounded-batch evaluation, the dense-memory budget), classification (digits, CIFAR-10, .npz;
 label noise), text classification."""
 
-from .classification import CLASSIFICATION_DATASETS, ClassificationData, load_classification, stratified_split
+from .classification import (
+    CLASSIFICATION_DATASETS,
+    ClassificationData,
+    check_validation_fraction,
+    load_classification,
+    stratified_split,
+    validation_split,
+)
 from .coords import check_coordinates, flat_index
 from .dense import DEFAULT_DENSE_BUDGET_GB, DENSE_COPIES, dense_budget_note, dense_observed, dense_peak_bytes
-from .noise import NOISE_TYPES, NoisyLabels, add_label_noise, asymmetric_mapping, check_noise_rate
+from .noise import NOISE_TYPES, NoisyLabels, add_label_noise, asymmetric_mapping, check_noise_rate, corrupt_labels
 from .predict import DENSE_LIMIT, DENSE_MIN_FILL, EVAL_BATCH, EntryPredictor, evaluate_entries
 from .split import (
     STANDARDIZATIONS,
@@ -54,6 +61,8 @@ __all__ = [
     "asymmetric_mapping",
     "check_coordinates",
     "check_noise_rate",
+    "check_validation_fraction",
+    "corrupt_labels",
     "dense_budget_note",
     "dense_observed",
     "dense_peak_bytes",
@@ -72,6 +81,7 @@ __all__ = [
     "split_entries",
     "split_text",
     "stratified_split",
+    "validation_split",
     "synthetic_entries",
     "synthetic_tensor",
     "unobserved_slices",

@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["CLASSIFICATION_DATASETS", "ClassificationData", "load_classification", "stratified_split"]
+__all__ = [
+    "CLASSIFICATION_DATASETS",
+    "ClassificationData",
+    "check_validation_fraction",
+    "load_classification",
+    "stratified_split",
+    "validation_split",
+]
 
 CLASSIFICATION_DATASETS = ("digits", "cifar10")
 _CIFAR_FOLDER = "cifar-10-batches-py"
@@ -86,6 +93,22 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def check_validation_fraction(fraction: float) -> float:
+    """``fraction`` if it is a valid share of the training data to hold out (0 <= f < 1), else ``ValueError``."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ValueError(f"Invalid validation fraction: {fraction!r} (expected 0 <= validation < 1)")
+    return float(fraction)
+
+
+def validation_split(y: np.ndarray | torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kept and held-out indices of a training set: ``fraction`` of each class held out for validation
+    (stratified, drawn from ``seed`` on a stream apart from the data split's); ``fraction == 0`` keeps all."""
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if check_validation_fraction(fraction) == 0:
+        return np.arange(len(y)), np.arange(0)
+    return stratified_split(y, fraction, int(seed) + 2**32)
 
 
 def _subset(x: np.ndarray, y: np.ndarray, size: int | None, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,9 @@ __all__ = [
     "NoisyLabels",
     "add_label_noise",
     "asymmetric_mapping",
+    "check_noise",
     "check_noise_rate",
+    "corrupt_labels",
 ]
 
 NOISE_TYPES = ("symmetric", "asymmetric")
@@ -68,6 +70,13 @@ def check_noise_rate(rate: float) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or not 0 <= rate < 1:
         raise ValueError(f"Invalid noise rate: {rate!r} (expected 0 <= rate < 1)")
     return float(rate)
+
+
+def check_noise(rate: float, noise_type: str = "symmetric") -> None:
+    """``ValueError`` naming the value unless ``rate`` and ``noise_type`` are valid label-noise settings."""
+    check_noise_rate(rate)
+    if noise_type not in NOISE_TYPES:
+        raise ValueError(f"Invalid noise type {noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
 
 
 def asymmetric_mapping(num_classes: int, dataset: str | None = None) -> list[int]:
@@ -129,3 +138,18 @@ def add_label_noise(
             raise ValueError(f"Invalid asymmetric mapping {mapping!r} (expected {num_classes} classes in 0..K-1)")
         noisy = torch.where(flip, target[true], true)
     return NoisyLabels(labels=noisy, true_labels=true, noise_type=noise_type, rate=rate)
+
+
+def corrupt_labels(
+    labels: torch.Tensor,
+    num_classes: int,
+    rate: float,
+    noise_type: str = "symmetric",
+    *,
+    seed: int = 0,
+    dataset: str | None = None,
+) -> NoisyLabels:
+    """:func:`add_label_noise` with the data set's asymmetric mapping (:func:`asymmetric_mapping`): what
+    every family that trains on noisy labels applies to its training (and validation) labels."""
+    mapping = asymmetric_mapping(num_classes, dataset) if noise_type == "asymmetric" else None
+    return add_label_noise(labels, num_classes, rate, noise_type, seed=seed, mapping=mapping)

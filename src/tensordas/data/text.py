@@ -32,11 +32,12 @@ import csv
 import importlib.util
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "BUILTIN_TEXT_DATASETS",
@@ -46,6 +47,7 @@ __all__ = [
     "TextSplit",
     "load_text_data",
     "load_vader",
+    "noisy_training_labels",
     "split_text",
     "vader_lexicon_path",
 ]
@@ -380,3 +382,29 @@ def split_text(
         train_clean_labels=data.labels[train_idx],
         seed=seed,
     )
+
+
+def noisy_training_labels(
+    split: TextSplit, num_labels: int, rate: float, fraction: float
+) -> tuple[TextSplit, TextSet | None]:
+    """The split with symmetric label noise of probability ``rate`` on its training labels (drawn from
+    the split's seed, by :func:`tensordas.data.noise.corrupt_labels`), and ``fraction`` of the training
+    entries held out for validation (stratified by their noisy labels; None when ``fraction`` is 0).
+
+    The test labels are untouched; ``rate == 0`` and ``fraction == 0`` return the split itself.
+    """
+    from .classification import validation_split
+    from .noise import corrupt_labels
+
+    if rate > 0:
+        noisy = corrupt_labels(torch.as_tensor(split.train.labels), num_labels, rate, seed=split.seed).labels
+        split = replace(split, train=TextSet(split.train.texts, noisy.numpy().astype(split.train.labels.dtype)))
+    if fraction == 0:
+        return split, None
+    keep, held = validation_split(split.train.labels, fraction, split.seed)
+
+    def take(index: np.ndarray) -> TextSet:
+        return TextSet(tuple(split.train.texts[i] for i in index), split.train.labels[index])
+
+    kept = replace(split, train=take(keep), train_clean_labels=split.train_clean_labels[keep])
+    return kept, take(held)

@@ -55,12 +55,14 @@ from .grid import (
 )
 from .protocol import TRAIN_LOSS, Metric, Q, Task
 from .records import check_record
+from .tuning import check_tuning, validation_fraction
 
 NAME = "completion"
 # The model class of each tensor format (to be read from the format registry once it holds the models).
 MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
 INITS = ("balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
+TEST_R2 = Metric("test_r2", "held-out R²")  # the default metric: tuning selects by val_r2
 CURVE_COLUMNS = ["step", "train_loss", "test_r2", "test_rmse", "val_r2", "Q", "lr"]
 
 
@@ -72,7 +74,7 @@ class CompletionConfig(ComparisonSettings):
     model: str = "tucker"
     rank: int | tuple[int, ...] = 4
     missing: float = 0.7
-    validation: float = 0.0
+    validation: float | None = None  # validation/early stopping share (None: 0.2 when a strength is a list, else 0)
     standardize: str = "global"
     init: str = "balanced"
     steps: int = 1000
@@ -86,6 +88,7 @@ class CompletionConfig(ComparisonSettings):
     dense_budget_gb: float = DEFAULT_DENSE_BUDGET_GB
 
     def __post_init__(self) -> None:
+        check_tuning(self)
         if self.model not in MODELS:
             raise ValueError(f"Invalid model {self.model!r} (expected one of {', '.join(MODELS)})")
         if self.init not in INITS:
@@ -98,7 +101,7 @@ class CompletionConfig(ComparisonSettings):
                 raise ValueError(f"Invalid {name} value: {getattr(self, name)} (expected >= 1)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"Invalid batch_size value: {self.batch_size} (expected >= 1)")
-        if self.patience is not None and (self.patience < 1 or self.validation <= 0):
+        if self.patience is not None and (self.patience < 1 or self.validation_fraction <= 0):
             raise ValueError(f"Invalid patience {self.patience}: needs >= 1 and a validation fraction > 0")
         if not (0 < self.missing < 1):
             raise ValueError(f"Invalid missing ratio: {self.missing} (expected 0 < missing < 1)")
@@ -107,6 +110,10 @@ class CompletionConfig(ComparisonSettings):
             raise ValueError(f"Invalid dense_budget_gb {self.dense_budget_gb!r} (expected a number of GB >= 0)")
         check_seeds(self.seeds)
         _ = self.optimizer_configs  # builds them, validating lr, momentum, alpha, rho and the schedule
+
+    @property
+    def validation_fraction(self) -> float:
+        return validation_fraction(self)
 
     @cached_property
     def optimizer_configs(self) -> list[OptimizerConfig]:
@@ -118,6 +125,7 @@ class CompletionConfig(ComparisonSettings):
         Includes the device (timings depend on it) and a digest of a data file's contents.
         """
         out = self.run_settings("als", "dense_budget_gb")
+        out["validation"] = self.validation_fraction  # None and its value are the same runs
         if out["value_column"] is None:  # runs stored before the option existed stay valid
             out.pop("value_column")
         out["data_digest"] = data_digest(self.data)
@@ -184,7 +192,7 @@ class CompletionExperiment:
     def split(self, seed: int) -> CompletionSplit:
         if seed not in self._splits:
             self._splits[seed] = split_entries(
-                self.data, self.config.missing, seed=seed, validation=self.config.validation
+                self.data, self.config.missing, seed=seed, validation=self.config.validation_fraction
             )
         return self._splits[seed]
 
@@ -243,6 +251,9 @@ class CompletionExperiment:
             **self._final_metrics(model, predict, split, std),  # the best weights under early stopping
             "best_step": result.best_step if result.best_step is not None else result.steps,
         }
+        if split.val is not None:  # what tuning selects by: R^2 on the validation entries, at the final weights
+            record["val_r2"], record["val_rmse"] = _evaluate(predict, split.val, std)
+            record.update(validation=cfg.validation_fraction, n_val=len(split.val))
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
     def _final_metrics(self, model: nn.Module, predict: _Predictor, split: CompletionSplit, std: Standardizer):
@@ -311,6 +322,7 @@ def run_completion(
         out_dir=out_dir,
         resume=resume,
         progress=progress,
+        select=TEST_R2 if config.validation_fraction > 0 else None,
     )
     if config.als and config.model in ALS_MODELS:
         store = run_store(out_dir)
@@ -376,7 +388,7 @@ TASK = Task(
     table=completion_table,
     plot=plot_completion,
     metrics=(
-        Metric("test_r2", "held-out R²"),
+        TEST_R2,
         Metric("test_rmse", "held-out RMSE", higher_is_better=False),
         TRAIN_LOSS,
         Q,

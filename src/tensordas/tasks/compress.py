@@ -12,7 +12,14 @@
 3. Each optimizer (base, SAM, DAS) fine-tunes a copy of the decomposed model on every seed.
 
 Every run shares one data split (``split_seed``; the dense model is trained on it), one dense
-model and one decomposition; the seeds vary the fine-tuning's batch order. Records report the
+model and one decomposition; the seeds vary the fine-tuning's batch order. With ``per_seed_split``
+(and ``train_dense``) each seed draws its own split, dense model and decomposition instead (seed
+``s`` uses split seed ``s``; the methods of a seed share them), so seeds sample those too.
+
+Label noise (``noise``, ``noise_type``, as in the noisy-label family) corrupts the training labels of
+the split (the dense model's and the fine-tuning's, and the validation split's); test labels stay
+clean. ``validation`` holds out a share of the training part (stratified, per split) before the dense
+model is trained, for tuning a strength list (:mod:`tensordas.tasks.tuning`). Records report the
 dense accuracy, the accuracy right after decomposition (``decomposed_test_acc``) and after
 fine-tuning (``test_acc`` at the end, ``best_test_acc``), the parameter counts and the achieved
 compression ratios: ``layer_ratio`` (dense weight entries / core entries of the decomposed layers,
@@ -32,7 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import ClassificationData, load_classification
+from ..data import ClassificationData, corrupt_labels
+from ..data.noise import check_noise
 from ..layers import FORMATS, tensorize
 from ..layers._formats import Rank, get_format
 from ..layers.from_dense import dense_layout, rank_for_ratio
@@ -44,6 +52,7 @@ from ..training import (
     ComparisonSettings,
     LoopConfig,
     OptimizerConfig,
+    Strength,
     check_device,
     compared_optimizers,
     evaluate,
@@ -62,8 +71,9 @@ from .grid import (
     run_key,
     summary_table,
 )
-from .noisy import CHECKPOINTS_DIR, network_kwargs
+from .noisy import CHECKPOINTS_DIR, hold_out, load_split, network_kwargs
 from .protocol import TRAIN_LOSS, Metric, Q, Task
+from .tuning import check_tuning, validation_fields, validation_fraction
 
 __all__ = [
     "TASK",
@@ -84,6 +94,7 @@ NAME = "compress"
 DENSE_FORMAT = "tensordas-dense-model"
 DENSE_FILE = "dense.pt"
 DENSE_TRAIN_CHECKPOINT = "dense-train.pt"
+TEST_ACC = Metric("test_acc", "fine-tuned test accuracy")  # the default metric: tuning selects by val_acc
 CURVE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "Q", "Q_sum", "time_s"]
 
 
@@ -98,6 +109,10 @@ class CompressConfig(ComparisonSettings):
     train_size: int | None = None
     test_size: int | None = None
     split_seed: int = 0
+    per_seed_split: bool = False  # seed s draws split s, its own dense model and decomposition (train_dense only)
+    noise: float = 0.0  # label noise on the training (and validation) labels, as in the noisy family
+    noise_type: str = "symmetric"
+    validation: float | None = None  # share of the training data held out for tuning (None: 0.2 if tuned, else 0)
     checkpoint: str | None = None
     train_dense: bool = False
     model: str | None = None  # dense architecture (default with train_dense: "mlp"); checked against a checkpoint
@@ -114,10 +129,15 @@ class CompressConfig(ComparisonSettings):
     lr_schedule: str = "cosine"
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    alpha: float = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
-    rho: float = 0.1
+    alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
+    rho: Strength = 0.1
 
     def __post_init__(self) -> None:
+        check_tuning(self)
+        check_noise(self.noise, self.noise_type)
+        if self.checkpoint is not None and (self.per_seed_split or self.validation_fraction > 0):
+            what = "per_seed_split" if self.per_seed_split else "a validation split"
+            raise ValueError(f"{what} needs train_dense: a checkpoint's dense model was trained on one fixed split")
         if (self.checkpoint is None) == (not self.train_dense):
             raise ValueError("give exactly one source of the dense model: a checkpoint or train_dense (--train-dense)")
         if (self.ratio is None) == (self.rank is None):
@@ -148,6 +168,14 @@ class CompressConfig(ComparisonSettings):
     def architecture(self) -> str:
         return self.model or "mlp"
 
+    @property
+    def validation_fraction(self) -> float:
+        return validation_fraction(self)
+
+    def split_of(self, seed: int) -> int:
+        """The split seed of run seed ``seed``: ``seed`` itself with ``per_seed_split``, else ``split_seed``."""
+        return seed if self.per_seed_split else self.split_seed
+
     @cached_property
     def loop(self) -> LoopConfig:
         return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
@@ -166,19 +194,25 @@ class CompressConfig(ComparisonSettings):
     def optimizer_configs(self) -> list[OptimizerConfig]:
         return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
-    def data_settings(self) -> dict[str, Any]:
-        """What determines the data split, including digests of a data file's contents or a data folder."""
+    def data_settings(self, split: int | None = None) -> dict[str, Any]:
+        """What determines the data split (seed ``split``, default ``split_seed``), including digests of a
+        data file's contents or a data folder."""
         keys = ("data", "data_dir", "test_fraction", "train_size", "test_size", "split_seed")
-        return {
+        out = {
             **{k: getattr(self, k) for k in keys},
             "data_digest": data_digest(self.data),
             "data_dir_digest": data_digest(self.data_dir),
         }
+        if split is not None:
+            out["split_seed"] = split
+        if self.noise > 0 or self.validation_fraction > 0:  # absent otherwise: untouched splits keep their digests
+            out.update(noise=self.noise, noise_type=self.noise_type, validation=self.validation_fraction)
+        return out
 
-    def dense_settings(self) -> dict[str, Any]:
-        """What determines a dense model trained by ``train_dense``."""
+    def dense_settings(self, split: int | None = None) -> dict[str, Any]:
+        """What determines a dense model trained by ``train_dense`` (on split ``split``)."""
         return {
-            **self.data_settings(),
+            **self.data_settings(split),
             "architecture": self.architecture,
             "hidden": self.hidden,
             "loop": asdict(self.dense_loop),
@@ -434,100 +468,109 @@ class CompressExperiment:
     out_dir: Path | None = None
     resume: bool = True
     progress: ProgressFn | None = None
-    _setup: CompressionSetup | None = field(default=None, repr=False)
+    _setups: dict[int, CompressionSetup] = field(default_factory=dict, repr=False)
+    _splits: dict[int, Any] = field(default_factory=dict, repr=False)
 
-    @cached_property
-    def data(self) -> ClassificationData:
-        cfg = self.config
-        return load_classification(
-            cfg.data,
-            data_dir=cfg.data_dir,
-            download=cfg.download,
-            seed=cfg.split_seed,
-            test_fraction=cfg.test_fraction,
-            train_size=cfg.train_size,
-            test_size=cfg.test_size,
-        )
+    def split(self, split: int) -> tuple[ClassificationData, tuple[torch.Tensor, torch.Tensor], Any]:
+        """Split ``split``'s data (clean test set), the ``(inputs, labels)`` trained on (noisy with
+        ``noise``) and the validation ``(inputs, labels)`` held out of them (None without one)."""
+        if split not in self._splits:
+            cfg = self.config
+            data = load_split(cfg, split)
+            y = data.y_train
+            if cfg.noise > 0:
+                y = corrupt_labels(y, data.num_classes, cfg.noise, cfg.noise_type, seed=split, dataset=data.name).labels
+            train, validation = hold_out(cfg.validation_fraction, split, data.x_train, y)
+            self._splits[split] = (data, train, validation)
+        return self._splits[split]
 
-    def dense_identity(self) -> str:
+    def _file(self, name: str, split: int) -> Path | None:
+        """``OUT/name``, or ``OUT/name-seedS.pt`` for one split of a per-seed experiment."""
+        if self.out_dir is None:
+            return None
+        return self.out_dir / (name.replace(".pt", f"-seed{split}.pt") if self.config.per_seed_split else name)
+
+    def dense_identity(self, split: int | None = None) -> str:
         """Fingerprint of the dense model: the checkpoint's bytes, or the settings that train it."""
         cfg = self.config
         if cfg.checkpoint is not None:
             if not Path(cfg.checkpoint).is_file():
                 raise FileNotFoundError(f"checkpoint not found: {cfg.checkpoint!r}")
             return "file:" + file_digest(cfg.checkpoint)
-        return "trained:" + fingerprint("compress-dense", cfg.dense_settings())
+        return "trained:" + fingerprint("compress-dense", cfg.dense_settings(split))
 
-    def _dense(self) -> tuple[nn.Module, str]:
-        cfg, data = self.config, self.data
+    def _dense(self, split: int) -> tuple[nn.Module, str]:
+        cfg = self.config
+        data, train, _ = self.split(split)
         if cfg.checkpoint is not None:
             check_checkpoint_split(cfg.checkpoint, cfg)
             return load_dense_model(cfg.checkpoint, data.input_shape, data.num_classes, cfg.model)
         arch = cfg.architecture
         kwargs = network_kwargs(cfg.hidden) if parse_network_name(arch)[1] == "mlp" else {}
-        torch.manual_seed(cfg.split_seed)
+        torch.manual_seed(split)
         model = build_network(arch, data.input_shape, data.num_classes, **kwargs).to(torch.device(cfg.device))
         # Fail before training when the layers, ratio or rank cannot work (they depend on shapes only).
         check_target(model, select_layers(model, cfg.layers, cfg.exclude), cfg.format, rank=cfg.rank, ratio=cfg.ratio)
-        out = self.out_dir
         train_classifier(
             model,
             cfg.dense_optimizer,
-            (data.x_train, data.y_train),
+            train,
             (data.x_test, data.y_test),
             loop=cfg.dense_loop,
-            seed=cfg.split_seed,
-            checkpoint=None if out is None else out / DENSE_TRAIN_CHECKPOINT,
+            seed=split,
+            checkpoint=self._file(DENSE_TRAIN_CHECKPOINT, split),
             resume=self.resume,
-            tag=fingerprint("compress-dense", cfg.dense_settings()),
+            tag=fingerprint("compress-dense", cfg.dense_settings(split if cfg.per_seed_split else None)),
             progress=self.progress,
-            label="dense",
+            label="dense" if not cfg.per_seed_split else f"dense s{split}",
         )
-        if out is not None:  # reusable with --checkpoint
-            extra = {"data_split": split_facts(cfg.data_settings())}
-            save_dense_model(out / DENSE_FILE, model, arch, data.input_shape, data.num_classes, kwargs, extra)
+        path = self._file(DENSE_FILE, split)
+        if path is not None:  # reusable with --checkpoint
+            extra = {"data_split": split_facts(cfg.data_settings(split))}
+            save_dense_model(path, model, arch, data.input_shape, data.num_classes, kwargs, extra)
         return model, arch
 
-    def setup(self) -> CompressionSetup:
-        """Dense model, decomposition and their test accuracies (computed once, on first use)."""
-        if self._setup is None:
-            cfg, data = self.config, self.data
-            dense, arch = self._dense()
+    def setup(self, seed: int | None = None) -> CompressionSetup:
+        """Dense model, decomposition and their test accuracies of run seed ``seed``'s split (default:
+        ``split_seed``), computed once per split, on first use."""
+        cfg = self.config
+        split = cfg.split_seed if seed is None else cfg.split_of(seed)
+        if split not in self._setups:
+            data = self.split(split)[0]
+            dense, arch = self._dense(split)
             dense = dense.to(torch.device(cfg.device))
             names = select_layers(dense, cfg.layers, cfg.exclude)
             check_target(dense, names, cfg.format, rank=cfg.rank, ratio=cfg.ratio)
             compressed, report = tensorize(
                 dense, cfg.format, rank=cfg.rank, ratio=cfg.ratio, include=list(names), init="decompose"
             )
-            self._setup = CompressionSetup(
+            self._setups[split] = CompressionSetup(
                 data=data,
                 architecture=arch,
                 dense=dense,
-                dense_test_acc=self._accuracy(dense),
+                dense_test_acc=_accuracy(dense, data),
                 compressed=compressed,
                 report=report,
-                decomposed_test_acc=self._accuracy(compressed),
+                decomposed_test_acc=_accuracy(compressed, data),
             )
-        return self._setup
-
-    def _accuracy(self, model: nn.Module) -> float:
-        device = next(model.parameters()).device
-        return evaluate(model, self.data.x_test.to(device), self.data.y_test.to(device))[1]
+        return self._setups[split]
 
     def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
         """Fine-tune a copy of the decomposed model with ``optimizer``; curves start right after decomposition."""
         cfg = self.config
-        setup = self.setup()
+        setup = self.setup(seed)
+        _, train, validation = self.split(cfg.split_of(seed))
         model = copy.deepcopy(setup.compressed)
         torch.manual_seed(seed)
         key = run_key(optimizer, seed)
         result = train_classifier(
             model,
             optimizer,
-            (setup.data.x_train, setup.data.y_train),
+            train,
             (setup.data.x_test, setup.data.y_test),
             loop=cfg.loop,
             seed=seed,
+            validation=validation,
             checkpoint=None if self.out_dir is None else self.out_dir / CHECKPOINTS_DIR / f"{key}.pt",
             resume=self.resume,
             tag=fingerprint(NAME, self.settings(), optimizer.as_dict(), seed),
@@ -544,6 +587,12 @@ class CompressExperiment:
             "resumed_from_epoch": result.resumed_from,
             **result.record_fields(),
         }
+        if cfg.noise > 0 or cfg.per_seed_split:
+            record.update(
+                noise=cfg.noise, noise_type=cfg.noise_type, split_seed=cfg.split_of(seed), n_train=len(train[1])
+            )
+        if validation is not None:
+            record.update(validation_fields(final, cfg.validation_fraction, len(validation[1])))
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
     @cached_property
@@ -551,7 +600,10 @@ class CompressExperiment:
         return self.dense_identity()
 
     def settings(self) -> dict[str, Any]:
-        return {**self.config.settings(), "dense": self._identity}
+        """What determines a run besides its optimizer and seed: the settings and the dense model's
+        identity (with ``per_seed_split`` the seed decides the dense model, and the seed is in each run's
+        fingerprint already)."""
+        return {**self.config.settings(), "dense": "per-seed" if self.config.per_seed_split else self._identity}
 
 
 def run_compress(
@@ -578,7 +630,13 @@ def run_compress(
         out_dir=out_dir,
         resume=resume,
         progress=progress,
+        select=TEST_ACC if config.validation_fraction > 0 else None,
     )
+
+
+def _accuracy(model: nn.Module, data: ClassificationData) -> float:
+    device = next(model.parameters()).device
+    return evaluate(model, data.x_test.to(device), data.y_test.to(device))[1]
 
 
 def _title(config: CompressConfig) -> str:
@@ -641,7 +699,7 @@ TASK = Task(
     table=compress_table,
     plot=plot_compress,
     metrics=(
-        Metric("test_acc", "fine-tuned test accuracy"),
+        TEST_ACC,
         Metric("best_test_acc", "best fine-tuned test accuracy"),
         TRAIN_LOSS,
         Metric("decomposed_test_acc", "test accuracy right after decomposition"),

@@ -53,7 +53,8 @@ from ..adapters import inject_adapter
 from ..adapters.base import match_module_name
 from ..adapters.registry import ADAPTERS, get_adapter
 from ..core_groups import find_core_groups
-from ..data.text import TextData, TextSet, TextSplit, load_text_data, split_text
+from ..data.noise import check_noise_rate
+from ..data.text import TextData, TextSet, TextSplit, load_text_data, noisy_training_labels, split_text
 from ..reporting import ProgressFn, line_panels
 from ..training import (
     ComparisonSettings,
@@ -73,6 +74,7 @@ from .grid import (
     summary_table,
 )
 from .protocol import TRAIN_LOSS, Metric, Q, Task
+from .tuning import check_tuning, validation_fields, validation_fraction
 
 __all__ = [
     "TASK",
@@ -99,6 +101,7 @@ CURVE_COLUMNS = ["epoch", "step", "train_loss", "test_acc", "test_f1", "Q", "Q_s
 EVAL_BATCH = 256
 # How the backbone's weights are loaded: a dtype, or "auto" (the dtype the checkpoint stores).
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+TEST_ACC = Metric("test_acc", "test accuracy")  # the default metric: tuning selects by val_acc
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,12 @@ class FinetuneConfig(ComparisonSettings):
     batch_size: int = 32
     base: str = "adamw"
     lr: float = 5e-3
+    noise: float = 0.0  # symmetric label flips on the training (and validation) labels, seeded
+    validation: float | None = None  # share of the training texts held out for tuning (None: 0.2 if tuned, else 0)
 
     def __post_init__(self) -> None:
+        check_tuning(self)
+        check_noise_rate(self.noise)
         if self.adapter != PEFT_LORA:
             try:
                 get_adapter(self.adapter)
@@ -149,6 +156,10 @@ class FinetuneConfig(ComparisonSettings):
         check_seeds(self.seeds)
         check_device(self.device)
         self.optimizer_configs(1)  # validates lr, momentum, alpha, rho and the schedule
+
+    @property
+    def validation_fraction(self) -> float:
+        return validation_fraction(self)
 
     def optimizer_configs(self, total_steps: int) -> list[OptimizerConfig]:
         """One :class:`OptimizerConfig` per optimizer; ``total_steps`` drives a decaying alpha schedule."""
@@ -361,17 +372,20 @@ def _encode(tokenizer: Any, texts: TextSet, max_length: int) -> _Encoded:
     return _Encoded(enc["input_ids"], enc["attention_mask"], torch.as_tensor(texts.labels, dtype=torch.int64))
 
 
-def _evaluate(model: nn.Module, data: _Encoded, num_labels: int, device: torch.device) -> tuple[float, float]:
+def _evaluate(model: nn.Module, data: _Encoded, num_labels: int, device: torch.device) -> tuple[float, float, float]:
+    """Accuracy, macro-F1 and mean cross-entropy on ``data``, in ``eval()`` mode."""
     was_training = model.training
     model.eval()
-    preds = []
+    preds, loss = [], 0.0
     with torch.no_grad():
         for start in range(0, len(data), EVAL_BATCH):
-            ids, mask, _ = data.batch(slice(start, start + EVAL_BATCH), device)
-            preds.append(model(ids, mask).argmax(dim=-1).cpu())
+            ids, mask, y = data.batch(slice(start, start + EVAL_BATCH), device)
+            logits = model(ids, mask)
+            loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            preds.append(logits.argmax(dim=-1).cpu())
     model.train(was_training)
     pred, target = torch.cat(preds).numpy(), data.labels.numpy()
-    return float(np.mean(pred == target)), macro_f1(pred, target, num_labels)
+    return float(np.mean(pred == target)), macro_f1(pred, target, num_labels), loss / max(len(data), 1)
 
 
 class _PeakMemory:
@@ -405,7 +419,7 @@ class FinetuneExperiment:
     backbone: nn.Module
     tokenizer: Any
     targets: list[str]
-    _splits: dict[int, tuple[TextSplit, _Encoded, _Encoded]] = field(default_factory=dict)
+    _splits: dict[int, tuple[TextSplit, _Encoded, _Encoded, _Encoded | None]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, config: FinetuneConfig) -> FinetuneExperiment:
@@ -419,21 +433,25 @@ class FinetuneExperiment:
         _attach_adapter(copy.deepcopy(backbone), config, targets)  # raises on a bad rank, before any run
         return cls(config, data, backbone, tokenizer, targets)
 
-    def split(self, seed: int) -> tuple[TextSplit, _Encoded, _Encoded]:
+    def split(self, seed: int) -> tuple[TextSplit, _Encoded, _Encoded, _Encoded | None]:
+        """The seed's split (training labels noisy with ``noise``), its encoded training, test and
+        validation texts (None without a validation split)."""
         if seed not in self._splits:
             cfg = self.config
             split = split_text(
                 self.data, seed, test_fraction=cfg.test_fraction, train_size=cfg.train_size, test_size=cfg.test_size
             )
+            split, held = noisy_training_labels(split, self.data.num_labels, cfg.noise, cfg.validation_fraction)
             self._splits[seed] = (
                 split,
                 _encode(self.tokenizer, split.train, cfg.max_length),
                 _encode(self.tokenizer, split.test, cfg.max_length),
+                None if held is None else _encode(self.tokenizer, held, cfg.max_length),
             )
         return self._splits[seed]
 
     def steps_per_epoch(self) -> int:
-        split, _, _ = self.split(self.config.seeds[0])
+        split = self.split(self.config.seeds[0])[0]
         return math.ceil(len(split.train) / self.config.batch_size)
 
     def make_model(self, seed: int) -> MeanPoolClassifier:
@@ -451,7 +469,7 @@ class FinetuneExperiment:
         """Fine-tune one classifier with ``optimizer`` on the seed's split; final metrics and per-epoch curves."""
         cfg = self.config
         device = check_device(cfg.device)
-        split, train, test = self.split(seed)
+        split, train, test, validation = self.split(seed)
         memory = _PeakMemory(device)
         model = self.make_model(seed).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -473,8 +491,13 @@ class FinetuneExperiment:
             return F.cross_entropy(model(ids, mask), y)
 
         def evaluate(row: Mapping[str, Any]) -> dict[str, float]:
-            acc, f1 = _evaluate(model, test, self.data.num_labels, device)
-            return {"test_acc": acc, "test_f1": f1}
+            acc, f1, _ = _evaluate(model, test, self.data.num_labels, device)
+            out = {"test_acc": acc, "test_f1": f1}
+            if validation is not None:
+                out["val_acc"], out["val_f1"], out["val_loss"] = _evaluate(
+                    model, validation, self.data.num_labels, device
+                )
+            return out
 
         result = engine.train(
             model,
@@ -506,6 +529,10 @@ class FinetuneExperiment:
             "peak_memory_mb": memory.read(),
             "device": cfg.device,
         }
+        if cfg.noise > 0:
+            record["noise"] = cfg.noise
+        if validation is not None:
+            record.update(validation_fields(result.final, cfg.validation_fraction, len(validation)))
         return RunResult(record=record, curve=[{k: row.get(k) for k in CURVE_COLUMNS} for row in result.history])
 
 
@@ -534,6 +561,7 @@ def run_finetune(
         out_dir=out_dir,
         resume=resume,
         progress=progress,
+        select=TEST_ACC if config.validation_fraction > 0 else None,
     )
 
 
@@ -604,7 +632,7 @@ TASK = Task(
     table=finetune_table,
     plot=plot_finetune,
     metrics=(
-        Metric("test_acc", "test accuracy"),
+        TEST_ACC,
         Metric("test_f1", "test macro-F1"),
         Metric("init_test_acc", "test accuracy of the untrained head"),
         TRAIN_LOSS,

@@ -6,9 +6,14 @@ atomically, with a fingerprint of everything that determines it), so an interrup
 without recomputing finished runs, and a changed setting recomputes exactly the runs it affects. Each
 record gets the schema's shared keys (:mod:`tensordas.tasks.records`) and is checked against it.
 
-Tuning (the seam for issue 14): a grid whose candidates are (method, strength) pairs runs here, each
-candidate a run whose record carries a validation metric beside the test metric; the selection by the
-validation metric in the family's direction (:attr:`Task.metrics`) fills the records' ``selected``.
+Tuning: a strength given as a list (``alpha = [0.1, 1, 10]``) makes one candidate run per (method,
+value, seed), each stored under its own key (``das-sgd-alpha10-seed0``) and recording a validation
+metric (``val_acc``) measured on a split carved from the training data. :func:`select_candidate` picks,
+per method and seed, the value with the best validation metric in the family's direction (ties: the
+lower ``val_loss``, then the first value); the picked run's record becomes the method's record for
+that seed, with ``selected`` (``{"alpha": 10.0}``) and ``candidates`` (every value tried with its
+validation metric and loss), so the selection can be redone from the records alone. Test metrics are
+never read by the selection.
 
 :func:`write_experiment` then writes the common format:
 
@@ -34,6 +39,7 @@ from rich.table import Table
 
 from ..reporting import ProgressFn, ensure_dir, json_ready, results_table, save_figure, summarize, write_csv, write_json
 from ..training import OptimizerConfig
+from .protocol import Metric
 from .records import check_record
 
 __all__ = [
@@ -51,6 +57,8 @@ __all__ = [
     "mean_curves",
     "run_grid",
     "run_key",
+    "select_candidate",
+    "validation_key",
     "run_store",
     "summary_table",
     "write_experiment",
@@ -201,8 +209,55 @@ def run_store(out_dir: str | Path | None) -> RunStore:
 
 
 def run_key(optimizer: OptimizerConfig, seed: int) -> str:
-    """File-name-safe key of one run, e.g. ``das-adam-seed0``."""
+    """File-name-safe key of one run, e.g. ``das-adam-seed0``; a grid candidate's names its strength
+    value, e.g. ``das-adam-alpha10-seed0``."""
+    if optimizer.grid and optimizer.strength is not None:
+        name, value = optimizer.strength
+        return f"{optimizer.method}-{optimizer.base}-{name}{value:.12g}-seed{seed}"
     return f"{optimizer.method}-{optimizer.base}-seed{seed}"
+
+
+def validation_key(metric: Metric) -> str:
+    """The record key of ``metric`` on the validation split: ``test_acc`` -> ``val_acc``."""
+    return "val_" + metric.key.removeprefix("test_").removeprefix("best_test_")
+
+
+VAL_LOSS = "val_loss"
+
+
+def select_candidate(candidates: Sequence[Mapping[str, Any]], key: str, higher_is_better: bool) -> int:
+    """The index of the candidate with the best ``key`` in the metric's direction.
+
+    Ties go to the lower ``val_loss``, then to the first candidate; a missing or non-finite value
+    (a diverged run) ranks last. Works on records and on a record's ``candidates`` alike.
+    """
+
+    def finite(value: Any) -> float | None:
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    def rank(i: int) -> tuple[int, float, float, int]:
+        value, loss = finite(candidates[i].get(key)), finite(candidates[i].get(VAL_LOSS))
+        score = math.inf if value is None else (-value if higher_is_better else value)
+        return (value is None, score, math.inf if loss is None else loss, i)
+
+    if not candidates:
+        raise ValueError("no candidate to select from")
+    return min(range(len(candidates)), key=rank)
+
+
+def _select(task: str, runs: Sequence[tuple[OptimizerConfig, RunResult]], metric: Metric) -> RunResult:
+    """The picked run of one method and seed, its record naming the choice and every candidate."""
+    key = validation_key(metric)
+    name = runs[0][0].spec.strength
+    candidates = []
+    for opt, run in runs:
+        if key not in run.record:
+            raise ValueError(f"{task} run {opt.label}: the record has no {key!r} (no validation split?)")
+        loss = {VAL_LOSS: run.record[VAL_LOSS]} if VAL_LOSS in run.record else {}  # completion has none
+        candidates.append({"value": getattr(opt, name), key: run.record[key], **loss})
+    best = runs[select_candidate(candidates, key, metric.higher_is_better)][1]
+    record = {**best.record, "selected": {name: best.record[name]}, "candidates": candidates}
+    return RunResult(record=record, curve=best.curve)
 
 
 def run_grid(
@@ -215,40 +270,67 @@ def run_grid(
     out_dir: str | Path | None = None,
     resume: bool = True,
     progress: ProgressFn | None = None,
+    select: Metric | None = None,
 ) -> list[RunResult]:
     """Run every optimizer on every seed (seed-major, so partial results already compare methods).
 
     ``settings`` are the task settings that determine a run besides its optimizer and seed.
     With ``out_dir``, each finished run is stored and, with ``resume``, reused when its
-    fingerprint matches.
+    fingerprint matches. Candidates of one method (several strength values, ``grid=True``) need
+    ``select``: the metric whose validation value (:func:`validation_key`) picks one per seed
+    (module docstring); with ``select``, every method with a strength records ``selected`` and
+    ``candidates``. Returns one result per (method, seed).
     """
     if not optimizers:
         raise ValueError("no optimizer to run")
     if not seeds:
         raise ValueError("no seed to run")
-    labels = [o.label for o in optimizers]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"optimizers are listed twice: {labels}")
+    keys = [run_key(o, 0) for o in optimizers]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"optimizers are listed twice: {[o.label for o in optimizers]}")
+    groups: dict[str, list[OptimizerConfig]] = {}
+    for opt in optimizers:
+        groups.setdefault(opt.label, []).append(opt)
+    if select is None and any(len(g) > 1 for g in groups.values()):
+        raise ValueError(f"{task}: a strength grid needs a validation metric to select by")
     check_seeds(list(seeds))
     store = run_store(out_dir)
     results = []
     for seed in seeds:
-        for opt in optimizers:
-
-            def compute(opt: OptimizerConfig = opt, seed: int = seed) -> RunResult:
-                done = run_one(opt, seed, progress)
-                done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed, selected={})
-                done.record.update(opt.record_fields())
-                check_record(done.record, f"{task} run {opt.label} seed {seed}")
-                return done
-
-            def reused(label: str = f"{opt.label} s{seed}") -> None:
-                if progress is not None:
-                    progress(label, 1, 1)
-
-            print_ = fingerprint(task, settings, opt.as_dict(), seed)
-            results.append(store.fetch(run_key(opt, seed), print_, compute, resume=resume, reused=reused))
+        for group in groups.values():
+            runs = [(opt, _fetch(task, settings, opt, seed, run_one, store, resume, progress)) for opt in group]
+            if select is not None and group[0].strength is not None:
+                results.append(_select(task, runs, select))
+            else:
+                results.append(runs[0][1])
     return results
+
+
+def _fetch(
+    task: str,
+    settings: Mapping[str, Any],
+    opt: OptimizerConfig,
+    seed: int,
+    run_one: Callable[[OptimizerConfig, int, ProgressFn | None], RunResult],
+    store: RunStore,
+    resume: bool,
+    progress: ProgressFn | None,
+) -> RunResult:
+    """One run of the grid: stored and reused by its key and fingerprint."""
+
+    def compute() -> RunResult:
+        done = run_one(opt, seed, progress)
+        done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed, selected={})
+        done.record.update(opt.record_fields())
+        check_record(done.record, f"{task} run {opt.label} seed {seed}")
+        return done
+
+    def reused() -> None:
+        if progress is not None:
+            progress(f"{opt.label} s{seed}", 1, 1)
+
+    print_ = fingerprint(task, settings, opt.as_dict(), seed)
+    return store.fetch(run_key(opt, seed), print_, compute, resume=resume, reused=reused)
 
 
 def curve_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:

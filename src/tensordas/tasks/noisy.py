@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import ClassificationData, NoisyLabels, add_label_noise, asymmetric_mapping, load_classification
-from ..data.noise import NOISE_TYPES, check_noise_rate
+from ..data import ClassificationData, NoisyLabels, corrupt_labels, load_classification, validation_split
+from ..data.noise import check_noise
 from ..layers._base import TensorizedLayer
 from ..layers._formats import Rank, get_format
 from ..networks import build_network, parse_network_name
@@ -36,6 +36,7 @@ from ..training import (
     ComparisonSettings,
     LoopConfig,
     OptimizerConfig,
+    Strength,
     check_device,
     compared_optimizers,
     train_classifier,
@@ -52,12 +53,15 @@ from .grid import (
     summary_table,
 )
 from .protocol import TRAIN_LOSS, Metric, Q, Task
+from .tuning import check_tuning, validation_fields, validation_fraction
 
 __all__ = [
     "TASK",
     "CURVE_COLUMNS",
     "NoisyConfig",
     "NoisyExperiment",
+    "hold_out",
+    "load_split",
     "noisy_table",
     "plot_noisy",
     "run_noisy",
@@ -80,6 +84,7 @@ CURVE_COLUMNS = [
     "time_s",
 ]
 CHECKPOINTS_DIR = "checkpoints"
+TEST_ACC = Metric("test_acc", "final clean test accuracy")  # the default metric: tuning selects by val_acc
 
 
 @dataclass(frozen=True)
@@ -103,13 +108,14 @@ class NoisyConfig(ComparisonSettings):
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    alpha: float = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
-    rho: float = 0.1
+    alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
+    rho: Strength = 0.1
+    validation: float | None = None  # share of the training data held out for tuning (None: 0.2 if tuned, else 0)
 
     def __post_init__(self) -> None:
-        check_noise_rate(self.noise)
-        if self.noise_type not in NOISE_TYPES:
-            raise ValueError(f"Invalid noise type {self.noise_type!r} (expected one of {', '.join(NOISE_TYPES)})")
+        self.check_options()  # a strength list becomes a tuple before anything reads it
+        check_tuning(self)
+        check_noise(self.noise, self.noise_type)
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
         for name in ("train_size", "test_size"):
@@ -124,6 +130,10 @@ class NoisyConfig(ComparisonSettings):
         check_seeds(self.seeds)
         check_device(self.device)
         _ = self.loop, self.optimizer_configs  # validates epochs, batch size, schedules, lr, alpha, rho
+
+    @property
+    def validation_fraction(self) -> float:
+        return validation_fraction(self)
 
     @cached_property
     def loop(self) -> LoopConfig:
@@ -145,6 +155,30 @@ class NoisyConfig(ComparisonSettings):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def load_split(config: Any, seed: int) -> ClassificationData:
+    """The classification data a config names, split by ``seed`` (its data settings: source, sizes, test share)."""
+    return load_classification(
+        config.data,
+        data_dir=config.data_dir,
+        download=config.download,
+        seed=seed,
+        test_fraction=config.test_fraction,
+        train_size=config.train_size,
+        test_size=config.test_size,
+    )
+
+
+def hold_out(
+    fraction: float, seed: int, x: torch.Tensor, y: torch.Tensor, *more: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, torch.Tensor] | None]:
+    """``((x, y, *more) kept, (x, y) held out)``: a stratified share ``fraction`` of the training samples
+    held out for validation (by ``y``, drawn from ``seed``); with ``fraction == 0`` all are kept, untouched."""
+    if fraction == 0:
+        return (x, y, *more), None
+    keep, held = (torch.as_tensor(i) for i in validation_split(y, fraction, seed))
+    return tuple(t[keep] for t in (x, y, *more)), (x[held], y[held])
 
 
 def network_kwargs(hidden: Sequence[int] | None) -> dict[str, Any]:
@@ -199,24 +233,21 @@ class NoisyExperiment:
     _data: dict[int, tuple[ClassificationData, NoisyLabels]] = field(default_factory=dict)
 
     def data(self, seed: int) -> tuple[ClassificationData, NoisyLabels]:
-        """The seed's split (clean test set) and its noisy training labels."""
+        """The seed's split (clean test set) and its noisy labels of the whole training part (the
+        validation split included: :meth:`parts` carves it)."""
         if seed not in self._data:
             cfg = self.config
-            data = load_classification(
-                cfg.data,
-                data_dir=cfg.data_dir,
-                download=cfg.download,
-                seed=seed,
-                test_fraction=cfg.test_fraction,
-                train_size=cfg.train_size,
-                test_size=cfg.test_size,
-            )
-            mapping = asymmetric_mapping(data.num_classes, data.name) if cfg.noise_type == "asymmetric" else None
-            noisy = add_label_noise(
-                data.y_train, data.num_classes, cfg.noise, cfg.noise_type, seed=seed, mapping=mapping
-            )
+            data = load_split(cfg, seed)
+            noisy = corrupt_labels(data.y_train, data.num_classes, cfg.noise, cfg.noise_type, seed=seed,
+                                   dataset=data.name)  # fmt: skip
             self._data[seed] = (data, noisy)
         return self._data[seed]
+
+    def parts(self, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], Any]:
+        """``(inputs, noisy labels, true labels)`` trained on, and ``(inputs, noisy labels)`` of the
+        validation split (None without one), carved per seed from the training part (stratified)."""
+        data, noisy = self.data(seed)
+        return hold_out(self.config.validation_fraction, seed, data.x_train, noisy.labels, noisy.true_labels)
 
     def build_model(self, data: ClassificationData, seed: int) -> nn.Module:
         """The seed's initial network (the same for every optimizer)."""
@@ -237,17 +268,19 @@ class NoisyExperiment:
         """Train one network with ``optimizer`` on the seed's noisy labels; final metrics and curves."""
         cfg = self.config
         data, noisy = self.data(seed)
+        (x_train, y_train, y_true), validation = self.parts(seed)
         model = self.build_model(data, seed)
         key = run_key(optimizer, seed)
         checkpoint = None if self.out_dir is None else self.out_dir / CHECKPOINTS_DIR / f"{key}.pt"
         result = train_classifier(
             model,
             optimizer,
-            (data.x_train, noisy.labels),
+            (x_train, y_train),
             (data.x_test, data.y_test),
             loop=cfg.loop,
             seed=seed,
-            true_labels=noisy.true_labels,
+            true_labels=y_true,
+            validation=validation,
             checkpoint=checkpoint,
             resume=self.resume,
             tag=fingerprint(NAME, cfg.settings(), optimizer.as_dict(), seed),
@@ -274,7 +307,7 @@ class NoisyExperiment:
             "model": cfg.model,
             "rank": cfg.rank,
             "data": data.name,
-            "n_train": data.n_train,
+            "n_train": len(y_train),
             "n_test": data.n_test,
             "noise": cfg.noise,
             "noise_type": cfg.noise_type,
@@ -291,6 +324,8 @@ class NoisyExperiment:
             "resumed_from_epoch": result.resumed_from,
             **result.record_fields(),  # wall time: training and per-epoch evaluation, over resumed sessions too
         }
+        if validation is not None:
+            record.update(validation_fields(final, cfg.validation_fraction, len(validation[1])))
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
 
@@ -313,6 +348,7 @@ def run_noisy(
         out_dir=out_dir,
         resume=resume,
         progress=progress,
+        select=TEST_ACC if config.validation_fraction > 0 else None,
     )
 
 
@@ -365,7 +401,7 @@ TASK = Task(
     table=noisy_table,
     plot=plot_noisy,
     metrics=(
-        Metric("test_acc", "final clean test accuracy"),
+        TEST_ACC,
         Metric("best_test_acc", "best clean test accuracy"),
         Metric("train_acc", "accuracy on the noisy training labels"),
         TRAIN_LOSS,

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..training import METHODS
+
 __all__ = ["Q", "TRAIN_LOSS", "Metric", "Task", "grid_records"]
 
 
@@ -53,7 +55,13 @@ def grid_records(outcome: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _count_grid(config: Any) -> int:
-    return len(config.optimizers) * len(config.seeds)
+    """Runs of a comparison grid: each method once per value of its strength list (else once), per seed."""
+    runs = 0
+    for name in config.optimizers:
+        strength = getattr(METHODS.get(name), "strength", None)
+        values = getattr(config, strength, None) if strength else None
+        runs += len(values) if isinstance(values, tuple) else 1
+    return runs * len(config.seeds)
 
 
 @dataclass(frozen=True)

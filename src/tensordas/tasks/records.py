@@ -20,7 +20,8 @@ RECORD_KEYS: dict[str, str] = {
     "base": "the base optimizer (sgd, adam, adamw); None for a reference row",
     "optimizer": "the row's label in tables and plots: sgd, sam(sgd), das(adam), als (tensorly)",
     "seed": "the seed: initialisation, split and data order are shared by every method on it",
-    "selected": "hyper-parameters chosen on validation data, e.g. {'alpha': 0.1}; {} when none was tuned",
+    "selected": "the strength chosen on validation data, e.g. {'alpha': 0.1}; {} when none was tuned (a tuned "
+    "record adds 'candidates': each value tried with its validation metric and loss)",
     "train_loss": "the training loss at the end",
     "Q": "the norm deviation at the end, mean over core groups (None: no core group)",
     "diverged": "a non-finite training loss stopped the run",

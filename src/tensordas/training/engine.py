@@ -371,9 +371,10 @@ def train(
     total_steps = plan.total_steps
     config = dataclasses.replace(optimizer, total_steps=total_steps)
     opt = build_optimizer(config, model.parameters() if params is None else params, groups or None)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda) if lr_lambda is not None else None
     method = config.spec
     watch = ScaleWatch(opt, after=min(CHECK_AFTER, total_steps))  # warns once if DAS never moved a norm
+    # attached to the optimizer whose step() runs every step (LookSAM's base optimizer: same param groups)
+    sched = torch.optim.lr_scheduler.LambdaLR(method.schedule_target(opt), lr_lambda) if lr_lambda is not None else None
 
     def row(round_: int, steps: int, train_loss: float | None, counts: Mapping[str, float], seconds: float):
         q_mean, q_sum, _ = q_stats(groups)

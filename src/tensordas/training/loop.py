@@ -8,6 +8,8 @@ before training):
 - ``train_loss``, ``train_acc``: cross-entropy and accuracy on the training labels (which may be
   noisy), averaged over the epoch's samples at the weights before each step;
 - ``test_loss``, ``test_acc``: on the (clean) test set, in ``eval()`` mode;
+- with ``validation``: ``val_loss``, ``val_acc`` on the validation split (held out of the training
+  data, labels as noisy as the training ones), what a tuning grid selects by;
 - with ``true_labels``: on the training samples whose label was corrupted, the fraction predicted as
   their noisy label (``memorized``) and as their true label (``recovered``);
 - ``Q``, ``Q_sum``: the norm deviation over the model's core groups, mean and sum (None for a dense model);
@@ -217,6 +219,7 @@ def train_classifier(
     loop: LoopConfig | None = None,
     seed: int = 0,
     true_labels: torch.Tensor | None = None,
+    validation: tuple[Inputs, torch.Tensor] | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = True,
     tag: str | None = None,
@@ -236,6 +239,7 @@ def train_classifier(
         seed: draws the batch order (with the epoch).
         true_labels: the clean training labels, when ``train``'s are noisy: adds ``memorized`` and
             ``recovered`` (on the samples whose label differs) to the metrics.
+        validation: ``(inputs, labels)`` held out of the training data: adds ``val_loss`` and ``val_acc``.
         checkpoint: a file to write after every epoch (and to resume from).
         resume: continue from ``checkpoint`` if it exists and its ``tag`` equals ``tag``.
         tag: identifies the settings a checkpoint belongs to (e.g. a fingerprint).
@@ -260,6 +264,8 @@ def train_classifier(
     device, dtype = _model_device_dtype(model)
     x_train, x_test = _to(x_train, device, dtype), _to(x_test, device, dtype)
     y_train, y_test = _labels(y_train, device), _labels(y_test, device)
+    if validation is not None:
+        validation = (_to(validation[0], device, dtype), _labels(validation[1], device))
     corrupted_idx = None
     if true_labels is not None:
         true_labels = _labels(true_labels, device)
@@ -287,13 +293,18 @@ def train_classifier(
             )  # fmt: skip
             memorized = float((pred == y_train[corrupted_idx]).double().mean())
             recovered = float((pred == true_labels[corrupted_idx]).double().mean())
-        return {
+        out = {
             "train_acc": row.get("train_acc"),  # row 0 has no training pass: None
             "test_loss": test_loss,
             "test_acc": test_acc,
             "memorized": memorized,
             "recovered": recovered,
         }
+        if validation is not None:
+            out["val_loss"], out["val_acc"], _ = evaluate(
+                model, *validation, batch_size=loop.eval_batch_size, forward=forward
+            )
+        return out
 
     store = None
     if checkpoint is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,12 +30,15 @@ from torch.optim import Optimizer
 from ..optim import BAR, DAS, SAM
 from ..optim.das import GRAD_NORMS, VARIANTS
 from ..optim.schedules import ALPHA_SCHEDULES
+from ._looksam import looksam_class, looksam_step
 
 __all__ = [
     "BASE_OPTIMIZERS",
     "METHODS",
     "OPTIONS",
+    "STRENGTHS",
     "Method",
+    "Strength",
     "MethodOptions",
     "Option",
     "compared_methods",
@@ -110,13 +113,17 @@ class Method:
         name: the registry key, ``--optimizer`` value and the records' ``method``.
         title: a short description for help texts.
         cls: the wrapper, called as ``cls(params, base_optimizer_class, **options, **base_kwargs)``;
-            ``None``: the base optimizer itself.
+            ``None``: the base optimizer itself (unless ``load`` gives the class).
+        load: imports and returns the wrapper class on first use (a class from an optional dependency).
         options: the options it reads (its strength included), passed as their keywords.
         strength: the option a tuning grid varies (``None``: nothing to tune).
         needs_core_groups: passed ``core_groups=``; a model without any is an error.
         needs_closure: ``step(closure)`` evaluates the loss more than once (SAM: at ``w`` and ``w + e``).
         scheduled: passed ``total_steps=`` (the run's length, for a decaying strength schedule).
         compared: one of the methods ``--compare`` runs.
+        step: ``step(optimizer, closure) -> loss``, one training step where the method's own
+            ``step(closure)`` is not the one to call (LookSAM: the second pass only every k-th step);
+            the optimizer's ``base_optimizer`` then counts the steps a learning-rate schedule sees.
     """
 
     name: str
@@ -128,10 +135,26 @@ class Method:
     needs_closure: bool = False
     scheduled: bool = False
     compared: bool = False
+    load: Callable[[], type[Optimizer]] | None = None
+    step: Callable[[Any, Callable[[], torch.Tensor]], torch.Tensor] | None = None
+
+    @property
+    def is_base(self) -> bool:
+        """The base optimizer itself, not a wrapper."""
+        return self.cls is None and self.load is None
+
+    @property
+    def wrapper(self) -> type[Optimizer] | None:
+        """The wrapper class (imported by ``load`` where it comes from an optional dependency)."""
+        return self.cls if self.load is None else self.load()
+
+    def schedule_target(self, optimizer: Optimizer) -> Optimizer:
+        """The optimizer a learning-rate scheduler is attached to: the one whose ``step()`` runs every step."""
+        return optimizer.base_optimizer if self.step is not None else optimizer
 
     def label(self, base: str) -> str:
         """A short name for tables: ``sgd``, ``sam(sgd)``, ``das(adam)``."""
-        return base if self.cls is None else f"{self.name}({base})"
+        return base if self.is_base else f"{self.name}({base})"
 
     def kwargs(
         self,
@@ -161,11 +184,11 @@ class Method:
         core_groups: Any = None,
         total_steps: int | None = None,
     ) -> Optimizer:
-        """The optimizer over ``params``: ``base(params, **base_kwargs)``, wrapped by :attr:`cls`."""
-        if self.cls is None:
+        """The optimizer over ``params``: ``base(params, **base_kwargs)``, wrapped by :attr:`wrapper`."""
+        if self.is_base:
             return base(params, **base_kwargs)
         extra = self.kwargs(settings, core_groups=core_groups, total_steps=total_steps)
-        return self.cls(params, base, **extra, **base_kwargs)
+        return self.wrapper(params, base, **extra, **base_kwargs)
 
 
 # --- the options (shared ones declared once) -----------------------------------------------------
@@ -174,7 +197,7 @@ ALPHA_SCHEDULE = Option(
     "alpha_schedule", "constant", f"Decay of alpha over the run: {' | '.join(ALPHA_SCHEDULES)}.",
     choices=ALPHA_SCHEDULES,
 )  # fmt: skip
-RHO = Option("rho", 0.05, "SAM radius.", minimum=0)
+RHO = Option("rho", 0.05, "SAM/LookSAM radius.", minimum=0)
 
 # --- the methods: one entry each ---------------------------------------------------------------------
 METHODS: dict[str, Method] = {
@@ -230,6 +253,19 @@ METHODS: dict[str, Method] = {
             needs_core_groups=True,
             scheduled=True,
         ),
+        Method(
+            "looksam",
+            "LookSAM (pytorch-optimizer): SAM's second pass every k-th step, 1 + 1/k passes per step",
+            options=(
+                RHO,
+                Option("looksam_k", 5, "LookSAM: steps between its second passes (k).", keyword="k", minimum=1),
+            ),
+            strength="rho",
+            needs_closure=True,
+            compared=True,
+            load=looksam_class,
+            step=looksam_step,
+        ),
     )
 }
 
@@ -248,21 +284,49 @@ def _collect_options(methods: Mapping[str, Method]) -> dict[str, Option]:
 
 
 OPTIONS: dict[str, Option] = _collect_options(METHODS)
+# A strength setting: one value, or the values a tuning grid tries (TOML list, CLI comma list).
+Strength = float | tuple[float, ...]
+# The options a tuning grid varies: given a list, each method picks its value on a validation split.
+STRENGTHS: tuple[str, ...] = tuple(dict.fromkeys(m.strength for m in METHODS.values() if m.strength))
 
 
 def _check_options(self: Any) -> None:
+    """Check every option; a strength may be a list of values (stored as a tuple), nothing else may."""
     for option in OPTIONS.values():
-        option.check(getattr(self, option.name))
+        value = getattr(self, option.name)
+        if isinstance(value, (list, tuple)):
+            if option.name not in STRENGTHS:
+                raise ValueError(
+                    f"Invalid {option.name} value: {list(value)!r} (a list is allowed only for a method's "
+                    f"strength: {', '.join(STRENGTHS)})"
+                )
+            if not value:
+                raise ValueError(f"Invalid {option.name} value: [] (expected at least one value)")
+            for v in value:
+                option.check(v)
+            if len(set(value)) != len(value):
+                raise ValueError(f"Invalid {option.name} value: {list(value)!r} (a value is listed twice)")
+            object.__setattr__(self, option.name, tuple(float(v) for v in value))
+        else:
+            option.check(value)
+
+
+def _tuned(self: Any) -> bool:
+    return any(isinstance(getattr(self, s), tuple) for s in STRENGTHS)
 
 
 MethodOptions: type = dataclasses.make_dataclass(
     "MethodOptions",
-    [(o.name, o.type, dataclasses.field(default=o.default)) for o in OPTIONS.values()],
+    [
+        (o.name, Strength if o.name in STRENGTHS else o.type, dataclasses.field(default=o.default))
+        for o in OPTIONS.values()
+    ],
     frozen=True,
     namespace={
         "__doc__": "Every method's options as fields (built from :data:`OPTIONS`): the base of the "
         "configurations that carry them, so a new option is a field everywhere at once.",
         "check_options": _check_options,
+        "tuned": property(_tuned, doc="Some strength is a list of values: each method picks one on validation data."),
     },
 )
 MethodOptions.__module__ = __name__
@@ -284,6 +348,12 @@ def compared_methods() -> tuple[str, ...]:
 def method_of(optimizer: Optimizer) -> Method:
     """The registered method whose class ``optimizer`` is an instance of (``base`` if none)."""
     for method in METHODS.values():
-        if method.cls is not None and isinstance(optimizer, method.cls):
+        if method.is_base:
+            continue
+        try:
+            cls = method.wrapper
+        except ImportError:  # an optional dependency that is missing: not what built ``optimizer``
+            continue
+        if isinstance(optimizer, cls):
             return method
     return METHODS["base"]

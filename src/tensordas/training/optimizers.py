@@ -16,7 +16,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..core_groups import CoreGroup
-from .methods import BASE_OPTIMIZERS, METHODS, OPTIONS, Method, MethodOptions, get_method, method_of
+from .methods import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, Method, MethodOptions, get_method, method_of
 
 __all__ = [
     "ComparisonSettings",
@@ -43,9 +43,13 @@ class OptimizerConfig(MethodOptions):
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
     total_steps: int | None = None  # the run's length, for a decaying strength schedule (the engine sets it)
+    grid: bool = False  # one candidate of a strength grid: its run key names the strength's value
 
     def __post_init__(self) -> None:
         get_method(self.method)  # ValueError naming an unknown method
+        for name in STRENGTHS:
+            if isinstance(getattr(self, name), (list, tuple)):
+                raise ValueError(f"Invalid {name} value: {getattr(self, name)!r} (one run takes one value)")
         if self.base not in BASE_OPTIMIZERS:
             raise ValueError(f"Invalid base optimizer: {self.base!r} (expected one of {', '.join(BASE_OPTIMIZERS)})")
         for name in _BASE_SETTINGS:
@@ -82,6 +86,12 @@ class OptimizerConfig(MethodOptions):
         """A short name for tables: ``sgd``, ``sam(sgd)``, ``das(adam)``."""
         return self.spec.label(self.base)
 
+    @property
+    def strength(self) -> tuple[str, float] | None:
+        """The method's strength option and its value (None for a method without one)."""
+        name = self.spec.strength
+        return None if name is None else (name, getattr(self, name))
+
 
 @dataclass(frozen=True)
 class ComparisonSettings(MethodOptions):
@@ -108,8 +118,10 @@ class ComparisonSettings(MethodOptions):
 
 
 def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = None) -> list[OptimizerConfig]:
-    """One validated :class:`OptimizerConfig` per name in ``settings.optimizers``.
+    """One validated :class:`OptimizerConfig` per name in ``settings.optimizers`` and value of its strength.
 
+    A strength given as a list (a tuning grid) gives one candidate per value, in the list's order,
+    marked ``grid=True``; a method without that strength takes the list's first value (unused).
     ``total_steps`` drives a decaying strength schedule; when it is not known yet, the engine sets it.
     """
     names = tuple(settings.optimizers)
@@ -117,7 +129,17 @@ def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = 
     if bad or not names:
         raise ValueError(f"Invalid optimizer(s) {bad or '[]'} (expected some of {', '.join(METHODS)})")
     shared = {k: getattr(settings, k) for k in ("base", *_BASE_SETTINGS, *OPTIONS)}
-    return [OptimizerConfig(method=m, total_steps=total_steps, **shared) for m in names]
+    grids = {k: v for k, v in shared.items() if isinstance(v, tuple) and k in STRENGTHS}
+    shared.update({k: v[0] for k, v in grids.items()})
+    out = []
+    for m in names:
+        strength = METHODS[m].strength
+        values = grids.get(strength, ()) if strength is not None else ()
+        if not values:
+            out.append(OptimizerConfig(method=m, total_steps=total_steps, **shared))
+        for value in values:
+            out.append(OptimizerConfig(method=m, total_steps=total_steps, grid=True, **{**shared, strength: value}))
+    return out
 
 
 def build_optimizer(
@@ -170,11 +192,15 @@ def optimizer_step(
 ) -> torch.Tensor:
     """One training step. ``closure`` zeroes the gradients, runs forward and backward, returns the loss.
 
-    A method that needs a closure (SAM) gets it and calls it twice (at ``w`` and ``w + e``); every
-    other method gets one call, then ``step()``. ``method`` defaults to the registry entry whose class
-    ``optimizer`` is. Returns the loss at the current weights.
+    A method with its own ``step`` hook (LookSAM: the second pass every k-th step only) takes the
+    step through it; one that needs a closure (SAM) gets it and calls it twice (at ``w`` and
+    ``w + e``); every other method gets one call, then ``step()``. ``method`` defaults to the registry
+    entry whose class ``optimizer`` is. Returns the loss at the current weights.
     """
-    if (method or method_of(optimizer)).needs_closure:
+    method = method or method_of(optimizer)
+    if method.step is not None:
+        return method.step(optimizer, closure)
+    if method.needs_closure:
         return optimizer.step(closure)
     loss = closure()
     optimizer.step()
