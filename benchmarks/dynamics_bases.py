@@ -67,6 +67,23 @@ def run_base(
     return out
 
 
+def markdown(data: dict[str, Any]) -> str:
+    """The results as a Markdown table: base, seed, curve, steps, converged step, Q there, final Q, final loss."""
+    lines = [
+        "| base | seed | method | steps | converged at | Q at convergence | final Q | final loss | final excess loss |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for base, seeds in data["results"].items():
+        for seed, res in seeds.items():
+            for label, c in res["curves"].items():
+                q_conv = "—" if c["Q_converged"] is None else f"{c['Q_converged']:.2f}"
+                lines.append(
+                    f"| {base} | {seed} | {label} | {c['steps']} | {c['converged_step']} | {q_conv} | "
+                    f"{c['final_Q']:.2f} | {c['final_loss']:.6f} | {c['final_excess_loss']:.1e} |"
+                )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run every base and seed, print and write the numbers."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curves", default=None, help="run only these labels (e.g. SAM,DAS+balance=0.1; base: the base)")
     p.add_argument("--every", type=int, default=100, help="keep Q every this many steps in the JSON")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--table-from", type=Path, default=None, help="print the Markdown table of a written JSON, run nothing"
+    )
     args = p.parse_args(argv)
+    if args.table_from is not None:
+        print(markdown(json.loads(args.table_from.read_text(encoding="utf-8"))))
+        return 0
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead, and the numbers stay independent of them
     betas = [float(b) for b in args.betas.split(",") if b]
     only = None if args.curves is None else set(args.curves.split(","))

@@ -394,3 +394,13 @@ def test_late_phase_summary_and_round_trip(tmp_path):
     data = json.loads((tmp_path / "dynamics.json").read_text())
     assert data["config"]["base"] == "momentum" and data["config"]["balance"] == 0.5
     assert data["loss_min"] == pytest.approx(res.loss_min)
+
+
+def test_balance_curve_has_its_own_line_style():
+    res = run_dynamics(DynamicsConfig(steps=2, balance=0.1, **SMALL))
+    fig = dyn.plot_dynamics(res)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert set(lines) == {"GD", "SAM", "DAS", dyn.BALANCED}
+    assert (lines[dyn.BALANCED].get_color(), lines[dyn.BALANCED].get_linestyle()) == dyn.BALANCE_STYLE
+    assert lines[dyn.BALANCED].get_color() != lines["GD"].get_color()
+    assert "balance" in fig.get_suptitle() and "0.1" in fig.get_suptitle()

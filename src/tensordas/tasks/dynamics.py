@@ -76,6 +76,7 @@ __all__ = [
 
 OPTIMIZERS = ("GD", "SAM", "DAS")
 BALANCED = "DAS+balance"  # the fourth curve, with ``balance`` set
+BALANCE_STYLE = ("#c44e52", "-.")  # its colour and line style in the figure
 MOMENTUM = 0.9  # heavy-ball momentum of the ``momentum`` base
 CONVERGED_TOL = 1e-4  # converged: excess loss over the optimum at most this fraction of the initial excess
 CSV_COLUMNS = ("optimizer", "step", "loss", "Q", "C", "grad_norm")
@@ -583,11 +584,11 @@ def plot_dynamics(result: DynamicsResult) -> Figure:
         f"first-step dQ measured/predicted: SAM {ratios['SAM']:.3f}, DAS {ratios['DAS']:.3f}"
     )
     if cfg.base != "sgd":
-        title += f"  |  base {BASES[cfg.base][1]}"
+        title += f"  |  base {cfg.base}"
     if cfg.balance is not None:
         title += f"  |  DAS+balance: beta {cfg.balance:g}"
     series = {name: asdict(c) for name, c in result.curves.items()}
-    return line_panels(
+    fig = line_panels(
         series,
         "step",
         ["Q", "C", "loss"],
@@ -600,6 +601,13 @@ def plot_dynamics(result: DynamicsResult) -> Figure:
         xlabel="iteration",
         title=title,
     )
+    if BALANCED in result.curves:  # the shared palette would draw it in the base's colour
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                if line.get_label() == BALANCED:
+                    line.set(color=BALANCE_STYLE[0], linestyle=BALANCE_STYLE[1])
+        fig.axes[0].legend(frameon=False)
+    return fig
 
 
 def dynamics_table(result: DynamicsResult) -> Table:
