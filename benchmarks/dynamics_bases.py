@@ -84,6 +84,19 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def checkpoint_markdown(data: dict[str, Any]) -> str:
+    """``Q`` of every curve at the checkpoints, as a Markdown table (one row per base, seed and curve)."""
+    points = data["checkpoints"]
+    lines = ["| base | seed | method | " + " | ".join(f"Q at {c}" for c in points) + " |"]
+    lines.append("|---|---:|---|" + "---:|" * len(points))
+    for base, seeds in data["results"].items():
+        for seed, res in seeds.items():
+            for label, c in res["curves"].items():
+                cells = " | ".join(f"{c['Q_at'][str(p)]:.2f}" for p in points)
+                lines.append(f"| {base} | {seed} | {label} | {cells} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run every base and seed, print and write the numbers."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.table_from is not None:
-        print(markdown(json.loads(args.table_from.read_text(encoding="utf-8"))))
+        data = json.loads(args.table_from.read_text(encoding="utf-8"))
+        print(markdown(data), checkpoint_markdown(data), sep="\n\n")
         return 0
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead, and the numbers stay independent of them
     betas = [float(b) for b in args.betas.split(",") if b]
