@@ -232,3 +232,175 @@ def test_failed_rewrite_leaves_no_complete_looking_result(tmp_path, monkeypatch)
         write_dynamics(res, tmp_path)
     # the old JSON (the completion marker) is gone, and no temporary files are left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamics.csv", "dynamics.png"]
+
+
+# ------------------------------------------------------------- bases, balance, late phase
+def _oracle(problem, cfg, method, steps, beta=None):
+    """Losses and Q of ``steps`` steps by hand (numpy float64, docs/design.md, section 1): the base
+    (plain GD, heavy-ball, or Adam with torch's defaults), SAM on it, DAS (sam-matched, group norm,
+    clamp [0.5, 2]) on it, with the balance factor when ``beta`` is given."""
+    w = list(_cores(problem))
+    y = problem.target.numpy()
+    eta, mu, (b1, b2, eps) = cfg.eta, 0.9, (0.9, 0.999, 1e-8)
+    buf = [np.zeros_like(x) for x in w]
+    m1, m2 = [np.zeros_like(x) for x in w], [np.zeros_like(x) for x in w]
+    losses, qs = [], []
+    for t in range(steps + 1):
+        loss, g = _grads(*w, y)
+        losses.append(loss)
+        qs.append(_q_c_norm(w, g)[0])
+        if t == steps:
+            break
+        gnorm = math.sqrt(sum(float((d**2).sum()) for d in g))
+        if method == "SAM":  # the base steps with the gradient at w + rho g / ||g||
+            g = _grads(*[x + cfg.rho * d / gnorm for x, d in zip(w, g)], y)[1]
+        if method == "DAS":
+            n = np.array([float((x**2).sum()) for x in w])
+            gam = np.array([float((d**2).sum()) for d in g])
+            s2 = np.clip(1 + 2 * cfg.das_alpha * eta * (gam - gam.mean()) / (gnorm * n), 0.25, 4.0)
+            if beta is not None:
+                s2 = np.clip(s2 * np.exp(-beta * eta * (np.log(n) - np.log(n).mean())), 0.25, 4.0)
+            w = [math.sqrt(s) * x for s, x in zip(s2, w)]
+        for k in range(3):
+            if cfg.base == "sgd":
+                step = g[k]
+            elif cfg.base == "momentum":
+                buf[k] = mu * buf[k] + g[k]
+                step = buf[k]
+            else:
+                m1[k] = b1 * m1[k] + (1 - b1) * g[k]
+                m2[k] = b2 * m2[k] + (1 - b2) * g[k] ** 2
+                mhat, vhat = m1[k] / (1 - b1 ** (t + 1)), m2[k] / (1 - b2 ** (t + 1))
+                step = mhat / (np.sqrt(vhat) + eps)
+            w[k] = w[k] - eta * step
+    return losses, qs
+
+
+def test_default_study_matches_an_independent_float64_recomputation():
+    # The default settings (base sgd, no balance): today's output, pinned to the hand-written oracle.
+    cfg = DynamicsConfig(steps=3)
+    assert cfg.base == "sgd" and cfg.balance is None
+    res = run_dynamics(cfg)
+    assert list(res.curves) == ["GD", "SAM", "DAS"]
+    p = make_problem(cfg)
+    for name in ("GD", "SAM", "DAS"):
+        losses, qs = _oracle(p, cfg, name, 3)
+        np.testing.assert_allclose(res.curves[name].loss, losses, rtol=1e-12)
+        np.testing.assert_allclose(res.curves[name].Q, qs, rtol=1e-10)
+    assert res.setup["base_optimizer"] == "SGD (lr=eta, no momentum)"
+    assert [r["base"] for r in res.records()] == ["sgd"] * 3
+    assert {r["momentum"] for r in res.records()} == {0.0}
+
+
+@pytest.mark.parametrize("base", ["momentum", "adam"])
+def test_base_choice_is_the_optimizer_actually_used(base):
+    cfg = DynamicsConfig(steps=4, base=base, eta=5e-3, **SMALL)
+    res = run_dynamics(cfg)
+    first = {"momentum": "momentum", "adam": "Adam"}[base]
+    assert list(res.curves) == [first, "SAM", "DAS"]
+    p = make_problem(cfg)
+    for name, method in ((first, "GD"), ("SAM", "SAM"), ("DAS", "DAS")):
+        losses, qs = _oracle(p, cfg, method, 4)
+        np.testing.assert_allclose(res.curves[name].loss, losses, rtol=1e-10)
+        np.testing.assert_allclose(res.curves[name].Q, qs, rtol=1e-8)
+    # plain GD from the same start differs: the base really changed
+    gd, _ = _oracle(p, DynamicsConfig(steps=4, eta=5e-3, **SMALL), "GD", 4)
+    assert abs(res.curves[first].loss[-1] - gd[-1]) > 1e-6 * gd[-1]
+    # the base optimizer's own state is present in every wrapper
+    model = p.model
+    (group,) = model.core_groups()
+    for name in (first, "SAM", "DAS"):
+        opt = dyn._optimizer(name, model, group, cfg)
+        p.loss(model).backward()
+        if name == "SAM":
+            opt.first_step(zero_grad=True)
+            p.loss(model).backward()
+            opt.second_step()
+        else:
+            opt.step()
+        state = opt.state[group.cores[0]]
+        assert ("exp_avg" in state) == (base == "adam")
+        assert ("momentum_buffer" in state and state["momentum_buffer"] is not None) == (base == "momentum")
+        opt.zero_grad()
+    assert [r["base"] for r in res.records()] == ["adam" if base == "adam" else "sgd"] * 3
+
+
+def test_invalid_base_is_one_clear_line():
+    with pytest.raises(ValueError, match=r"Invalid base value: 'rmsprop' \(expected one of sgd, momentum, adam\)"):
+        DynamicsConfig(base="rmsprop")
+    with pytest.raises(ValueError, match="Invalid balance value: -0.1"):
+        DynamicsConfig(balance=-0.1)
+
+
+def test_cli_invalid_base_exits_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tensordas.cli import app
+
+    result = CliRunner().invoke(app, ["dynamics", "--base", "rmsprop", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    text = result.output
+    assert "rmsprop" in text and "Traceback" not in text
+    assert sum("rmsprop" in line for line in text.splitlines()) == 1
+    assert not (tmp_path / "o" / "dynamics.json").exists()
+
+
+@pytest.mark.parametrize("base", ["sgd", "adam"])
+def test_balance_zero_curve_equals_das(base):
+    res = run_dynamics(DynamicsConfig(steps=6, base=base, balance=0.0, **SMALL))
+    assert list(res.curves)[-1] == dyn.BALANCED
+    assert res.curves[dyn.BALANCED].loss == res.curves["DAS"].loss
+    assert res.curves[dyn.BALANCED].Q == res.curves["DAS"].Q
+
+
+@pytest.mark.parametrize("base", ["sgd", "momentum"])
+def test_balance_curve_matches_the_oracle_and_moves_q(base):
+    cfg = DynamicsConfig(steps=3, base=base, balance=5.0, **SMALL)
+    res = run_dynamics(cfg)
+    losses, qs = _oracle(make_problem(cfg), cfg, "DAS", 3, beta=5.0)
+    np.testing.assert_allclose(res.curves[dyn.BALANCED].loss, losses, rtol=1e-10)
+    np.testing.assert_allclose(res.curves[dyn.BALANCED].Q, qs, rtol=1e-8)
+    assert res.curves[dyn.BALANCED].Q[-1] < res.curves["DAS"].Q[-1]  # towards equal norms
+    rec = {r["optimizer"]: r for r in res.records()}
+    assert rec[dyn.BALANCED]["balance"] == 5.0 and rec["DAS"]["balance"] is None
+    assert rec[dyn.BALANCED]["method"] == "das"
+
+
+def test_loss_min_is_eckart_young_and_converged_step_uses_it():
+    cfg = DynamicsConfig(**SMALL)
+    p = make_problem(cfg)
+    sv = np.linalg.svd(p.target.numpy(), compute_uv=False)
+    assert p.loss_min() == pytest.approx(0.5 * float((sv[3:] ** 2).sum()), rel=1e-12)
+    # initial excess 100 above the optimum 10: converged at excess <= 1e-4 * 100 = 0.01
+    assert dyn.converged_step([110.0, 20.0, 10.02, 10.01, 10.0], 10.0) == 3
+    assert dyn.converged_step([110.0, 20.0], 10.0) is None
+
+
+def test_late_phase_summary_and_round_trip(tmp_path):
+    cfg = DynamicsConfig(steps=200, base="momentum", balance=0.5, eta=5e-3, **SMALL)
+    res = run_dynamics(cfg)
+    rows = {r["optimizer"]: r for r in res.summary()}
+    for name, row in rows.items():
+        t = row["converged_step"]
+        assert t is not None and t < 200  # heavy-ball converges well within the run
+        curve = res.curves[name]
+        assert row["Q_converged"] == curve.Q[t]
+        assert curve.loss[t] - res.loss_min <= 1e-4 * (curve.loss[0] - res.loss_min)
+        assert curve.loss[t - 1] - res.loss_min > 1e-4 * (curve.loss[0] - res.loss_min)
+    write_dynamics(res, tmp_path)
+    again = run_dynamics(cfg, out_dir=tmp_path)  # resumed from the written files
+    assert again.summary() == res.summary()
+    assert again.setup["base_optimizer"].startswith("SGD (lr=eta, heavy-ball momentum 0.9")
+    data = json.loads((tmp_path / "dynamics.json").read_text())
+    assert data["config"]["base"] == "momentum" and data["config"]["balance"] == 0.5
+    assert data["loss_min"] == pytest.approx(res.loss_min)
+
+
+def test_balance_curve_has_its_own_line_style():
+    res = run_dynamics(DynamicsConfig(steps=2, balance=0.1, **SMALL))
+    fig = dyn.plot_dynamics(res)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert set(lines) == {"GD", "SAM", "DAS", dyn.BALANCED}
+    assert (lines[dyn.BALANCED].get_color(), lines[dyn.BALANCED].get_linestyle()) == dyn.BALANCE_STYLE
+    assert lines[dyn.BALANCED].get_color() != lines["GD"].get_color()
+    assert "balance" in fig.get_suptitle() and "0.1" in fig.get_suptitle()

@@ -24,12 +24,19 @@ def dynamics_command(
     size: Annotated[str, typer.Option(help="Matrix size N or MxN.")] = "x".join(map(str, _D.size)),
     rank: Annotated[str, typer.Option(help="Tucker-2 ranks R or R1xR2 (<= size).")] = "x".join(map(str, _D.rank)),
     target_rank: Annotated[int | None, typer.Option(help="Rank of the clean target T; default: min(rank).")] = None,
+    base: Annotated[
+        str, typer.Option(help="Base optimizer: sgd (plain GD) | momentum (heavy-ball 0.9) | adam.")
+    ] = _D.base,
+    balance: Annotated[
+        float | None, typer.Option(help="Add a 4th curve: DAS with balance=BETA (>= 0); default: none.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder (created if needed).")] = Path("runs/dynamics"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
 ) -> None:
     """Norm dynamics of GD, SAM and DAS on a Tucker-2 model A G B^T fitted to T + a*N.
 
-    Records the loss, the norm deviation Q and the norm-gradient covariance C at every iteration.
+    Records the loss, the norm deviation Q and the norm-gradient covariance C at every iteration,
+    and Q when the loss has converged (run more steps to see the late phase).
 
     Checks SAM's first-step drift dQ_SAM - dQ_GD against the prediction 4*eta*rho*C/||g||.
 
@@ -46,5 +53,7 @@ def dynamics_command(
         size=parse_pair(size, "--size"),
         rank=parse_pair(rank, "--rank"),
         target_rank=target_rank,
+        base=base,
+        balance=balance,
     )
     run_task(TASKS["dynamics"], config, out, resume=False, progress=progress)

@@ -7,10 +7,17 @@ noisy low-rank target ``Y = T + a N``:
 - ``T = U V^T / sqrt(k)`` with ``U (m x k)``, ``V (n x k)`` standard Gaussian (unit-variance entries);
 - ``N`` standard Gaussian, ``a`` the noise strength.
 
-GD (``torch.optim.SGD`` without momentum), SAM and DAS (both on that SGD) start from the same
-initialisation whose core norms are deliberately unbalanced (``core_scales``), so that the norm
-deviation ``Q`` is clearly non-zero. Every iteration records the loss, ``Q``, ``C`` and ``||g||`` at
-the current weights, in float64.
+The base optimizer (``base``): plain GD (``torch.optim.SGD`` without momentum, the default),
+heavy-ball momentum 0.9 (``"momentum"``) or Adam (``"adam"``, torch's defaults), all with learning rate
+``eta``. The base alone, SAM and DAS (both on that base) and, with ``balance`` set, DAS with that
+balance (docs/design.md, section 1) start from the same initialisation whose core norms are
+deliberately unbalanced (``core_scales``), so that the norm deviation ``Q`` is clearly non-zero. Every
+iteration records the loss, ``Q``, ``C`` and ``||g||`` at the current weights, in float64.
+
+Late phase: the model's best loss is known in closed form (Eckart-Young: the best rank-``min(rank)``
+approximation of the target), so each curve reports the first step at which its excess loss fell to
+:data:`CONVERGED_TOL` of the initial excess (``converged_step``) and ``Q`` there (``Q_converged``); a
+run longer than that shows whether ``Q`` keeps moving after the loss has converged.
 
 First-order theory (docs/design.md, section 1, fact 3): one step of size ``eta`` changes ``Q`` under SAM by
 ``4 eta rho C / ||g||`` more than under GD, and DAS (with ``alpha``) reproduces that drift. The
@@ -37,8 +44,10 @@ from rich.table import Table
 from ..core_groups import CoreGroup
 from ..metrics import group_stats
 from ..models import TuckerModel
+from ..optim import DAS
 from ..reporting import ProgressFn, ensure_dir, line_panels, results_table, save_figure, write_csv, write_json
 from ..training import OptimizerConfig, build_optimizer
+from ..training.methods import BASE_OPTIMIZERS
 from .protocol import Task
 
 if TYPE_CHECKING:
@@ -46,9 +55,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TASK",
+    "BALANCED",
     "CSV_COLUMNS",
+    "BASES",
+    "CONVERGED_TOL",
     "OPTIMIZERS",
     "Curve",
+    "converged_step",
     "DynamicsConfig",
     "DynamicsProblem",
     "DynamicsResult",
@@ -57,10 +70,15 @@ __all__ = [
     "make_problem",
     "plot_dynamics",
     "run_dynamics",
+    "train_curve",
     "write_dynamics",
 ]
 
 OPTIMIZERS = ("GD", "SAM", "DAS")
+BALANCED = "DAS+balance"  # the fourth curve, with ``balance`` set
+BALANCE_STYLE = ("#c44e52", "-.")  # its colour and line style in the figure
+MOMENTUM = 0.9  # heavy-ball momentum of the ``momentum`` base
+CONVERGED_TOL = 1e-4  # converged: excess loss over the optimum at most this fraction of the initial excess
 CSV_COLUMNS = ("optimizer", "step", "loss", "Q", "C", "grad_norm")
 JSON_NAME, CSV_NAME, PNG_NAME = "dynamics.json", "dynamics.csv", "dynamics.png"
 FORMAT_VERSION = 1
@@ -76,6 +94,16 @@ SETUP = {
     "das": "DAS(alpha), variant sam-matched, grad_norm group",
     "dtype": "float64",
     "dq_ratio": "(dQ_X - dQ_GD) / (4 * eta * rho_X * C / ||g||) at step 1 (rho_DAS = alpha)",
+}
+# The base optimizers: (curve name of the base alone, setup text, OptimizerConfig settings).
+BASES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "sgd": ("GD", SETUP["base_optimizer"], {"base": "sgd"}),
+    "momentum": (
+        "momentum",
+        f"SGD (lr=eta, heavy-ball momentum {MOMENTUM})",
+        {"base": "sgd", "momentum": MOMENTUM},
+    ),
+    "adam": ("Adam", "Adam (lr=eta, torch defaults: betas (0.9, 0.999), eps 1e-8)", {"base": "adam"}),
 }
 
 
@@ -128,6 +156,9 @@ class DynamicsConfig:
         init_rms: root-mean-square of the initial model's entries (small: the model grows to fit).
         core_scales: multipliers of the initial ``[G, A, B]`` (about their norms, not squared norms)
             relative to a balanced start; their product is the output's extra scale.
+        base: the base optimizer, one of :data:`BASES` (``sgd``: plain GD, ``momentum``: heavy-ball
+            0.9, ``adam``).
+        balance: ``beta >= 0`` adds a fourth curve, DAS with ``balance=beta``; ``None``: no such curve.
     """
 
     steps: int = 1000
@@ -141,6 +172,8 @@ class DynamicsConfig:
     target_rank: int | None = None
     init_rms: float = 0.03
     core_scales: tuple[float, float, float] = (2.0, 1.0, 0.5)
+    base: str = "sgd"
+    balance: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -168,11 +201,21 @@ class DynamicsConfig:
         if not isinstance(scales, (list, tuple)) or len(scales) != 3:
             raise ValueError(f"Invalid core_scales value: {scales!r} (expected 3 numbers, for G, A, B)")
         set_(self, "core_scales", tuple(_float("core_scales", s, positive=True) for s in scales))
+        if self.base not in BASES:
+            raise ValueError(f"Invalid base value: {self.base!r} (expected one of {', '.join(BASES)})")
+        if self.balance is not None:
+            set_(self, "balance", _float("balance", self.balance, positive=False))
 
     @property
     def das_alpha(self) -> float:
         """DAS's strength: ``alpha``, or ``rho`` when not set."""
         return self.rho if self.alpha is None else self.alpha
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        """The curves' names: the base alone, ``SAM``, ``DAS`` and, with ``balance`` set, ``DAS+balance``."""
+        extra = () if self.balance is None else (BALANCED,)
+        return (BASES[self.base][0], "SAM", "DAS", *extra)
 
     @property
     def clean_rank(self) -> int:
@@ -199,6 +242,12 @@ class DynamicsProblem:
     def loss(self, model: torch.nn.Module) -> torch.Tensor:
         """The squared loss ``0.5 ||model() - Y||_F^2``."""
         return 0.5 * (model() - self.target).pow(2).sum()
+
+    def loss_min(self) -> float:
+        """The model's smallest loss (Eckart-Young): ``A G B^T`` reaches every matrix of rank at most
+        ``min(r1, r2)``, so the optimum leaves the target's other squared singular values, halved."""
+        r = min(self.model.core.shape)
+        return 0.5 * float(torch.linalg.svdvals(self.target)[r:].pow(2).sum())
 
 
 def make_problem(config: DynamicsConfig) -> DynamicsProblem:
@@ -247,40 +296,58 @@ class FirstStep:
     dq_ratio: dict[str, float]  # measured / predicted (NaN when the prediction is 0)
 
 
+def converged_step(loss: list[float], loss_min: float, tol: float = CONVERGED_TOL) -> int | None:
+    """The first step whose excess loss ``loss - loss_min`` is at most ``tol`` times the initial excess
+    (``None`` if none is)."""
+    bound = loss_min + tol * (loss[0] - loss_min)
+    return next((t for t, x in enumerate(loss) if x <= bound), None)
+
+
 @dataclass
 class DynamicsResult:
-    """Curves per optimizer (``GD``, ``SAM``, ``DAS``) and the first-step theory check."""
+    """Curves per optimizer (the base alone, ``SAM``, ``DAS``, maybe ``DAS+balance``), the first-step
+    theory check and the model's optimal loss (for the late phase)."""
 
     config: DynamicsConfig
     curves: dict[str, Curve]
     first_step: FirstStep
     setup: dict[str, str] = field(default_factory=lambda: dict(SETUP))
+    loss_min: float = math.nan
 
     @property
     def dq_ratio(self) -> float:
-        """SAM's measured over predicted first-step change of ``Q`` relative to GD."""
+        """SAM's measured over predicted first-step change of ``Q`` relative to the base alone."""
         return self.first_step.dq_ratio["SAM"]
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per optimizer: final loss, Q, C, and dq_ratio (``None`` for GD, the reference)."""
-        return [
-            {
-                "optimizer": name,
-                "final_loss": c.loss[-1],
-                "final_Q": c.Q[-1],
-                "final_C": c.C[-1],
-                "dq_ratio": self.first_step.dq_ratio.get(name),
-            }
-            for name, c in self.curves.items()
-        ]
+        """One row per optimizer: final loss, Q, C, dq_ratio (``None`` for the base alone, the
+        reference), the step the loss converged at (``None``: not within the run) and Q there."""
+        rows = []
+        for name, c in self.curves.items():
+            t = converged_step(c.loss, self.loss_min)
+            rows.append(
+                {
+                    "optimizer": name,
+                    "final_loss": c.loss[-1],
+                    "final_Q": c.Q[-1],
+                    "final_C": c.C[-1],
+                    "dq_ratio": self.first_step.dq_ratio.get(name),
+                    "converged_step": t,
+                    "Q_converged": None if t is None else c.Q[t],
+                }
+            )
+        return rows
 
     def records(self) -> list[dict[str, Any]]:
         """One record per optimizer in the shared schema (:mod:`tensordas.tasks.records`): the final
         training loss, Q and C, and the first-step ``dq_ratio``."""
+        settings = BASES[self.config.base][2]
         return [
             {
-                "method": _METHOD[row["optimizer"]],
-                "base": "sgd",
+                "method": _METHOD.get(row["optimizer"], "base"),
+                "base": settings["base"],
+                "momentum": settings.get("momentum", 0.0),
+                "balance": self.config.balance if row["optimizer"] == BALANCED else None,
                 "optimizer": row["optimizer"],
                 "seed": self.config.seed,
                 "selected": {},
@@ -288,6 +355,8 @@ class DynamicsResult:
                 "Q": row["final_Q"],
                 "C": row["final_C"],
                 "dq_ratio": row["dq_ratio"],
+                "Q_converged": row["Q_converged"],
+                "converged_step": row["converged_step"],
                 "diverged": False,  # a diverged study raises
                 "steps": self.config.steps,
                 "step_time_ms": None,
@@ -328,6 +397,8 @@ class DynamicsResult:
             "setup": self.setup,
             "dq_ratio": self.dq_ratio,
             "first_step": asdict(self.first_step),
+            "loss_min": self.loss_min,
+            "converged_tol": CONVERGED_TOL,
             "summary": summary,
             "files": {"csv": CSV_NAME, "png": PNG_NAME},
             "curves": curves,
@@ -340,11 +411,14 @@ def _from_dict(data: Mapping[str, Any]) -> DynamicsResult:
         name: Curve(**data["curves"][name], n_initial=row["n_initial"], n_final=row["n_final"])
         for name, row in data["summary"].items()
     }
+    if data.get("converged_tol") != CONVERGED_TOL:
+        raise ValueError("written with another convergence tolerance")
     return DynamicsResult(
         config=DynamicsConfig(**data["config"]),
         curves=curves,
         first_step=FirstStep(**data["first_step"]),
         setup=dict(data["setup"]),
+        loss_min=float(data["loss_min"]),
     )
 
 
@@ -371,19 +445,35 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-_METHOD = {"GD": "base", "SAM": "sam", "DAS": "das"}
+_METHOD = {"SAM": "sam", "DAS": "das", BALANCED: "das"}  # any other name: the base alone
 
 
 def _optimizer(name: str, model: torch.nn.Module, group: CoreGroup, config: DynamicsConfig) -> torch.optim.Optimizer:
-    """Plain SGD (no momentum) with step ``eta``, or SAM / DAS on it."""
-    return build_optimizer(
-        OptimizerConfig(method=_METHOD[name], base="sgd", lr=config.eta, rho=config.rho, alpha=config.das_alpha),
+    """The base optimizer (:data:`BASES`) with step ``eta``, or SAM / DAS / DAS with balance on it."""
+    opt_config = OptimizerConfig(
+        method=_METHOD.get(name, "base"), lr=config.eta, rho=config.rho, alpha=config.das_alpha, **BASES[config.base][2]
+    )
+    if name != BALANCED:
+        return build_optimizer(opt_config, model.parameters(), core_groups=[group])
+    # balance is not an option of the method registry (training/, not this task's), so DAS is built
+    # here with the registry's other DAS defaults; a test checks that balance=0 gives DAS's curve.
+    kwargs = {"momentum": opt_config.momentum} if opt_config.base == "sgd" else {}
+    return DAS(
         model.parameters(),
+        BASE_OPTIMIZERS[opt_config.base],
         core_groups=[group],
+        alpha=config.das_alpha,
+        balance=config.balance,
+        lr=config.eta,
+        weight_decay=opt_config.weight_decay,
+        **kwargs,
     )
 
 
-def _train(name: str, problem: DynamicsProblem, config: DynamicsConfig, progress: ProgressFn | None) -> Curve:
+def train_curve(
+    name: str, problem: DynamicsProblem, config: DynamicsConfig, progress: ProgressFn | None = None
+) -> Curve:
+    """Train a copy of ``problem.model`` with the optimizer ``name`` (one of ``config.optimizers``)."""
     model = copy.deepcopy(problem.model)
     (group,) = model.core_groups()
     opt = _optimizer(name, model, group, config)
@@ -426,7 +516,7 @@ def _train(name: str, problem: DynamicsProblem, config: DynamicsConfig, progress
 
 
 def _first_step(curves: Mapping[str, Curve], config: DynamicsConfig) -> FirstStep:
-    gd = curves["GD"]
+    gd = curves[config.optimizers[0]]
     q0, c0, g0 = gd.Q[0], gd.C[0], gd.grad_norm[0]
     strengths = {"SAM": config.rho, "DAS": config.das_alpha}
     predicted, measured, ratio = {}, {}, {}
@@ -444,7 +534,8 @@ def run_dynamics(
     resume: bool = True,
     progress: ProgressFn | None = None,
 ) -> DynamicsResult:
-    """Train GD, SAM and DAS from one shared initialisation and record loss, Q, C per iteration.
+    """Train the base alone, SAM and DAS (and DAS with balance) from one shared initialisation and
+    record loss, Q, C per iteration.
 
     Args:
         config: settings (defaults: :class:`DynamicsConfig`).
@@ -464,8 +555,22 @@ def run_dynamics(
         return dataclasses.replace(done, config=config)
     problem = make_problem(config)
     with _one_thread():
-        curves = {name: _train(name, problem, config, progress) for name in OPTIMIZERS}
-    return DynamicsResult(config=config, curves=curves, first_step=_first_step(curves, config))
+        curves = {name: train_curve(name, problem, config, progress) for name in config.optimizers}
+    return DynamicsResult(
+        config=config,
+        curves=curves,
+        first_step=_first_step(curves, config),
+        setup=_setup(config),
+        loss_min=problem.loss_min(),
+    )
+
+
+def _setup(config: DynamicsConfig) -> dict[str, str]:
+    """:data:`SETUP` with the base optimizer's text (and the balance curve's, when there is one)."""
+    setup = {**SETUP, "base_optimizer": BASES[config.base][1]}
+    if config.balance is not None:
+        setup["das_balance"] = f"DAS(alpha, balance={config.balance:g}), otherwise as DAS"
+    return setup
 
 
 # ------------------------------------------------------------------------------- reporting
@@ -478,8 +583,12 @@ def plot_dynamics(result: DynamicsResult) -> Figure:
         f"eta {cfg.eta:g}, rho {cfg.rho:g}, alpha {cfg.das_alpha:g}  |  "
         f"first-step dQ measured/predicted: SAM {ratios['SAM']:.3f}, DAS {ratios['DAS']:.3f}"
     )
+    if cfg.base != "sgd":
+        title += f"  |  base {cfg.base}"
+    if cfg.balance is not None:
+        title += f"  |  DAS+balance: beta {cfg.balance:g}"
     series = {name: asdict(c) for name, c in result.curves.items()}
-    return line_panels(
+    fig = line_panels(
         series,
         "step",
         ["Q", "C", "loss"],
@@ -492,6 +601,13 @@ def plot_dynamics(result: DynamicsResult) -> Figure:
         xlabel="iteration",
         title=title,
     )
+    if BALANCED in result.curves:  # the shared palette would draw it in the base's colour
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                if line.get_label() == BALANCED:
+                    line.set(color=BALANCE_STYLE[0], linestyle=BALANCE_STYLE[1])
+        fig.axes[0].legend(frameon=False)
+    return fig
 
 
 def dynamics_table(result: DynamicsResult) -> Table:
@@ -504,9 +620,12 @@ def dynamics_table(result: DynamicsResult) -> Table:
             "final_Q": "final Q",
             "final_C": "final C",
             "dq_ratio": "dq_ratio",
+            "converged_step": "converged at",
+            "Q_converged": "Q there",
         },
-        title=f"Norm dynamics ({result.config.steps} steps, seed {result.config.seed})",
-        caption="dq_ratio: measured (dQ_X - dQ_GD) / predicted 4·eta·rho·C/||g|| at step 1 (1 = first-order theory)",
+        title=f"Norm dynamics ({result.config.steps} steps, base {result.config.base}, seed {result.config.seed})",
+        caption="dq_ratio: measured (dQ_X - dQ_GD) / predicted 4·eta·rho·C/||g|| at step 1 (1 = first-order theory); "
+        f"converged: excess loss over the optimum <= {CONVERGED_TOL:g} of the initial excess",
     )
 
 
@@ -535,8 +654,14 @@ TASK = Task(
     table=lambda result, config: dynamics_table(result),
     plot=lambda result, config: plot_dynamics(result),
     records=DynamicsResult.records,
-    count=lambda config: len(OPTIMIZERS),
-    record_columns={"optimizer": "optimizer", "train_loss": "final loss", "Q": "final Q", "dq_ratio": "dq_ratio"},
+    count=lambda config: len(config.optimizers),
+    record_columns={
+        "optimizer": "optimizer",
+        "train_loss": "final loss",
+        "Q": "final Q",
+        "Q_converged": "Q at convergence",
+        "dq_ratio": "dq_ratio",
+    },
     note="dq_ratio: measured (dQ_X - dQ_GD) / predicted 4·eta·rho·C/||g|| at the first step (1 = theory).",
     command="dynamics",
 )
