@@ -111,12 +111,14 @@ def test_each_option_has_one_name_and_reaches_the_optimizer_under_its_keyword():
     from tensordas.training import OPTIONS, ComparisonSettings
 
     m = model()
-    cfg = OptimizerConfig(method="das", das_variant="reference", grad_norm="global", s_min=0.25, s_max=3.0)
+    cfg = OptimizerConfig(
+        method="das", das_variant="reference", grad_norm="global", s_min=0.25, s_max=3.0, balance=0.01
+    )
     opt = build_optimizer(cfg, m.parameters(), td.find_core_groups(m))
-    assert (opt.variant, opt.grad_norm, opt.s_min, opt.s_max) == ("reference", "global", 0.25, 3.0)
+    assert (opt.variant, opt.grad_norm, opt.s_min, opt.s_max, opt.balance) == ("reference", "global", 0.25, 3.0, 0.01)
     assert cfg.record_fields() == {
         "alpha": 0.05, "alpha_schedule": "constant", "grad_norm": "global", "das_variant": "reference",
-        "s_min": 0.25, "s_max": 3.0,
+        "s_min": 0.25, "s_max": 3.0, "balance": 0.01,
     }  # fmt: skip
     assert OptimizerConfig(method="sam").record_fields() == {"rho": 0.05, "adaptive": False}
     assert OptimizerConfig(method="base").record_fields() == {}

@@ -238,6 +238,13 @@ METHODS: dict[str, Method] = {
                 Option(
                     "s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1
                 ),
+                Option(
+                    "balance",
+                    0.0,
+                    "DAS: function-preserving pull toward equal core norms, beta >= 0 (experimental: "
+                    "docs/dynamics.md).",
+                    minimum=0,
+                ),
             ),  # fmt: skip
             strength="alpha",
             needs_core_groups=True,
