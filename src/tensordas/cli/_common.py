@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from ..reporting import ensure_dir, progress_bar
+from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
 from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, compared_methods
 
@@ -124,9 +125,19 @@ def build_config(factory: Callable[..., T], **settings: Any) -> T:
         raise UsageError(str(e)) from None
 
 
-def run_task(task: Task, config: Any, out: Path, *, resume: bool, progress: bool, threads: int | None = None) -> None:
+def run_task(
+    task: Task,
+    config: Any,
+    out: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    threads: int | None = None,
+    match_tolerance: float | None = None,
+) -> None:
     """What every command does once its configuration is valid: run the task with a progress bar,
-    write its files, print its table (and a warning naming diverged runs)."""
+    write its files, print its table, the comparison's summary (intervals and verdict, where the
+    family compares a metric) and a warning naming diverged runs."""
     if threads is not None:
         import torch
 
@@ -135,9 +146,12 @@ def run_task(task: Task, config: Any, out: Path, *, resume: bool, progress: bool
     start = time.perf_counter()
     with progress_bar(enabled=None if progress else False) as update:
         outcome = task.run(config, out_dir=out, resume=resume, progress=update)
-    paths = task.write(outcome, config, out)
+    paths = task.write_outcome(outcome, config, out, match_tolerance=match_tolerance)
     con = console()
     con.print(task.table(outcome, config))
+    summary = task.summary(task.records(outcome), match_tolerance=match_tolerance)
+    if summary:
+        con.print(verdict_table(summary), width=min(con.width, 80))
     diverged = diverged_runs(task.records(outcome))
     if diverged:
         print_warning(f"diverged (non-finite loss; metrics missing): {', '.join(diverged)}")
@@ -171,7 +185,8 @@ class OptionGroup:
     settings: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-_RUN = ("threads", "out", "resume", "progress")  # how to run, not what: not settings of the configuration
+# How to run and report, not what: not settings of the configuration.
+_RUN = ("threads", "out", "resume", "progress", "match_tolerance")
 
 
 def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, seeds_help: str) -> OptionGroup:
@@ -195,6 +210,11 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
         _option("out", Path, Path(out), "--out", help="Output folder."),
         _option("resume", bool, True, "--resume/--no-resume", help=resume_help),
         _option("progress", bool, True, "--progress/--no-progress", help="Show a progress bar (only on a terminal)."),
+        _option(
+            "match_tolerance", float | None, None, "--match-tolerance", min=0.0,
+            help="Verdict: DAS matches SAM when the DAS-SAM interval lies within ±this (default: the "
+            "metric's, 0.01 for accuracy/R²/F1).",
+        ),
     )  # fmt: skip
 
     def settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +278,7 @@ def comparison_command(
                 settings.update(group.settings({p.name: given[p.name] for p in group.parameters}))
             config = build_config(task.config, **settings_of(**kwargs), **settings)
             run_task(task, config, given["out"], resume=given["resume"], progress=given["progress"],
-                     threads=given["threads"])  # fmt: skip
+                     threads=given["threads"], match_tolerance=given["match_tolerance"])  # fmt: skip
 
         parameters = own + [p for group in option_groups for p in group.parameters]
         command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
