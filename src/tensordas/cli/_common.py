@@ -23,7 +23,9 @@ from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, compared_methods
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - older typer depends on click
+    from click import get_current_context
     from click.exceptions import ClickException, UsageError
 
 __all__ = [
@@ -246,6 +248,14 @@ def classification_data_options(defaults: dict[str, Any]) -> OptionGroup:
     return OptionGroup(parameters, settings)
 
 
+def _defaulted(preset: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The ``preset`` settings whose option the user did not give (a setting without an option is kept)."""
+    if context is None:
+        return preset
+    given = {"COMMANDLINE", "ENVIRONMENT"}
+    return {k: v for k, v in preset.items() if getattr(context.get_parameter_source(k), "name", None) not in given}
+
+
 def comparison_command(
     task: Task,
     *,
@@ -253,6 +263,7 @@ def comparison_command(
     resume_help: str = "Reuse finished runs found in OUT/runs.",
     seeds_help: str = "Comma-separated seeds, e.g. 0,1,2.",
     groups: tuple[Callable[[dict[str, Any]], OptionGroup], ...] = (),
+    presets: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., None]]:
     """Decorator: a command of ``task`` from a function of its own options that returns its settings.
 
@@ -262,6 +273,8 @@ def comparison_command(
     ``groups`` (e.g. :func:`classification_data_options`), builds ``task.config`` from all of them (an
     invalid setting is a usage error), runs the task and prints its table. typer reads the command's
     ``inspect.signature``: the function's own parameters, then the groups', then the shared ones.
+    ``presets(settings)`` may give settings (e.g. a protocol's) for the options the user left at
+    their defaults; an option given on the command line wins.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(task.config) if f.default is not dataclasses.MISSING}
     shared = _comparison_options(defaults, out, resume_help, seeds_help)
@@ -276,7 +289,10 @@ def comparison_command(
             settings: dict[str, Any] = {}
             for group in option_groups:
                 settings.update(group.settings({p.name: given[p.name] for p in group.parameters}))
-            config = build_config(task.config, **settings_of(**kwargs), **settings)
+            settings = {**settings_of(**kwargs), **settings}
+            if presets is not None:
+                settings.update(_defaulted(presets(settings), get_current_context(silent=True)))
+            config = build_config(task.config, **settings)
             run_task(task, config, given["out"], resume=given["resume"], progress=given["progress"],
                      threads=given["threads"], match_tolerance=given["match_tolerance"])  # fmt: skip
 

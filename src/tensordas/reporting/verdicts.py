@@ -30,6 +30,9 @@ SUMMARY_COLUMNS = {
 }
 
 
+DIFFS = ("sam-base", "das-base", "das-sam")
+
+
 def _number(x: Any, sign: str = "", digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
         return MISSING
@@ -53,13 +56,11 @@ def summary_cells(entry: Mapping[str, Any], sep: str = " ") -> dict[str, str]:
     if recovered:
         low, high = recovered["ci95"]
         share = f"{_number(recovered['mean'])}{sep}[{_number(low, digits=2)}, {_number(high, digits=2)}]"
-        if sep == "\n":  # narrow: the interval as low–high under the share
-            share = f"{_number(recovered['mean'])}\n{_number(low, digits=2)}–{_number(high, digits=2)}"
     else:
         share = MISSING
     cells = {
         "experiment": str(entry["experiment"]),
-        **{k: _interval(entry["diff"].get(k), sep) for k in ("sam-base", "das-base", "das-sam")},
+        **{k: _interval(entry["diff"].get(k), sep) for k in DIFFS},
         "recovered": share,
         "time": _number(entry.get("step_time_das_over_sam")),
         "verdict": str(entry["verdict"]),
@@ -68,19 +69,22 @@ def summary_cells(entry: Mapping[str, Any], sep: str = " ") -> dict[str, str]:
 
 
 def verdict_table(entries: Sequence[Mapping[str, Any]], *, title: str = "Does DAS deliver SAM's gain?") -> Table:
-    """A rich table of summary entries (one row each) that fits 80 columns; notes and the metric in the caption."""
+    """A rich table of summary entries (one row each) that fits 80 columns; the metric, the DAS/SAM step-time
+    ratio and any note in the caption."""
     table = Table(title=title, title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for key, header in SUMMARY_COLUMNS.items():
-        text = key in ("experiment", "verdict")  # these wrap; numbers stay whole
-        table.add_column(header, justify="left" if text else "right", no_wrap=not text, min_width=9 if text else None)
+    columns = {k: v for k, v in SUMMARY_COLUMNS.items() if k != "time"}  # the time goes to the caption
+    for key, header in columns.items():
+        text = key in ("experiment", "verdict")  # words wrap; a mean and its interval stay whole lines
+        table.add_column(header, justify="left" if text else "right", overflow="fold", no_wrap=key in DIFFS)
     captions = []
     for entry in entries:
         cells = summary_cells(entry, sep="\n")
-        table.add_row(*(cells[k] for k in SUMMARY_COLUMNS))
+        table.add_row(*(cells[k] for k in columns))
         direction = "higher" if entry["higher_is_better"] else "lower"
         line = (
             f"{entry['experiment']}: {entry['metric']} ({direction} is better), {entry['n_seeds']} paired seeds, "
-            f"mean ± 95% CI of the per-seed differences, match tolerance {entry['match_tolerance']:g}"
+            f"mean ± 95% CI of the per-seed differences, match tolerance {entry['match_tolerance']:g}, "
+            f"DAS/SAM step time {cells['time']}"
         )
         captions.append(line + (f"; {entry['note']}" if entry.get("note") else ""))
     table.caption = "\n".join(captions)
