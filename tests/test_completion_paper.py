@@ -136,3 +136,17 @@ def test_cli_protocol_paper_takes_the_papers_settings_unless_given(tmp_path):
     (record,) = json.loads((out / "results.json").read_text())["records"]
     assert "train_r2" in record and "test_r2" in record
     assert main(["complete", "--protocol", "paper", "--standardize", "global", "--out", str(tmp_path / "b")]) == 2
+
+
+def test_the_full_reproduction_runs_the_papers_protocol_and_the_report_says_how_many_iterations():
+    from tensordas.reproduce import bundled_specs
+    from tensordas.reproduce.families import FamilyOutcome, family_config
+    from tensordas.reproduce.report import _protocol_note
+
+    (spec,) = [s for s in bundled_specs("full") if s.family == "completion"]
+    config = family_config(spec, "cpu")
+    for key, value in PAPER_PROTOCOL.items():
+        assert getattr(config, key) == value, key
+    assert "50,000 iterations as in the paper" in _protocol_note(spec, FamilyOutcome([], config=config.to_dict()))
+    fewer = FamilyOutcome([], config={**config.to_dict(), "steps": 2000})
+    assert "**2,000 iterations** (the paper ran 50,000)" in _protocol_note(spec, fewer)
