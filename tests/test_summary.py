@@ -63,6 +63,11 @@ def test_a_single_method_run_is_summarised_as_undecided(tmp_path, capsys):
     assert "undecided" in capsys.readouterr().out
 
 
+def test_a_negative_match_tolerance_is_a_usage_error(tmp_path, capsys):
+    assert main([*ARGS, "--match-tolerance", "-0.1", "--out", str(tmp_path / "o")]) == 2
+    assert "--match-tolerance" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_match_tolerance_is_a_metric_default_overridable_per_experiment_file():
     assert TASKS["completion"].metric.match_tolerance == 0.01
     assert TASKS["noisy"].metric.match_tolerance == 0.01
