@@ -180,8 +180,6 @@ def _by_method_and_seed(records: Iterable[Mapping[str, Any]], metric: str) -> di
                 raise ValueError(f"record {dict(record)!r} has no {key!r}")
         if record["method"] is None:
             continue
-        if metric not in record:
-            raise ValueError(f"record {dict(record)!r} has no {metric!r}")
         runs = table.setdefault(str(record["method"]), {})
         seed = record["seed"]
         if seed in runs:
@@ -232,22 +230,28 @@ def summary_entry(
     """One docs/design.md section 7 ``summary`` entry from flat per-run records of one experiment.
 
     Each record holds ``method`` (``base``, ``sam``, ``das`` and any competitor, e.g. ``looksam``; None
-    for a reference row, which is left out), ``seed``, the ``metric`` (None for a diverged run), and
-    optionally ``step_time_ms`` and ``selected`` (the tuned value, e.g. ``{"alpha": 0.1}``). Records are
+    for a reference row, which is left out), ``seed``, the ``metric`` (None or absent: undefined, as for
+    a diverged run; ``note`` names the absent ones), and optionally ``step_time_ms`` and ``selected``
+    (the tuned value, e.g. ``{"alpha": 0.1}``). Records are
     paired by seed. ``diff`` holds ``sam-base``, ``das-base``, ``das-sam`` and ``<competitor>-sam`` in
     the metric's own direction; the verdict and ``recovered`` use them oriented so that positive is better.
 
     A comparison that cannot decide is still summarised, never refused: without a run of base, SAM or
     DAS, or with fewer than 2 paired seeds, the verdict is ``undecided``, the undefined intervals are NaN
     (null in JSON) and ``note`` says why; seeds some method lacks are left out of the pairing and named
-    in ``note`` (None when there is nothing to say). Malformed records (no seed, no metric, a seed twice)
-    are a ``ValueError``.
+    in ``note`` (None when there is nothing to say). Malformed records (no method or seed, a seed twice,
+    the metric in no record) are a ``ValueError``.
     """
     if not isinstance(higher_is_better, bool):
         raise ValueError(f"Invalid higher_is_better value: {higher_is_better!r} (expected True or False)")
     verdict(UNDEFINED, UNDEFINED, UNDEFINED, match_tolerance)  # checks the tolerance up front
     table = _by_method_and_seed(records, metric)
     notes: list[str] = []
+    lacking = [f"{m} seed {s}" for m, runs in table.items() for s, r in runs.items() if metric not in r]
+    if lacking and len(lacking) == sum(len(runs) for runs in table.values()):
+        raise ValueError(f"no record has the metric {metric!r}")
+    if lacking:  # e.g. a diverged run that stored no metric: undefined, like a NaN
+        notes.append(f"no {metric} for {', '.join(lacking)}")
     present = [m for m in CORE_METHODS if m in table]
     missing = [m for m in CORE_METHODS if m not in table]
     if missing:
@@ -256,7 +260,7 @@ def summary_entry(
     if len(seeds) < 2:
         notes.append(f"{len(seeds)} paired seed(s): an interval needs at least 2")
     others = [m for m in table if m not in CORE_METHODS]
-    values = {m: [_number(table[m][s][metric]) for s in seeds] for m in present}
+    values = {m: [_number(table[m][s].get(metric)) for s in seeds] for m in present}
 
     def diff(a: str, b: str, vals: Mapping[str, list[float]]) -> PairedDiff:
         ok = a in vals and b in vals and vals[a]
@@ -267,9 +271,9 @@ def summary_entry(
     means = {m: _mean(v) if v else math.nan for m, v in values.items()}
     for m in others:  # a competitor is paired with SAM on the seeds both ran
         own = _paired_seeds(table, [m, "sam"], notes) if "sam" in table else _sorted(table[m])
-        vals = {m: [_number(table[m][s][metric]) for s in own]}
+        vals = {m: [_number(table[m][s].get(metric)) for s in own]}
         if "sam" in table:
-            vals["sam"] = [_number(table["sam"][s][metric]) for s in own]
+            vals["sam"] = [_number(table["sam"][s].get(metric)) for s in own]
         means[m] = _mean(vals[m]) if own else math.nan
         diffs[f"{m}-sam"] = diff(m, "sam", vals)
     oriented = {k: d.oriented(higher_is_better) for k, d in diffs.items()}
