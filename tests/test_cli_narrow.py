@@ -71,7 +71,7 @@ def test_complete_table_at_80_columns_prints_whole_numbers(tmp_path):
     result = _invoke("complete", "--data", "synthetic:shape=8x7x6,rank=2,noise=0.1", *args, "--out", str(out))
     assert result.exit_code == 0, result.output
     _fits(result.output)
-    records = json.loads((out / "results.json").read_text())
+    records = json.loads((out / "results.json").read_text())["records"]
     words = set(result.output.replace("│", " ").replace("┃", " ").split())
     assert "Q" in words  # how far the norms moved: the final Q of each method
     for name in {r["optimizer"] for r in records}:

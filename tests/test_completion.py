@@ -89,7 +89,7 @@ def test_results_format_and_resume(tmp_path):
     cfg = CompletionConfig(data=SYNTH, model="tucker", rank=2, steps=20, eval_every=5, optimizers=("base", "das"))
     results = run_completion(cfg, out_dir=tmp_path)
     write_completion(results, cfg, tmp_path)
-    records = json.loads((tmp_path / "results.json").read_text())
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert [r["optimizer"] for r in records] == ["adam", "das(adam)", "als (tensorly)"]
     for key in ("optimizer", "seed", "test_r2", "test_rmse", "train_loss", "Q", "wall_time_s", "steps"):
         assert all(key in r for r in records), key
@@ -183,7 +183,7 @@ def test_cli_compare_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    records = json.loads((out / "results.json").read_text())
+    records = json.loads((out / "results.json").read_text())["records"]
     assert {(r["optimizer"], r["seed"]) for r in records} == {
         (o, s) for o in ("adam", "sam(adam)", "das(adam)", "looksam(adam)", "als (tensorly)") for s in (0, 1)
     }
@@ -261,7 +261,7 @@ def test_cli_diverged_runs_are_marked_and_warned_about(tmp_path, capsys):
     status = main([*args, "--no-als", "--steps", "30", "--no-progress", "--out", str(tmp_path / "o")])
     out, err = capsys.readouterr()
     assert status == 0
-    records = json.loads((tmp_path / "o" / "results.json").read_text())
+    records = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
     assert all(r["diverged"] for r in records)
     assert "diverged" in out  # the table says so, not only results.json
     warning = [line for line in err.splitlines() if "diverged" in line]
@@ -276,7 +276,7 @@ def test_das_variant_and_grad_norm_reach_the_optimizer_and_the_records(tmp_path)
         args = ["complete", "--data", SYNTH, "--model", "cp", "--rank", "3", "--no-als", "--steps", "20"]
         args += ["--optimizer", "das,base", "--alpha", "0.5", "--das-variant", variant, "--grad-norm", "global"]
         assert main([*args, "--out", str(out)]) == 0
-        records = json.loads((out / "results.json").read_text())
+        records = json.loads((out / "results.json").read_text())["records"]
         das = [r for r in records if r["method"] == "das"]
         assert das and all(r["das_variant"] == variant and r["grad_norm"] == "global" for r in das)
         assert all("das_variant" not in r for r in records if r["method"] != "das")

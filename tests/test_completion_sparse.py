@@ -271,7 +271,7 @@ def test_cli_completes_a_tensor_of_1e12_cells_from_a_coordinate_file(tmp_path, c
     status = main([*args, "--out", str(out)])
     text = capsys.readouterr()
     assert status == 0, text.err
-    records = json.loads((out / "results.json").read_text())
+    records = json.loads((out / "results.json").read_text())["records"]
     assert [r["optimizer"] for r in records] == ["adam", "das(adam)", "als (tensorly)"]
     assert all(math.isfinite(r["test_rmse"]) for r in records[:2])
     assert records[2]["skipped"] and records[2]["test_r2"] is None

@@ -42,7 +42,7 @@ def trained(tmp_path_factory):
 
 
 def test_end_to_end_reports_accuracy_before_and_after_and_the_achieved_ratio(trained, capsys):
-    records = json.loads((trained / "results.json").read_text())
+    records = json.loads((trained / "results.json").read_text())["records"]
     assert [r["optimizer"] for r in records] == ["sgd", "das(sgd)"]
     for r in records:
         assert r["layer_ratio"] >= 4.0  # each decomposed layer: dense weight entries / core entries >= ratio
@@ -63,7 +63,7 @@ def test_end_to_end_reports_accuracy_before_and_after_and_the_achieved_ratio(tra
 
 def test_achieved_layer_ratio_by_hand(trained):
     """TT-matrix cores (r_{k-1}, m_k, n_k, r_k): count their entries from the reported ranks and a rebuilt layout."""
-    records = json.loads((trained / "results.json").read_text())
+    records = json.loads((trained / "results.json").read_text())["records"]
     model, _ = load_dense_model(trained / "dense.pt", (1, 8, 8), 10)
     weights = cores = 0
     for name, ranks in records[0]["layer_ranks"].items():
@@ -80,7 +80,7 @@ def test_a_saved_dense_model_compresses_from_its_checkpoint(trained, tmp_path):
         checkpoint=str(trained / "dense.pt"), format="tucker", rank=3, epochs=1, optimizers=("sam",), **SMALL_CONFIG
     )
     (res,) = run_compress(cfg, out_dir=tmp_path)
-    before = json.loads((trained / "results.json").read_text())[0]
+    before = json.loads((trained / "results.json").read_text())["records"][0]
     assert res.record["dense_test_acc"] == before["dense_test_acc"]  # same model, same split
     assert res.record["format"] == "tucker" and res.record["optimizer"] == "sam(sgd)"
     # a finished run is reused, the dense model and the decomposition are checked again

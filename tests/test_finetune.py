@@ -131,7 +131,7 @@ def test_results_format_and_resume(tiny_model, easy_csv, tmp_path):
     cfg = tiny_config(tiny_model, easy_csv, adapter="lora", optimizers=("base", "sam", "das"), seeds=(0, 1))
     results = run_finetune(cfg, out_dir=tmp_path)
     write_finetune(results, cfg, tmp_path)
-    records = json.loads((tmp_path / "results.json").read_text())
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert [(r["optimizer"], r["seed"]) for r in records] == [
         (o, s) for s in (0, 1) for o in ("adamw", "sam(adamw)", "das(adamw)")
     ]
@@ -165,7 +165,7 @@ def test_cli_compare_end_to_end(tiny_model, easy_csv, tmp_path, capsys):
     status = main([*args, "--epochs", "1", "--batch-size", "32", "--seeds", "0", "--out", str(out), "--no-progress"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    records = json.loads((out / "results.json").read_text())
+    records = json.loads((out / "results.json").read_text())["records"]
     assert [r["optimizer"] for r in records] == ["adamw", "sam(adamw)", "das(adamw)", "looksam(adamw)"]
     assert "das(adamw)" in captured.out and "relative to the base optimizer" in captured.out
 
@@ -255,7 +255,7 @@ def test_half_precision_checkpoint_finetunes(half_model, easy_csv, tmp_path, dty
         [*args, "--test-size", "16", "--dtype", dtype, "--optimizer", "das", "--out", str(out), "--no-progress"]
     )
     assert status == 0
-    (record,) = json.loads((out / "results.json").read_text())
+    (record,) = json.loads((out / "results.json").read_text())["records"]
     assert 0 <= record["test_acc"] <= 1
     model = FinetuneExperiment.load(tiny_config(half_model, easy_csv, dtype=dtype)).make_model(0)
     assert {p.dtype for p in model.parameters()} == {want}  # backbone, adapter and head alike

@@ -46,6 +46,44 @@ def test_smoke_reproduction_writes_every_familys_table(smoke):
     assert "torch" in report and "hardware" in report
 
 
+def test_smoke_report_opens_with_the_summary_and_the_papers_tables(smoke):
+    from tensordas.reproduce.paper import PAPER_TABLES
+    from tensordas.reproduce.report import Q_FIGURE
+
+    out, result, _ = smoke
+    data = json.loads((out / "results.json").read_text())
+    compared = [s for s in bundled_specs("smoke") if TASKS[s.family].metrics]
+    assert [e["experiment"] for e in data["summary"]] == [s.name for s in compared]  # dynamics has none
+    report = (out / "report.md").read_text()
+    first_experiment = min(report.index(f"## {s.title}") for s in bundled_specs("smoke"))
+    assert report.index("## Summary") < report.index("## The paper's tables") < first_experiment
+    summary = report[report.index("## Summary") : report.index("## The paper's tables")]
+    for entry in data["summary"]:
+        assert f"| {entry['experiment']} |" in summary and entry["verdict"] in summary
+    paper = report[report.index("## The paper's tables") : first_experiment]
+    assert "ctxGou/Tensor-SAM" in paper
+    for table in PAPER_TABLES:
+        assert f"paper {table.table}" in paper and all(f"{v:.4g}" in paper for v in table.values.values())
+    for spec in compared:  # each compared experiment's Q curves, linked from its section
+        assert (out / spec.name / Q_FIGURE).stat().st_size > 0
+        section = report.split(f"## {spec.title}", 1)[1].split("\n## ", 1)[0]
+        assert f"{spec.name}/{Q_FIGURE}" in section
+
+
+def test_q_curve_figure_averages_each_optimizers_seeds(tmp_path, monkeypatch):
+    from tensordas.reproduce import report
+
+    (tmp_path / "curves.csv").write_text(
+        "optimizer,seed,step,Q\nsgd,0,0,4\nsgd,1,0,6\nsgd,0,10,2\nsgd,1,10,\ndas(sgd),0,0,9\n"
+    )
+    seen = {}
+    monkeypatch.setattr(report, "line_panels", lambda series, *a, **k: seen.update(series) or object())
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: path)
+    assert report.q_curve_figure(tmp_path, "t") == tmp_path / report.Q_FIGURE
+    assert seen == {"sgd": {"step": [0.0, 10.0], "Q": [5.0, 2.0]}, "das(sgd)": {"step": [0.0], "Q": [9.0]}}
+    assert report.q_curve_figure(tmp_path / "none", "t") is None
+
+
 def test_rerun_reuses_every_finished_experiment(smoke, monkeypatch):
     out, _ = smoke
 

@@ -191,8 +191,9 @@ def test_summary_entry_holds_design_fields_and_numbers():
     entry = summary_entry(records(), experiment="noisy", metric="acc", higher_is_better=True, match_tolerance=0.01)
     assert list(entry) == [
         "experiment", "metric", "higher_is_better", "n_seeds", "match_tolerance", "mean", "diff",
-        "recovered", "step_time_das_over_sam", "selected", "verdict",
+        "recovered", "step_time_das_over_sam", "selected", "verdict", "note",
     ]  # fmt: skip
+    assert entry["note"] is None
     assert entry["n_seeds"] == 3
     assert entry["mean"] == pytest.approx({"base": 0.62, "sam": 0.72, "das": 0.65, "looksam": 0.68666666})
     assert list(entry["diff"]) == ["sam-base", "das-base", "das-sam", "looksam-sam"]
@@ -231,27 +232,67 @@ def test_summary_entry_with_one_seed_is_undecided():
     assert json_ready(entry)["diff"]["sam-base"]["ci95"] == [None, None]
 
 
-def test_summary_entry_refuses_unpaired_seeds():
+def test_summary_entry_pairs_on_common_seeds_and_says_which_were_left_out():
     recs = [r for r in records() if not (r["method"] == "das" and r["seed"] == 1)]
-    with pytest.raises(ValueError, match=r"not paired: method 'das' lacks seed\(s\) \[1\]"):
-        summary_entry(recs, experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    entry = summary_entry(recs, experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    assert entry["n_seeds"] == 2 and "seed(s) [1] left out" in entry["note"]
+    ci = stats.ttest_rel([0.63, 0.66], [0.60, 0.64]).confidence_interval(0.95)  # seeds 0 and 2 only
+    assert entry["diff"]["das-base"]["ci95"] == [pytest.approx(ci.low), pytest.approx(ci.high)]
+    assert entry["mean"]["base"] == pytest.approx(0.62)
     recs = records() + [dict(method="looksam", seed=5, acc=0.7)]
-    with pytest.raises(ValueError, match=r"'looksam' .* extra seed\(s\) \[5\]"):
-        summary_entry(recs, experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    entry = summary_entry(recs, experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    assert entry["n_seeds"] == 3 and "seed(s) [5] left out" in entry["note"]
+    assert entry["mean"]["looksam"] == pytest.approx(np.mean([0.66, 0.70, 0.70]))
+
+
+@pytest.mark.parametrize("kept", [("base",), ("das",), ("base", "das"), ("sam", "das"), ("base", "sam")])
+def test_summary_entry_without_base_sam_or_das_is_undecided_with_a_note(kept):
+    recs = [r for r in records() if r["method"] in kept]
+    entry = summary_entry(recs, experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    assert entry["verdict"] == "undecided" and entry["recovered"] is None
+    assert "no runs of" in entry["note"] and all(m in entry["note"] for m in {"base", "sam", "das"} - set(kept))
+    assert set(entry["mean"]) == set(kept)
+    written = json.loads(json.dumps(json_ready(entry)))  # undefined intervals are null
+    assert written["diff"]["das-sam"]["ci95"] == ([None, None] if not {"das", "sam"} <= set(kept) else
+                                                  written["diff"]["das-sam"]["ci95"])  # fmt: skip
+    if {"base", "sam"} <= set(kept):  # a pair that exists is still reported
+        ci = stats.ttest_rel([0.70, 0.71, 0.75], [0.60, 0.62, 0.64]).confidence_interval(0.95)
+        assert written["diff"]["sam-base"]["ci95"] == [pytest.approx(ci.low), pytest.approx(ci.high)]
+
+
+def test_summary_entry_leaves_out_reference_rows_and_treats_a_missing_metric_as_undefined():
+    als = [dict(method=None, seed=s, acc=0.99, optimizer="als") for s in (0, 1, 2)]  # completion's ALS rows
+    plain = summary_entry(records(), experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    with_als = summary_entry(records() + als, experiment="x", metric="acc", higher_is_better=True,
+                             match_tolerance=0.01)  # fmt: skip
+    assert with_als == plain
+    diverged = [dict(r, acc=None) if r["method"] == "das" and r["seed"] == 0 else r for r in records()]
+    entry = summary_entry(diverged, experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    assert math.isnan(entry["diff"]["das-sam"]["mean"]) and entry["verdict"] == "no better than base"
+    unstored = [{k: v for k, v in r.items() if k != "acc"} if r["method"] == "das" and r["seed"] == 0 else r
+                for r in records()]  # fmt: skip
+    again = summary_entry(unstored, experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+    assert again["note"] == "no acc for das seed 0"
+    same = [json.dumps(json_ready({k: v for k, v in e.items() if k != "note"})) for e in (again, entry)]
+    assert same[0] == same[1]
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda rs: [r for r in rs if r["method"] != "sam"], "no records for sam"),
         (lambda rs: rs + [dict(rs[0])], "two records for seed"),
-        (lambda rs: [{k: v for k, v in r.items() if k != "acc"} for r in rs], "has no 'acc'"),
+        (lambda rs: [{k: v for k, v in r.items() if k != "acc"} for r in rs], "no record has the metric 'acc'"),
         (lambda rs: [{k: v for k, v in r.items() if k != "seed"} for r in rs], "has no 'seed'"),
     ],
 )
-def test_summary_entry_refuses_incomplete_records(change, message):
+def test_summary_entry_refuses_malformed_records(change, message):
     with pytest.raises(ValueError, match=message):
         summary_entry(change(records()), experiment="x", metric="acc", higher_is_better=True, match_tolerance=0.01)
+
+
+def test_summary_entry_rejects_a_bad_tolerance():
+    with pytest.raises(ValueError, match="match_tolerance"):
+        summary_entry(records(), experiment="x", metric="acc", higher_is_better=True, match_tolerance=-1)
 
 
 def test_summary_entry_rejects_a_non_bool_direction():

@@ -32,7 +32,7 @@ def test_records_curves_and_the_realised_noise(tmp_path):
     cfg = tiny_config(noise=0.4)
     results = run_noisy(cfg, out_dir=tmp_path)
     write_noisy(results, cfg, tmp_path)
-    records = json.loads((tmp_path / "results.json").read_text())
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert [(r["optimizer"], r["seed"]) for r in records] == [
         (o, s) for s in (0, 1) for o in ("sgd", "sam(sgd)", "das(sgd)")
     ]
@@ -111,7 +111,7 @@ def test_cli_train_compare_writes_results_and_prints_a_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     for word in ("sgd", "sam(sgd)", "das(sgd)", "looksam(sgd)", "best test acc", "final test acc", "±"):
         assert word in printed
-    records = json.loads((out / "results.json").read_text())
+    records = json.loads((out / "results.json").read_text())["records"]
     assert len(records) == 8 and {r["noise_type"] for r in records} == {"symmetric"}
     assert json.loads((out / "config.json").read_text())["noise"] == 0.4
 

@@ -193,7 +193,7 @@ def test_cli_strength_lists_tune_and_bad_lists_are_one_line(tmp_path, capsys):
     args = ["train", "--model", "tt-mlp", "--rank", "3", "--hidden", "16,16", "--train-size", "150", "--test-size",
             "50", "--epochs", "1", "--no-progress"]  # fmt: skip
     assert main([*args, "--optimizer", "das", "--alpha", "0.1,2", "--out", str(tmp_path / "o")]) == 0
-    (record,) = json.loads((tmp_path / "o" / "results.json").read_text())
+    (record,) = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
     assert [c["value"] for c in record["candidates"]] == [0.1, 2.0] and record["selected"]["alpha"] in (0.1, 2.0)
     assert record["validation"] == 0.2 and record["n_val"] + record["n_train"] == 150
     capsys.readouterr()

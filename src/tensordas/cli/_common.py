@@ -18,13 +18,16 @@ import typer
 from rich.console import Console
 
 from ..reporting import ensure_dir, progress_bar
+from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
 from ..tasks.tuning import VALIDATION_HELP
 from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, compared_methods
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - older typer depends on click
+    from click import get_current_context
     from click.exceptions import ClickException, UsageError
 
 __all__ = [
@@ -142,9 +145,19 @@ def build_config(factory: Callable[..., T], **settings: Any) -> T:
         raise UsageError(str(e)) from None
 
 
-def run_task(task: Task, config: Any, out: Path, *, resume: bool, progress: bool, threads: int | None = None) -> None:
+def run_task(
+    task: Task,
+    config: Any,
+    out: Path,
+    *,
+    resume: bool,
+    progress: bool,
+    threads: int | None = None,
+    match_tolerance: float | None = None,
+) -> None:
     """What every command does once its configuration is valid: run the task with a progress bar,
-    write its files, print its table (and a warning naming diverged runs)."""
+    write its files, print its table, the comparison's summary (intervals and verdict, where the
+    family compares a metric) and a warning naming diverged runs."""
     if threads is not None:
         import torch
 
@@ -153,9 +166,12 @@ def run_task(task: Task, config: Any, out: Path, *, resume: bool, progress: bool
     start = time.perf_counter()
     with progress_bar(enabled=None if progress else False) as update:
         outcome = task.run(config, out_dir=out, resume=resume, progress=update)
-    paths = task.write(outcome, config, out)
+    paths = task.write_outcome(outcome, config, out, match_tolerance=match_tolerance)
     con = console()
     con.print(task.table(outcome, config))
+    summary = task.summary(task.records(outcome), match_tolerance=match_tolerance)
+    if summary:
+        con.print(verdict_table(summary), width=min(con.width, 80))
     diverged = diverged_runs(task.records(outcome))
     if diverged:
         print_warning(f"diverged (non-finite loss; metrics missing): {', '.join(diverged)}")
@@ -194,7 +210,8 @@ class OptionGroup:
     settings: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-_RUN = ("threads", "out", "resume", "progress")  # how to run, not what: not settings of the configuration
+# How to run and report, not what: not settings of the configuration.
+_RUN = ("threads", "out", "resume", "progress", "match_tolerance")
 
 
 def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, seeds_help: str) -> OptionGroup:
@@ -218,6 +235,11 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
         _option("out", Path, Path(out), "--out", help="Output folder."),
         _option("resume", bool, True, "--resume/--no-resume", help=resume_help),
         _option("progress", bool, True, "--progress/--no-progress", help="Show a progress bar (only on a terminal)."),
+        _option(
+            "match_tolerance", float | None, None, "--match-tolerance", min=0.0,
+            help="Verdict: DAS matches SAM when the DAS-SAM interval lies within ±this (default: the "
+            "metric's, 0.01 for accuracy/R²/F1).",
+        ),
     )  # fmt: skip
 
     def settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +289,14 @@ def validation_option(defaults: dict[str, Any]) -> OptionGroup:
     return OptionGroup(parameters, lambda values: values)
 
 
+def _defaulted(preset: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The ``preset`` settings whose option the user did not give (a setting without an option is kept)."""
+    if context is None:
+        return preset
+    given = {"COMMANDLINE", "ENVIRONMENT"}
+    return {k: v for k, v in preset.items() if getattr(context.get_parameter_source(k), "name", None) not in given}
+
+
 def comparison_command(
     task: Task,
     *,
@@ -274,6 +304,7 @@ def comparison_command(
     resume_help: str = "Reuse finished runs found in OUT/runs.",
     seeds_help: str = "Comma-separated seeds, e.g. 0,1,2.",
     groups: tuple[Callable[[dict[str, Any]], OptionGroup], ...] = (),
+    presets: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., None]]:
     """Decorator: a command of ``task`` from a function of its own options that returns its settings.
 
@@ -283,6 +314,8 @@ def comparison_command(
     ``groups`` (e.g. :func:`classification_data_options`), builds ``task.config`` from all of them (an
     invalid setting is a usage error), runs the task and prints its table. typer reads the command's
     ``inspect.signature``: the function's own parameters, then the groups', then the shared ones.
+    ``presets(settings)`` may give settings (e.g. a protocol's) for the options the user left at
+    their defaults; an option given on the command line wins.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(task.config) if f.default is not dataclasses.MISSING}
     shared = _comparison_options(defaults, out, resume_help, seeds_help)
@@ -298,9 +331,12 @@ def comparison_command(
             settings: dict[str, Any] = {}
             for group in option_groups:
                 settings.update(group.settings({p.name: given[p.name] for p in group.parameters}))
-            config = build_config(task.config, **settings_of(**kwargs), **settings)
+            settings = {**settings_of(**kwargs), **settings}
+            if presets is not None:
+                settings.update(_defaulted(presets(settings), get_current_context(silent=True)))
+            config = build_config(task.config, **settings)
             run_task(task, config, given["out"], resume=given["resume"], progress=given["progress"],
-                     threads=given["threads"])  # fmt: skip
+                     threads=given["threads"], match_tolerance=given["match_tolerance"])  # fmt: skip
 
         parameters = own + [p for group in option_groups for p in group.parameters]
         command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

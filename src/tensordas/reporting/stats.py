@@ -171,12 +171,15 @@ def verdict(sam_base: PairedDiff, das_sam: PairedDiff, das_base: PairedDiff, mat
     return "no better than base"
 
 
-def _by_method_and_seed(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[int, Mapping[str, Any]]]:
-    table: dict[str, dict[int, Mapping[str, Any]]] = {}
+def _by_method_and_seed(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[Any, Mapping[str, Any]]]:
+    """Records by method and seed; reference rows (``method`` None, e.g. completion's ALS) are left out."""
+    table: dict[str, dict[Any, Mapping[str, Any]]] = {}
     for record in records:
-        for key in ("method", "seed", metric):
+        for key in ("method", "seed"):
             if key not in record:
                 raise ValueError(f"record {dict(record)!r} has no {key!r}")
+        if record["method"] is None:
+            continue
         runs = table.setdefault(str(record["method"]), {})
         seed = record["seed"]
         if seed in runs:
@@ -185,24 +188,33 @@ def _by_method_and_seed(records: Iterable[Mapping[str, Any]], metric: str) -> di
     return table
 
 
-def _check_paired(table: Mapping[str, Mapping[int, Any]]) -> list[Any]:
-    """The seeds every method ran (sorted); ``ValueError`` naming a missing method or unpaired seeds."""
-    missing = [m for m in CORE_METHODS if m not in table]
-    if missing:
-        raise ValueError(f"a comparison needs methods {', '.join(CORE_METHODS)}; no records for {', '.join(missing)}")
-    seeds = set(table["base"])
-    for method, runs in table.items():
-        if set(runs) != seeds:
-            only_here, absent = sorted(set(runs) - seeds, key=str), sorted(seeds - set(runs), key=str)
-            raise ValueError(
-                f"seeds are not paired: method {method!r} lacks seed(s) {absent} and has extra seed(s) {only_here} "
-                f"compared with 'base' (seeds {sorted(seeds, key=str)})"
-            )
+def _sorted(seeds: Iterable[Any]) -> list[Any]:
+    seeds = list(seeds)
     return sorted(seeds, key=str) if any(not isinstance(s, int) for s in seeds) else sorted(seeds)
+
+
+def _paired_seeds(table: Mapping[str, Mapping[Any, Any]], methods: Sequence[str], notes: list[str]) -> list[Any]:
+    """The seeds every one of ``methods`` ran (sorted); a note names the seeds left out for lack of a pair."""
+    runs = [set(table[m]) for m in methods if m in table]
+    if not runs:
+        return []
+    common = set.intersection(*runs)
+    left_out = set.union(*runs) - common
+    if left_out:
+        notes.append(f"seed(s) {_sorted(left_out)} left out: not run by every one of {', '.join(methods)}")
+    return _sorted(common)
+
+
+def _number(value: Any) -> float:
+    """A record's metric value as a float; None (a diverged run's missing metric) is NaN."""
+    return math.nan if value is None else float(value)
 
 
 def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if all(math.isfinite(v) for v in values) else math.nan
+
+
+UNDEFINED = PairedDiff(math.nan, math.nan, math.nan, 0)
 
 
 def summary_entry(
@@ -217,44 +229,74 @@ def summary_entry(
 ) -> dict[str, Any]:
     """One docs/design.md section 7 ``summary`` entry from flat per-run records of one experiment.
 
-    Each record holds ``method`` (``base``, ``sam``, ``das`` and any competitor, e.g. ``looksam``),
-    ``seed``, the ``metric``, and optionally ``step_time_ms`` and ``selected`` (the tuned value,
-    e.g. ``{"alpha": 0.1}``). Records are paired by seed: every method must have exactly one record
-    for each seed, else ``ValueError`` names the method and seeds. ``diff`` holds ``sam-base``,
-    ``das-base``, ``das-sam`` and ``<competitor>-sam`` in the metric's own direction; the verdict
-    and ``recovered`` use them oriented so that positive is better.
+    Each record holds ``method`` (``base``, ``sam``, ``das`` and any competitor, e.g. ``looksam``; None
+    for a reference row, which is left out), ``seed``, the ``metric`` (None or absent: undefined, as for
+    a diverged run; ``note`` names the absent ones), and optionally ``step_time_ms`` and ``selected``
+    (the tuned value, e.g. ``{"alpha": 0.1}``). Records are
+    paired by seed. ``diff`` holds ``sam-base``, ``das-base``, ``das-sam`` and ``<competitor>-sam`` in
+    the metric's own direction; the verdict and ``recovered`` use them oriented so that positive is better.
+
+    A comparison that cannot decide is still summarised, never refused: without a run of base, SAM or
+    DAS, or with fewer than 2 paired seeds, the verdict is ``undecided``, the undefined intervals are NaN
+    (null in JSON) and ``note`` says why; seeds some method lacks are left out of the pairing and named
+    in ``note`` (None when there is nothing to say). Malformed records (no method or seed, a seed twice,
+    the metric in no record) are a ``ValueError``.
     """
     if not isinstance(higher_is_better, bool):
         raise ValueError(f"Invalid higher_is_better value: {higher_is_better!r} (expected True or False)")
+    verdict(UNDEFINED, UNDEFINED, UNDEFINED, match_tolerance)  # checks the tolerance up front
     table = _by_method_and_seed(records, metric)
-    seeds = _check_paired(table)
-    methods = [*CORE_METHODS, *(m for m in table if m not in CORE_METHODS)]
-    values = {m: [float(table[m][s][metric]) for s in seeds] for m in methods}
-    diffs = {
-        "sam-base": paired_difference(values["sam"], values["base"]),
-        "das-base": paired_difference(values["das"], values["base"]),
-        "das-sam": paired_difference(values["das"], values["sam"]),
-    }
-    diffs.update({f"{m}-sam": paired_difference(values[m], values["sam"]) for m in methods[len(CORE_METHODS) :]})
+    notes: list[str] = []
+    lacking = [f"{m} seed {s}" for m, runs in table.items() for s, r in runs.items() if metric not in r]
+    if lacking and len(lacking) == sum(len(runs) for runs in table.values()):
+        raise ValueError(f"no record has the metric {metric!r}")
+    if lacking:  # e.g. a diverged run that stored no metric: undefined, like a NaN
+        notes.append(f"no {metric} for {', '.join(lacking)}")
+    present = [m for m in CORE_METHODS if m in table]
+    missing = [m for m in CORE_METHODS if m not in table]
+    if missing:
+        notes.append(f"no runs of {', '.join(missing)}: a verdict needs base, sam and das")
+    seeds = _paired_seeds(table, present, notes)
+    if len(seeds) < 2:
+        notes.append(f"{len(seeds)} paired seed(s): an interval needs at least 2")
+    others = [m for m in table if m not in CORE_METHODS]
+    values = {m: [_number(table[m][s].get(metric)) for s in seeds] for m in present}
+
+    def diff(a: str, b: str, vals: Mapping[str, list[float]]) -> PairedDiff:
+        ok = a in vals and b in vals and vals[a]
+        return paired_difference(vals[a], vals[b]) if ok else UNDEFINED
+
+    diffs = {"sam-base": diff("sam", "base", values), "das-base": diff("das", "base", values)}
+    diffs["das-sam"] = diff("das", "sam", values)
+    means = {m: _mean(v) if v else math.nan for m, v in values.items()}
+    for m in others:  # a competitor is paired with SAM on the seeds both ran
+        own = _paired_seeds(table, [m, "sam"], notes) if "sam" in table else _sorted(table[m])
+        vals = {m: [_number(table[m][s].get(metric)) for s in own]}
+        if "sam" in table:
+            vals["sam"] = [_number(table["sam"][s].get(metric)) for s in own]
+        means[m] = _mean(vals[m]) if own else math.nan
+        diffs[f"{m}-sam"] = diff(m, "sam", vals)
     oriented = {k: d.oriented(higher_is_better) for k, d in diffs.items()}
 
     def step_time(method: str) -> float | None:
-        times = [table[method][s].get("step_time_ms") for s in seeds]
-        return None if any(t is None for t in times) else _mean([float(t) for t in times])
+        times = [table[method][s].get("step_time_ms") for s in seeds] if method in table else [None]
+        return None if not times or any(t is None for t in times) else _mean([float(t) for t in times])
 
     das_time, sam_time = step_time("das"), step_time("sam")
     selected = {
-        m: [{"seed": s, **(table[m][s].get("selected") or {})} for s in seeds]
-        for m in methods
-        if any(table[m][s].get("selected") for s in seeds)
+        m: [{"seed": s, **(runs[s].get("selected") or {})} for s in _sorted(runs)]
+        for m, runs in table.items()
+        if any(r.get("selected") for r in runs.values())
     }
+    decidable = not missing and seeds
+    ratio = das_time / sam_time if das_time and sam_time and math.isfinite(das_time / sam_time) else None
     return {
         "experiment": experiment,
         "metric": metric,
         "higher_is_better": higher_is_better,
         "n_seeds": len(seeds),
         "match_tolerance": match_tolerance,
-        "mean": {m: _mean(values[m]) for m in methods},
+        "mean": means,
         "diff": {k: d.to_dict() for k, d in diffs.items()},
         "recovered": recovered_share(
             values["base"],
@@ -263,8 +305,13 @@ def summary_entry(
             higher_is_better=higher_is_better,
             n_boot=n_boot,
             seed=boot_seed,
-        ),
-        "step_time_das_over_sam": None if not (das_time and sam_time) else das_time / sam_time,
+        )
+        if decidable
+        else None,
+        "step_time_das_over_sam": ratio,
         "selected": selected,
-        "verdict": verdict(oriented["sam-base"], oriented["das-sam"], oriented["das-base"], match_tolerance),
+        "verdict": verdict(oriented["sam-base"], oriented["das-sam"], oriented["das-base"], match_tolerance)
+        if decidable
+        else "undecided",
+        "note": "; ".join(notes) or None,
     }

@@ -15,7 +15,7 @@ from ..reporting import ProgressFn
 from ..tasks import TASKS, Metric
 from .specs import ExperimentSpec, supplied_settings
 
-__all__ = ["FamilyOutcome", "family_config", "family_metric", "run_family"]
+__all__ = ["FamilyOutcome", "family_config", "family_metric", "family_summary", "run_family"]
 
 
 @dataclass
@@ -40,10 +40,18 @@ def run_family(spec: ExperimentSpec, config: Any, out_dir: Path, resume: bool, p
     """Run ``spec``'s experiment with ``config`` into ``out_dir``; its records, figure and settings."""
     task = TASKS[spec.family]
     outcome = task.run(config, out_dir=out_dir, resume=resume, progress=progress)
-    paths = task.write(outcome, config, out_dir)
+    paths = task.write_outcome(
+        outcome, config, out_dir, experiment=spec.name, metric=spec.metric, match_tolerance=spec.match_tolerance
+    )
     return FamilyOutcome(records=task.records(outcome), figures=[paths["figure"]], config=config.to_dict())
 
 
 def family_metric(spec: ExperimentSpec) -> Metric | None:
     """The metric of the spec's table: its ``metric``, or its family's default (None: fixed columns)."""
     return TASKS[spec.family].get_metric(spec.metric)
+
+
+def family_summary(spec: ExperimentSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary entries of ``spec``'s experiment (none for a family that compares no metric)."""
+    task = TASKS[spec.family]
+    return task.summary(records, experiment=spec.name, metric=spec.metric, match_tolerance=spec.match_tolerance)

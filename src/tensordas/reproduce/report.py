@@ -1,9 +1,13 @@
-"""The reproduction report: ``report.md`` with a table per experiment, its figures, the exact
-configuration, package versions and hardware."""
+"""The reproduction report: ``report.md`` opening with the summary of every comparison (intervals,
+DAS's share of SAM's gain, step-time ratio, verdict) and the paper's tables beside ours, then a
+section per experiment (its table, figures, Q curves, the exact configuration), package versions and
+hardware."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -14,10 +18,15 @@ from typing import Any
 
 import torch
 
-from ..reporting import format_value, summarize
-from ..tasks import TASKS
+from ..reporting import format_value, line_panels, save_figure, summarize
+from ..reporting.verdicts import SUMMARY_COLUMNS, summary_cells
+from ..tasks import TASKS, RunResult
+from ..tasks.grid import CURVES_CSV, mean_curves
 from .families import FamilyOutcome, family_metric
+from .paper import PAPER, PAPER_ITERATIONS, PAPER_TABLES
 from .specs import ExperimentSpec
+
+Q_FIGURE = "q_curves.png"
 
 PACKAGES = ("tensordas", "torch", "tensorly", "numpy", "scipy", "scikit-learn", "transformers", "peft")
 # Time per step where a task records it, else per run: the cost DAS is meant to save.
@@ -64,6 +73,120 @@ def das_sam_time_ratio(records: Sequence[Mapping[str, Any]]) -> tuple[float, str
     return None
 
 
+def summary_section(summary: Sequence[Mapping[str, Any]]) -> str:
+    """The report's opening table: one row per compared experiment, with its notes below."""
+    if not summary:
+        return ""
+    columns = {"experiment": "experiment", "metric": "metric", "n_seeds": "seeds"}
+    columns |= {k: v for k, v in SUMMARY_COLUMNS.items() if k != "experiment"}
+    columns |= {"recovered": "DAS's share of SAM's gain [95% CI]", "time": "DAS/SAM step time"}
+    rows = []
+    for entry in summary:
+        arrow = "↑" if entry["higher_is_better"] else "↓"
+        rows.append({**summary_cells(entry), "metric": f"{entry['metric']} {arrow}", "n_seeds": entry["n_seeds"]})
+    lines = [
+        "## Summary: does DAS deliver SAM's gain?",
+        "",
+        "Differences are means over paired seeds ± the half-width of their 95% t-interval, in the metric's own",
+        "direction (↑ higher is better, ↓ lower). The verdict is computed from the intervals (docs/design.md",
+        "section 7): SAM-base not above 0 → undecided; DAS-SAM within ±match tolerance → matches SAM; DAS-SAM",
+        "above 0 → better than SAM; DAS-SAM containing 0 → not distinguishable from SAM; DAS-base above 0 →",
+        "between base and SAM; otherwise no better than base.",
+        "",
+        markdown_table(rows, columns),
+        "",
+    ]
+    lines += [f"- {e['experiment']}: match tolerance {e['match_tolerance']:g}" + (f"; {e['note']}" if e.get("note")
+              else "") for e in summary]  # fmt: skip
+    return "\n".join([*lines, ""])
+
+
+def _method_means(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
+    """Mean of ``key`` over seeds for each method that records it (reference rows left out)."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        v = r.get(key)
+        if r.get("method") is not None and isinstance(v, (int, float)):
+            values.setdefault(r["method"], []).append(float(v))
+    return {m: math.fsum(v) / len(v) for m, v in values.items()}
+
+
+def paper_section(specs: Sequence[ExperimentSpec], outcomes: Mapping[str, FamilyOutcome]) -> str:
+    """The paper's Tables 1-3 and 6, each followed by our experiments of the matching family."""
+    columns = {"row": "", "setting": "setting", "base": "base", "sam": "SAM", "das": "DAS", "share": "DAS's share"}
+    rows: list[dict[str, Any]] = []
+    for paper in PAPER_TABLES:
+        if paper.ours is None:  # Table 6: time per step relative to the base optimizer
+            rows.append({"row": f"paper {paper.table}", "setting": paper.setting, **paper.values})
+            for spec in specs:
+                times = _method_means(outcomes[spec.name].records, "step_time_ms")
+                if {"base", "sam", "das"} <= set(times):
+                    rel = {m: times[m] / times["base"] for m in ("base", "sam", "das")}
+                    rows.append({"row": f"ours: {spec.name}", "setting": "median ms per step / base's", **rel})
+            continue
+        extra = "; ".join(f"{k} {v:g}" for k, v in (paper.references or {}).items())
+        setting = f"{paper.setting}; {paper.quantity}, base {paper.base_label}" + (f"; {extra}" if extra else "")
+        rows.append({"row": f"paper {paper.table}", "setting": setting, **paper.values, "share": paper.share})
+        for spec in (s for s in specs if s.family == paper.family):
+            records = outcomes[spec.name].records
+            metric = family_metric(spec)
+            # the paper's quantity where we record it, and the experiment's own metric (what it decides on)
+            keys = dict.fromkeys(k for k in (paper.ours, metric and metric.key) if k and any(k in r for r in records))
+            for key in keys:
+                means = _method_means(records, key)
+                share = None
+                if {"base", "sam", "das"} <= set(means) and means["sam"] != means["base"]:
+                    share = (means["das"] - means["base"]) / (means["sam"] - means["base"])
+                row = {"row": f"ours: {spec.name}", "setting": f"{spec.title}; `{key}`", **means, "share": share}
+                rows.append(row)
+    return "\n".join(
+        [
+            "## The paper's tables beside ours",
+            "",
+            f"Quoted from {PAPER}. DAS's share of SAM's gain is (DAS − base) / (SAM − base) of the means; our rows",
+            "are means over seeds of the matching quantity of each experiment of the same family (the verdicts",
+            "above decide; the paper gives no intervals).",
+            "",
+            markdown_table(rows, columns),
+            "",
+        ]
+    )
+
+
+def q_curve_figure(folder: Path, title: str) -> Path | None:
+    """``folder/q_curves.png``: Q over training steps, mean over seeds, one line per optimizer, from the
+    experiment's ``curves.csv`` (None when it has no Q curves)."""
+    try:
+        with (folder / CURVES_CSV).open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    runs: dict[tuple[str, str], RunResult] = {}
+    for row in rows:
+        try:
+            point = {"step": float(row["step"]), "Q": float(row["Q"])}
+        except (KeyError, TypeError, ValueError):  # no Q column, or an empty cell
+            continue
+        key = (row["optimizer"], row["seed"])
+        runs.setdefault(key, RunResult(record={"optimizer": key[0]})).curve.append(point)
+    if not runs:
+        return None
+    series = mean_curves(list(runs.values()), "step", ["Q"])
+    figure = line_panels(series, "step", ["Q"], ylabels={"Q": "norm deviation Q (mean over seeds)"}, title=title)
+    return save_figure(figure, folder / Q_FIGURE)
+
+
+def _protocol_note(spec: ExperimentSpec, outcome: FamilyOutcome) -> str | None:
+    """Completion's paper protocol run with fewer iterations than the paper's says so."""
+    config = outcome.config
+    if spec.family != "completion" or config.get("protocol") != "paper":
+        return None
+    steps = config.get("steps")
+    if steps == PAPER_ITERATIONS:
+        return f"The paper's Table 1 protocol, {steps:,} iterations as in the paper."
+    return f"The paper's Table 1 protocol with **{steps:,} iterations** (the paper ran {PAPER_ITERATIONS:,})."
+
+
 def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Path, report_dir: Path) -> str:
     """The report section of one experiment."""
     records = outcome.records
@@ -85,7 +208,15 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
             lines.append(f"DAS/SAM time ratio ({ratio[1]}): **{ratio[0]:.3f}**")
     if task.note:
         lines.append(task.note)
-    for fig in outcome.figures:
+    note = _protocol_note(spec, outcome)
+    if note:
+        lines += ["", note]
+    figures = list(outcome.figures)
+    if metric is not None:
+        q_figure = q_curve_figure(out_dir, f"{spec.title}: Q over training")
+        if q_figure is not None:
+            figures.append(q_figure)
+    for fig in figures:
         rel = os.path.relpath(fig, report_dir)
         lines += ["", f"![{spec.title}]({rel})"]
     lines += [
@@ -102,9 +233,14 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
 
 
 def render_report(
-    sections: Sequence[str], env: Mapping[str, Any], profile: str, elapsed_s: float, command: str | None = None
+    sections: Sequence[str],
+    env: Mapping[str, Any],
+    profile: str,
+    elapsed_s: float,
+    command: str | None = None,
+    opening: Sequence[str] = (),
 ) -> str:
-    """The whole ``report.md``."""
+    """The whole ``report.md``: the header, the ``opening`` sections (summary, paper), the experiments."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     hardware = f"{env['cpu']} ({env['cpu_count']} cores, {env['torch_threads']} torch threads), device {env['device']}"
@@ -126,4 +262,4 @@ def render_report(
         "each DAS record names its `das_variant` and `grad_norm`.",
         "",
     ]
-    return "\n".join([line for line in head if line is not None]) + "\n" + "\n".join(sections)
+    return "\n".join([line for line in head if line is not None]) + "\n" + "\n".join([*opening, *sections])

@@ -23,8 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from ..reporting import ProgressFn, atomic_open, ensure_dir, write_json
 from ..tasks import TASKS, fingerprint
 from ..training import check_device
-from .families import FamilyOutcome, family_config, family_metric, run_family
-from .report import environment, experiment_section, render_report
+from .families import FamilyOutcome, family_config, family_metric, family_summary, run_family
+from .report import environment, experiment_section, paper_section, render_report, summary_section
 from .specs import ExperimentSpec, bundled_specs, load_spec
 
 DONE_FILE = "experiment.json"
@@ -189,9 +189,13 @@ def run_reproduce(
     elapsed = time.perf_counter() - start
     env = environment(device)
     records = [{"experiment": s.name, "family": s.family, **r} for s in specs for r in outcomes[s.name].records]
-    results = write_json(out / "results.json", {"profile": profile, "environment": env, "records": records})
+    summary = [entry for s in specs for entry in family_summary(s, outcomes[s.name].records)]
+    results = write_json(
+        out / "results.json", {"profile": profile, "environment": env, "records": records, "summary": summary}
+    )
     sections = [experiment_section(s, outcomes[s.name], out / s.name, out) for s in specs]
     report = out / "report.md"
     with atomic_open(report) as f:
-        f.write(render_report(sections, env, profile, elapsed, command))
+        opening = [summary_section(summary), paper_section(specs, outcomes)]
+        f.write(render_report(sections, env, profile, elapsed, command, opening))
     return ReproduceResult(out_dir=out, outcomes=outcomes, report=report, results=results)

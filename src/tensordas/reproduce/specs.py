@@ -1,7 +1,9 @@
 """Experiment specifications: one TOML file per experiment, shipped in ``reproduce/configs/``.
 
 A file names its ``family`` (the task that runs it), a ``title``, the task ``[settings]`` shared by
-every profile, and ``[profiles.<name>]`` tables that override them (``smoke``, ``quick``, ``full``).
+every profile, and ``[profiles.<name>]`` tables that override them (``smoke``, ``quick``, ``full``);
+optionally the ``metric`` its verdict is decided on and that verdict's ``match_tolerance`` (default:
+the metric's, see :class:`~tensordas.tasks.Metric`).
 Users can pass their own files in the same format.
 """
 
@@ -37,6 +39,7 @@ class ExperimentSpec:
     settings: dict[str, Any]
     metric: str | None = None
     metric_label: str | None = None
+    match_tolerance: float | None = None
     source: str = ""
     profile: str = "quick"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -156,7 +159,7 @@ def check_family(
         check_settings(family, settings, f"{source} {table}")
 
 
-TOP_KEYS = ("family", "title", "metric", "metric_label", "settings", "profiles", "in_profiles")
+TOP_KEYS = ("family", "title", "metric", "metric_label", "match_tolerance", "settings", "profiles", "in_profiles")
 
 
 def _table(value: Any, where: str, header: str) -> dict[str, Any]:
@@ -186,6 +189,11 @@ def parse_spec(text: str, name: str, profile: str, source: str = "") -> Experime
     for key in ("title", "metric", "metric_label"):
         if key in doc and not isinstance(doc[key], str):
             raise ValueError(f"{where}: {key!r} should be a string, not {doc[key]!r}")
+    tolerance = doc.get("match_tolerance")
+    if tolerance is not None and not (
+        isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool) and 0 <= tolerance < float("inf")
+    ):
+        raise ValueError(f"{where}: 'match_tolerance' should be a number >= 0, not {tolerance!r}")
     settings = _table(doc.get("settings", {}), where, "[settings]")
     profiles = _table(doc.get("profiles", {}), where, "[profiles.<name>]")
     in_profiles = doc.get("in_profiles", list(PROFILES))
@@ -206,6 +214,7 @@ def parse_spec(text: str, name: str, profile: str, source: str = "") -> Experime
         settings={**settings, **profiles.get(profile, {})},
         metric=doc.get("metric"),
         metric_label=doc.get("metric_label"),
+        match_tolerance=None if tolerance is None else float(tolerance),
         source=source,
         profile=profile,
         in_profiles=tuple(in_profiles),

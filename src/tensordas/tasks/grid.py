@@ -20,8 +20,9 @@ never read by the selection.
 - ``OUT/curves.csv`` — one row per (optimizer, seed, step);
 - ``OUT/<task>.png`` — the task's figure;
 - ``OUT/config.json`` — the resolved configuration;
-- ``OUT/results.json`` — a list of records, one per (optimizer, seed); written last, so a folder
-  with a ``results.json`` holds a finished experiment.
+- ``OUT/results.json`` — ``{"records": [...], "summary": [...]}``: the records, one per (optimizer,
+  seed), and the comparison's summary (:meth:`Task.summary`: intervals and verdict); written last, so
+  a folder with a ``results.json`` holds a finished experiment.
 """
 
 from __future__ import annotations
@@ -396,6 +397,7 @@ def write_experiment(
     results: Sequence[RunResult],
     curve_columns: Sequence[str],
     figure: Any | None = None,
+    summary: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write curves, figure, configuration and, last, ``results.json`` (see the module docstring)."""
     out = ensure_dir(out_dir)
@@ -405,7 +407,7 @@ def write_experiment(
     if figure is not None:
         paths["figure"] = save_figure(figure, out / f"{task}.png")
     paths["config"] = write_json(out / CONFIG_JSON, {"task": task, **config})
-    paths["results"] = write_json(results_path, [r.record for r in results])
+    paths["results"] = write_json(results_path, {"records": [r.record for r in results], "summary": list(summary)})
     return paths
 
 
@@ -415,9 +417,26 @@ def experiment_writer(
     """The ``write(results, config, out_dir)`` of a comparison family: :func:`write_experiment` with its
     curve columns and figure."""
 
-    def write(results: Sequence[RunResult], config: Any, out_dir: str | Path) -> dict[str, Path]:
-        return write_experiment(out_dir, task, config.to_dict(), results, curve_columns, plot(results, config))
+    def write(
+        results: Sequence[RunResult],
+        config: Any,
+        out_dir: str | Path,
+        *,
+        experiment: str | None = None,
+        metric: str | None = None,
+        match_tolerance: float | None = None,
+    ) -> dict[str, Path]:
+        from . import get_task  # the registry imports this module: looked up when writing
 
-    write.__doc__ = f"``curves.csv``, ``{task}.png``, ``config.json`` and, last, ``results.json``."
+        summary = get_task(task).summary(
+            [r.record for r in results], experiment=experiment, metric=metric, match_tolerance=match_tolerance
+        )
+        figure = plot(results, config)
+        return write_experiment(out_dir, task, config.to_dict(), results, curve_columns, figure, summary)
+
+    write.__doc__ = (
+        f"``curves.csv``, ``{task}.png``, ``config.json`` and, last, ``results.json`` with the summary "
+        "(on ``metric`` with ``match_tolerance``, defaults: the family's)."
+    )
     write.__name__ = write.__qualname__ = f"write_{task}"
     return write

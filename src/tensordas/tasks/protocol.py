@@ -14,6 +14,10 @@ The functions follow one shape (``outcome`` is what ``run`` returns: a list of
     table = task.table(outcome, config)                # a rich table (mean ± std over seeds)
     figure = task.plot(outcome, config)
     records = task.records(outcome)                    # flat dicts of the record schema
+    summary = task.summary(records)                    # docs/design.md section 7's "summary" entries
+
+``write`` of a comparison family also takes the summary's options (``experiment``, ``metric``,
+``match_tolerance``); :meth:`Task.write_outcome` passes them where the family compares a metric.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..reporting.stats import summary_entry
 from ..training import METHODS
 
 __all__ = ["Q", "TRAIN_LOSS", "Metric", "Task", "grid_records"]
@@ -37,16 +42,21 @@ class Metric:
         key: the record key (``test_acc``).
         label: a column header (``test accuracy``).
         higher_is_better: its direction (verdicts orient differences so that positive is better).
+        match_tolerance: the default ``match_tolerance`` of a verdict decided on it, in the metric's
+            units: DAS "matches SAM" when the DAS-SAM interval lies within ±this. 0.01 suits the
+            fractions most metrics are (accuracy, R², F1); a metric in other units sets its own.
     """
 
     key: str
     label: str
     higher_is_better: bool = True
+    match_tolerance: float = 0.01
 
 
 # Metrics every trained family records under the same key (tensordas.tasks.records).
-TRAIN_LOSS = Metric("train_loss", "training loss", higher_is_better=False)
-Q = Metric("Q", "norm deviation Q (lower: the direction SAM moves it)", higher_is_better=False)
+# Their scales depend on the data and model: no tolerance is natural, so only an exact match matches.
+TRAIN_LOSS = Metric("train_loss", "training loss", higher_is_better=False, match_tolerance=0.0)
+Q = Metric("Q", "norm deviation Q (lower: the direction SAM moves it)", higher_is_better=False, match_tolerance=0.0)
 
 
 def grid_records(outcome: Sequence[Any]) -> list[dict[str, Any]]:
@@ -114,6 +124,46 @@ class Task:
                 return metric
         expected = ", ".join(m.key for m in self.metrics) or "none: its table has fixed columns"
         raise ValueError(f"invalid metric {key!r} for family {self.name!r} (expected one of {expected})")
+
+    def summary(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        experiment: str | None = None,
+        metric: str | None = None,
+        match_tolerance: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The ``summary`` of one comparison's records: one entry (docs/design.md section 7) on ``metric``
+        (default: the family's first) with ``match_tolerance`` (default: the metric's); ``[]`` for a family
+        that compares no metric (dynamics)."""
+        chosen = self.get_metric(metric)
+        if chosen is None:
+            return []
+        tolerance = chosen.match_tolerance if match_tolerance is None else match_tolerance
+        entry = summary_entry(
+            records,
+            experiment=experiment or self.name,
+            metric=chosen.key,
+            higher_is_better=chosen.higher_is_better,
+            match_tolerance=tolerance,
+        )
+        return [entry]
+
+    def write_outcome(
+        self,
+        outcome: Any,
+        config: Any,
+        out_dir: Path,
+        *,
+        experiment: str | None = None,
+        metric: str | None = None,
+        match_tolerance: float | None = None,
+    ) -> dict[str, Path]:
+        """``write``, with the summary's options where the family compares a metric (dynamics has no summary)."""
+        if not self.metrics:
+            return self.write(outcome, config, out_dir)
+        options = {"experiment": experiment, "metric": metric, "match_tolerance": match_tolerance}
+        return self.write(outcome, config, out_dir, **options)
 
     def settings_fields(self) -> list[str]:
         """The names of the configuration's settings."""
