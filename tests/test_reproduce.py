@@ -50,7 +50,7 @@ def test_smoke_report_opens_with_the_summary_and_the_papers_tables(smoke):
     from tensordas.reproduce.paper import PAPER_TABLES
     from tensordas.reproduce.report import Q_FIGURE
 
-    out, result, _ = smoke
+    out, result = smoke
     data = json.loads((out / "results.json").read_text())
     compared = [s for s in bundled_specs("smoke") if TASKS[s.family].metrics]
     assert [e["experiment"] for e in data["summary"]] == [s.name for s in compared]  # dynamics has none
@@ -96,12 +96,14 @@ def test_rerun_reuses_every_finished_experiment(smoke, monkeypatch):
 
 
 def test_interrupted_reproduction_resumes_without_recomputing(tmp_path, monkeypatch):
+    from tensordas.tasks.grid import run_key
+
     out = tmp_path / "rep"
     calls = []
     real = CompletionExperiment.run
 
     def crash_on_third(self, optimizer, seed, progress=None):
-        calls.append((optimizer.method, seed))
+        calls.append(run_key(optimizer, seed))
         if len(calls) == 3:
             raise KeyboardInterrupt  # as if killed in the middle of the third run
         return real(self, optimizer, seed, progress)
@@ -110,17 +112,19 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         run_reproduce(out, profile="smoke", only=["completion"], progress=False)
     assert not (out / "report.md").exists() and not (out / "results.json").exists()
-    finished = sorted(p.name for p in (out / "completion" / "runs").glob("*.json"))
-    assert len(finished) == 2
+    finished = {p.stem for p in (out / "completion" / "runs").glob("*.json")}
+    assert finished == set(calls[:2])
+    crashed = calls[2]
 
     calls.clear()
     monkeypatch.setattr(
-        CompletionExperiment, "run", lambda self, o, s, p=None: calls.append(o.method) or real(self, o, s, p)
+        CompletionExperiment, "run", lambda self, o, s, p=None: calls.append(run_key(o, s)) or real(self, o, s, p)
     )
     run_reproduce(out, profile="smoke", only=["completion"], progress=False)
-    assert calls == ["das"]  # only the unfinished run
+    assert calls[0] == crashed and not finished & set(calls)  # only the unfinished runs, each once
+    assert len(set(calls)) == len(calls)
     records = json.loads((out / "results.json").read_text())["records"]
-    assert {r["optimizer"] for r in records} == {"sgd", "sam(sgd)", "das(sgd)"}
+    assert {r["optimizer"] for r in records} == {"sgd", "sam(sgd)", "das(sgd)", "looksam(sgd)"}
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
