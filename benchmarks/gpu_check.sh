@@ -96,7 +96,7 @@ step cli_train 30 "${td[@]}" train "${common[@]}" --compare --model tt-mlp --epo
     --out "$cli/train"
 step cli_complete 35 "${td[@]}" complete "${common[@]}" --compare --data covid19 --model tucker --steps 60 --eval-every 30 \
     --no-als --out "$cli/complete"
-step cli_compress 35 "${td[@]}" compress "${common[@]}" --compare --train-dense --dense-epochs 1 --epochs 1 --method tt \
+step cli_compress 35 "${td[@]}" compress "${common[@]}" --compare --train-dense --dense-epochs 1 --epochs 1 --format tt \
     --ratio 4 --train-size 300 --test-size 100 --out "$cli/compress"
 step cli_finetune 40 "${td[@]}" finetune "${common[@]}" --compare --model "$cli/tiny-bert" --data "$cli/tiny.csv" \
     --epochs 1 --batch-size 16 --max-length 16 --out "$cli/finetune"
