@@ -96,3 +96,26 @@ def test_reproduce_summary_uses_the_experiment_files_metric_and_tolerance(tmp_pa
     report = result.report.read_text()
     assert report.index("## Summary") < report.index("## The paper's tables") < report.index("## tiny")
     assert "| tiny | test_rmse ↓ | 2 |" in report
+
+
+def test_our_share_beside_the_papers_is_the_summarys_and_only_where_sams_gain_is_significant():
+    from tensordas.reproduce.families import FamilyOutcome
+    from tensordas.reproduce.report import paper_section
+
+    text = 'family = "noisy"\ntitle = "Mine"\n[settings]\ndata = "digits"\n'
+    spec = parse_spec(text, "mine", "quick")
+    # SAM - base = 0.001, DAS - base = 0.05: the ratio of the means (50) is noise, not a share
+    records = [
+        {"method": m, "seed": s, "test_acc": v + 0.01 * s}
+        for s in (0, 1, 2)
+        for m, v in (("base", 0.5), ("sam", 0.501), ("das", 0.55))
+    ]
+    outcomes = {"mine": FamilyOutcome(records)}
+
+    def row(summary):
+        section = paper_section([spec], outcomes, summary)
+        (line,) = [ln for ln in section.splitlines() if ln.startswith("| ours: mine")]
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    assert row([{"experiment": "mine", "recovered": None}])[-1] == "—"
+    assert row([{"experiment": "mine", "recovered": {"mean": 0.25, "ci95": [0.1, 0.4]}}])[-1] == "0.25"

@@ -196,6 +196,6 @@ def run_reproduce(
     sections = [experiment_section(s, outcomes[s.name], out / s.name, out) for s in specs]
     report = out / "report.md"
     with atomic_open(report) as f:
-        opening = [summary_section(summary), paper_section(specs, outcomes)]
+        opening = [summary_section(summary), paper_section(specs, outcomes, summary)]
         f.write(render_report(sections, env, profile, elapsed, command, opening))
     return ReproduceResult(out_dir=out, outcomes=outcomes, report=report, results=results)
