@@ -1,5 +1,6 @@
-"""tensordas: Deviation-Aware Scaling (DAS) — SAM's implicit norm regularisation for tensorized
-models, applied explicitly at the cost of one forward and backward pass."""
+"""tensordas: Deviation-Aware Scaling (DAS) — SAM's first-order drift of the core norms of tensorized
+models, applied explicitly in one forward and backward pass, and the comparisons that measure whether it
+delivers SAM's gain (README: on our bundled experiments it does not)."""
 
 from . import adapters  # noqa: F401 -- registers the PEFT and tltorch core-group finders (imports neither)
 from .core_groups import CoreGroup, find_core_groups, register_core_group_finder, unregister_core_group_finder

@@ -49,7 +49,8 @@ def _root(
         bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """Deviation-Aware Scaling (DAS): SAM's norm regularisation for tensorized models at one pass per step."""
+    """Deviation-Aware Scaling (DAS): SAM's first-order norm drift for tensorized models in one pass, and
+    tuned, paired comparisons that decide whether it delivers SAM's gain."""
 
 
 # Commands, one module each; the command list shows each docstring's first paragraph whole (click

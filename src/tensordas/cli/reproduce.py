@@ -16,7 +16,7 @@ from ._common import THREADS_HELP, UsageError, console
 
 
 def reproduce_command(
-    quick: Annotated[bool, typer.Option("--quick", help="Quick profile: < 15 min on a 2-core CPU.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Quick profile: at most 20 min on a 2-core CPU.")] = False,
     profile: Annotated[
         str | None, typer.Option(help="smoke | quick | full (default: full, or quick with --quick).")
     ] = None,
@@ -30,7 +30,7 @@ def reproduce_command(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted reproduction in OUT.")] = True,
     progress: Annotated[bool, typer.Option(help="Show the overall progress (only on a terminal).")] = True,
 ) -> None:
-    """Run every experiment family with base, SAM and DAS on several seeds and write OUT/report.md.
+    """Run every experiment family with base, SAM, DAS (and LookSAM) on several seeds; write OUT/report.md.
 
     Also writes OUT/results.json (every record) and one folder per experiment with its curves,
     plots and per-run files. Re-running continues where an interrupted run stopped.
