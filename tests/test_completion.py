@@ -192,13 +192,13 @@ def test_cli_compare_end_to_end(tmp_path):
 
 def test_mini_batches_of_observed_entries_train_without_the_dense_tensor(monkeypatch):
     calls = {"dense": 0}
-    real_forward = comp.MODELS["tucker"].forward
+    real_forward = comp.model_class("tucker").forward
 
     def counting_forward(self):
         calls["dense"] += 1
         return real_forward(self)
 
-    monkeypatch.setattr(comp.MODELS["tucker"], "forward", counting_forward)
+    monkeypatch.setattr(comp.model_class("tucker"), "forward", counting_forward)
     cfg = CompletionConfig(
         data=SYNTH,
         model="tucker",

@@ -328,6 +328,13 @@ def test_toy_format_needs_only_its_registration(matrix_format):
     torch.testing.assert_close(cls.from_tensor(x, 5)(), x)  # full rank: exact
     with pytest.raises(ValueError, match="Invalid Matrix rank 6"):
         cls((6, 5), 6)
+    # ... which `tensordas complete --model matrix` trains like the built-in ones
+    from tensordas.tasks.completion import CompletionConfig, run_completion
+
+    cfg = CompletionConfig(data="synthetic:shape=12x10,rank=2,noise=0.0", model="matrix", rank=2, steps=3, missing=0.3,
+                           optimizers=("das",), als=False, dtype="float64")  # fmt: skip
+    (run,) = run_completion(cfg)
+    assert run.record["model"] == "matrix" and math.isfinite(run.record["test_r2"])
 
     # a linear layer over the modes (12, 10): weight W[in, out] = A B^T
     torch.manual_seed(0)

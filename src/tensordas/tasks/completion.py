@@ -48,7 +48,8 @@ from ..data import (
     load_tensor,
     split_entries,
 )
-from ..models import CPModel, TRModel, TTModel, TuckerModel
+from ..formats import available_formats
+from ..models import model_class
 from ..reporting import ProgressFn, line_panels
 from ..training import ComparisonSettings, Monitor, OptimizerConfig, Steps, check_device, compared_optimizers, engine
 from ..training.engine import q_stats
@@ -69,7 +70,6 @@ from .tuning import check_tuning, validation_fraction
 
 NAME = "completion"
 # The model class of each tensor format (to be read from the format registry once it holds the models).
-MODELS: dict[str, type[nn.Module]] = {"cp": CPModel, "tucker": TuckerModel, "tt": TTModel, "tr": TRModel}
 INITS = ("balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
 TEST_R2 = Metric("test_r2", "held-out R²")  # the default metric: tuning selects by val_r2
@@ -144,8 +144,8 @@ class CompletionConfig(ComparisonSettings):
                     f"protocol 'paper' needs validation=0 (got {self.validation_fraction!r}): the paper trains on "
                     "all its training entries, so it takes single alpha/rho values, not lists to tune"
                 )
-        if self.model not in MODELS:
-            raise ValueError(f"Invalid model {self.model!r} (expected one of {', '.join(MODELS)})")
+        if self.model not in available_formats():  # every registered tensor format is a completion model
+            raise ValueError(f"Invalid model {self.model!r} (expected one of {', '.join(available_formats())})")
         if self.init not in INITS:
             raise ValueError(f"Invalid init {self.init!r} (expected one of {', '.join(INITS)})")
         check_device(self.device)
@@ -202,7 +202,7 @@ def _core_scales(n_cores: int) -> list[float]:
 
 def make_model(config: CompletionConfig, data: TensorData, split: CompletionSplit, seed: int) -> nn.Module:
     """The seed's initial model: random balanced or unbalanced norms, or TensorLy's masked decomposition."""
-    cls = MODELS[config.model]
+    cls = model_class(config.model)
     dtype = _torch_dtype(config.dtype)
     if config.protocol == "paper":  # the authors' start: TensorLy's random Tucker, no iteration
         observed = dense_observed(data.shape, split.train.indices, split.train.values.double())
