@@ -195,3 +195,21 @@ def test_a_method_that_needs_core_groups_on_a_dense_model_is_a_clear_error():
     plan = Epochs(1, [2], lambda e: torch.arange(2), lambda i: torch.ones(2, 3))
     with pytest.raises(ValueError, match="das\\(sgd\\) needs core groups"):
         train(model, OptimizerConfig(method="das"), plan, lambda b: model(b).sum(), no_metrics)
+
+
+def test_step_time_of_a_cyclic_method_is_its_mean_cost_per_cycle():
+    """LookSAM takes its second pass every k-th step: the median of single steps would be its cheap steps'
+    cost; the median of per-cycle means is what a step costs on average."""
+    from tensordas.training.engine import TrainResult
+
+    times = [0.001, 0.001, 0.001, 0.001, 0.005] * 4  # k = 5: one two-pass (5x) step per cycle
+    plain = TrainResult(history=[], steps=20, train_time_s=sum(times), wall_time_s=1.0, diverged=False,
+                        step_times=times)  # fmt: skip
+    cyclic = TrainResult(history=[], steps=20, train_time_s=sum(times), wall_time_s=1.0, diverged=False,
+                         step_times=times, cycle=5)  # fmt: skip
+    assert plain.step_time_ms == pytest.approx(1.0)
+    assert cyclic.step_time_ms == pytest.approx(1e3 * sum(times[:5]) / 5)  # 1.8 ms
+    cfg = OptimizerConfig(method="looksam", looksam_k=3)
+    from tensordas.training.methods import METHODS
+
+    assert getattr(cfg, METHODS["looksam"].cycle) == 3 and METHODS["das"].cycle is None

@@ -334,3 +334,20 @@ def test_finetune_label_noise_and_validation_split():
     assert noisy.test is split.test
     again, _ = noisy_training_labels(split, 3, 0.3, 0.25)
     assert np.array_equal(again.train.labels, noisy.train.labels)  # seeded by the split's seed
+
+
+def test_a_tuned_and_an_untuned_base_run_are_different_stored_runs(tmp_path):
+    """The base trains on 80% of the training data when the others are tuned, on all of it otherwise: its
+    stored run must not be reused across the two, or the pairing compares different training sets."""
+    from tensordas.tasks.finetune import FinetuneConfig
+
+    tuned, untuned = tiny(optimizers=("base", "das")), tiny(optimizers=("base", "das"), alpha=0.1, rho=0.05)
+    assert (tuned.validation_fraction, untuned.validation_fraction) == (0.2, 0.0)
+    assert tuned.settings() != untuned.settings()
+    assert tuned.settings()["validation"] == 0.2 and untuned.settings()["validation"] == 0.0
+    ft = [FinetuneConfig(optimizers=("base", "das"), alpha=a) for a in ((0.1, 1.0), 0.1)]
+    assert ft[0].settings()["validation"] == 0.2 and ft[1].settings()["validation"] == 0.0
+    first = run_noisy(tuned, out_dir=tmp_path)
+    again = run_noisy(untuned, out_dir=tmp_path)
+    base = [r.record for r in (*first, *again) if r.record["method"] == "base"]
+    assert base[0]["n_train"] < base[1]["n_train"]  # recomputed on all the training data, not reused

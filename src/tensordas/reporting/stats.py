@@ -154,7 +154,10 @@ def verdict(sam_base: PairedDiff, das_sam: PairedDiff, das_base: PairedDiff, mat
     3. DAS - SAM above 0 -> ``better than SAM``;
     4. DAS - SAM contains 0 (bounds included) -> ``not distinguishable from SAM``;
     5. DAS - base above 0 -> ``between base and SAM``;
-    6. otherwise (also an undefined DAS interval, e.g. a diverged DAS run) -> ``no better than base``.
+    6. otherwise -> ``no better than base``.
+
+    Undefined (NaN) intervals fail every test above; :func:`summary_entry` does not call this rule when a
+    base, SAM or DAS metric is not finite (a diverged run): that comparison is ``undecided``, with a note.
     """
     if not (isinstance(match_tolerance, (int, float)) and math.isfinite(match_tolerance) and match_tolerance >= 0):
         raise ValueError(f"Invalid match_tolerance value: {match_tolerance!r} (expected a finite number >= 0)")
@@ -239,8 +242,9 @@ def summary_entry(
     A comparison that cannot decide is still summarised, never refused: without a run of base, SAM or
     DAS, or with fewer than 2 paired seeds, the verdict is ``undecided``, the undefined intervals are NaN
     (null in JSON) and ``note`` says why; seeds some method lacks are left out of the pairing and named
-    in ``note`` (None when there is nothing to say). Malformed records (no method or seed, a seed twice,
-    the metric in no record) are a ``ValueError``.
+    in ``note`` (None when there is nothing to say); a non-finite base, SAM or DAS metric on a paired
+    seed (a diverged run) makes the verdict ``undecided`` and is named in ``note``. Malformed records
+    (no method or seed, a seed twice, the metric in no record) are a ``ValueError``.
     """
     if not isinstance(higher_is_better, bool):
         raise ValueError(f"Invalid higher_is_better value: {higher_is_better!r} (expected True or False)")
@@ -288,7 +292,10 @@ def summary_entry(
         for m, runs in table.items()
         if any(r.get("selected") for r in runs.values())
     }
-    decidable = not missing and seeds
+    nonfinite = [f"{m} seed {s}" for m in present for s, v in zip(seeds, values[m]) if not math.isfinite(v)]
+    if nonfinite:  # a diverged run: its intervals are undefined, and no verdict is guessed from the rest
+        notes.append(f"{metric} not finite for {', '.join(nonfinite)}: no verdict")
+    decidable = not missing and seeds and not nonfinite
     ratio = das_time / sam_time if das_time and sam_time and math.isfinite(das_time / sam_time) else None
     return {
         "experiment": experiment,

@@ -172,6 +172,7 @@ class FinetuneConfig(ComparisonSettings):
         model folder's listing.
         """
         out = self.run_settings()
+        out["validation"] = self.validation_fraction  # the split used: a tuned and an untuned base differ
         if out["dtype"] == "float32":  # the dtype runs had before the option existed: keep their fingerprints
             del out["dtype"]
         out["data_digest"] = data_digest(self.data)

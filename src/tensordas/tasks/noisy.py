@@ -149,6 +149,7 @@ class NoisyConfig(ComparisonSettings):
         Includes the device (timings depend on it) and digests of a data file's contents or a data folder.
         """
         out = self.run_settings("download")
+        out["validation"] = self.validation_fraction  # the split used: a tuned and an untuned base differ
         out["data_digest"] = data_digest(self.data)
         out["data_dir_digest"] = data_digest(self.data_dir)
         return out

@@ -292,6 +292,7 @@ class TrainResult:
     group_q: dict[str, float] = field(default_factory=dict)  # final Q per core group
     step_times: list[float] = field(default_factory=list)  # seconds of each optimizer step
     best_step: int | None = None  # under a Monitor: the step of the restored best weights
+    cycle: int = 1  # steps over which the method's cost repeats (LookSAM: k)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -304,8 +305,15 @@ class TrainResult:
 
     @property
     def step_time_ms(self) -> float | None:
-        """The median step time: robust to the first steps' warm-up and to other load on the machine."""
-        return 1e3 * statistics.median(self.step_times) if self.step_times else None
+        """The median step time: robust to the first steps' warm-up and to other load on the machine. For a
+        method whose cost repeats over ``cycle`` steps (LookSAM), the median of the per-cycle means."""
+        times = self.step_times
+        if self.cycle > 1 and len(times) >= self.cycle:
+            times = [
+                math.fsum(times[i : i + self.cycle]) / self.cycle
+                for i in range(0, len(times) - self.cycle + 1, self.cycle)
+            ]
+        return 1e3 * statistics.median(times) if times else None
 
     def record_fields(self) -> dict[str, Any]:
         """The record fields every trained run reports alike (see :mod:`tensordas.tasks.records`)."""
@@ -486,4 +494,5 @@ def train(
         group_q=per_group,
         step_times=step_times,
         best_step=best["step"] if best["state"] is not None else None,
+        cycle=int(getattr(config, method.cycle)) if method.cycle else 1,
     )

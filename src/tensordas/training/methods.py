@@ -124,6 +124,9 @@ class Method:
         step: ``step(optimizer, closure) -> loss``, one training step where the method's own
             ``step(closure)`` is not the one to call (LookSAM: the second pass only every k-th step);
             the optimizer's ``base_optimizer`` then counts the steps a learning-rate schedule sees.
+        cycle: the option giving the number of steps over which the method's cost repeats (LookSAM:
+            ``looksam_k``, one two-pass step in k); step times are then averaged per cycle before their
+            median is taken, so the median is the method's mean cost, not its cheap steps' cost.
     """
 
     name: str
@@ -137,6 +140,7 @@ class Method:
     compared: bool = False
     load: Callable[[], type[Optimizer]] | None = None
     step: Callable[[Any, Callable[[], torch.Tensor]], torch.Tensor] | None = None
+    cycle: str | None = None
 
     @property
     def is_base(self) -> bool:
@@ -272,6 +276,7 @@ METHODS: dict[str, Method] = {
             compared=True,
             load=looksam_class,
             step=looksam_step,
+            cycle="looksam_k",
         ),
     )
 }
