@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tensordas.cli import main
+from tensordas.data import EntryPredictor
 from tensordas.tasks import completion as comp
 from tensordas.tasks.completion import CompletionConfig, CompletionExperiment, run_completion, write_completion
 from tensordas.training import engine
@@ -221,7 +222,7 @@ def test_dense_and_sampled_predictions_agree(model):
     exp = CompletionExperiment.load(cfg)
     split = exp.split(0)
     m = comp.make_model(cfg, exp.data, split, 0)
-    dense, sampled = comp._Predictor(m, exp.data.shape), comp._Predictor(m, exp.data.shape)
+    dense, sampled = EntryPredictor(m, exp.data.shape), EntryPredictor(m, exp.data.shape)
     sampled.dense = False
     with torch.no_grad():
         torch.testing.assert_close(dense(split.test.indices), sampled(split.test.indices), rtol=1e-5, atol=1e-6)

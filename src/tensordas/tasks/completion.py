@@ -226,12 +226,6 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
     return model
 
 
-# Model values at coordinates (dense gather for small tensors, bounded batches without gradients) and
-# held-out R^2/RMSE: library functions of `data`, under the names the loop below uses.
-_Predictor = EntryPredictor
-_evaluate = evaluate_entries
-
-
 @dataclass
 class CompletionExperiment:
     """Loaded data and per-seed splits shared by every run of one experiment."""
@@ -274,7 +268,7 @@ class CompletionExperiment:
             val=None if split.val is None else split.val.to(device),
         )
         train = std.apply(split.train)
-        predict = _Predictor(model, self.data.shape)
+        predict = EntryPredictor(model, self.data.shape)
         gen = torch.Generator().manual_seed(seed)
         n_train = len(train)
         batch = None if cfg.batch_size is None or cfg.batch_size >= n_train else cfg.batch_size
@@ -294,8 +288,8 @@ class CompletionExperiment:
             return reduce((predict(idx) - target) ** 2)
 
         def evaluate(row: Mapping[str, Any]) -> dict[str, Any]:
-            test_r2, test_rmse = _evaluate(predict, split.test, std)
-            val_r2, _ = _evaluate(predict, split.val, std)
+            test_r2, test_rmse = evaluate_entries(predict, split.test, std)
+            val_r2, _ = evaluate_entries(predict, split.val, std)
             # the paper's metric over training steps (paper protocol only: it predicts every training entry)
             train_r2 = training_r2(predict, split.train, std) if cfg.protocol == "paper" else None
             out = {"test_r2": test_r2, "test_rmse": test_rmse, "val_r2": val_r2, "train_r2": train_r2}
@@ -320,14 +314,14 @@ class CompletionExperiment:
             "best_step": result.best_step if result.best_step is not None else result.steps,
         }
         if split.val is not None:  # what tuning selects by: R^2 on the validation entries, at the final weights
-            record["val_r2"], record["val_rmse"] = _evaluate(predict, split.val, std)
+            record["val_r2"], record["val_rmse"] = evaluate_entries(predict, split.val, std)
             record.update(validation=cfg.validation_fraction, n_val=len(split.val))
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
-    def _final_metrics(self, model: nn.Module, predict: _Predictor, split: CompletionSplit, std: Standardizer):
+    def _final_metrics(self, model: nn.Module, predict: EntryPredictor, split: CompletionSplit, std: Standardizer):
         """The record fields every row shares: setting, held-out R^2/RMSE, train loss (standardised, on all
         training entries), Q of the final model."""
-        test_r2, test_rmse = _evaluate(predict, split.test, std)
+        test_r2, test_rmse = evaluate_entries(predict, split.test, std)
         train = std.apply(split.train)
         cfg = self.config
         reduce = torch.sum if cfg.protocol == "paper" else torch.mean
@@ -371,7 +365,7 @@ class CompletionExperiment:
         model = make_model(CompletionConfig(**als), self.data, split, seed)
         record = {
             **reference,
-            **self._final_metrics(model, _Predictor(model, self.data.shape), split, std),
+            **self._final_metrics(model, EntryPredictor(model, self.data.shape), split, std),
             "wall_time_s": time.perf_counter() - start,
         }
         check_record(record, f"completion ALS seed {seed}")
@@ -390,7 +384,7 @@ def paper_split(data: TensorData, missing: float, seed: int) -> CompletionSplit:
     return CompletionSplit(data.shape, parts[0], parts[1], None, data.name, missing, int(seed))
 
 
-def training_r2(predict: _Predictor, train: Entries, std: Standardizer) -> float:
+def training_r2(predict: EntryPredictor, train: Entries, std: Standardizer) -> float:
     """The paper's Table 1 metric: ``1 - ||(X̂ - X)M||² / ||XM||²`` over the training entries M (uncentred,
     on the original scale)."""
     with torch.no_grad():
