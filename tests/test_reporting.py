@@ -221,6 +221,17 @@ def test_task_labels_get_their_method_colour():
     }
 
 
+def test_a_method_the_colour_table_does_not_know_gets_its_own_colour_not_the_base_s():
+    from tensordas.reporting import OPTIMIZER_COLORS
+
+    names = ("sgd", "looksam(sgd)", "looksam(adam)", "msam(sgd)")
+    fig = line_panels({n: {"step": [0, 1], "Q": [1.0, 0.5]} for n in names}, "step", ["Q"])
+    colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert colours["looksam(sgd)"] == colours["looksam(adam)"]  # one method, one colour in every figure
+    assert colours["looksam(sgd)"] not in (colours["sgd"], OPTIMIZER_COLORS["SAM"], OPTIMIZER_COLORS["DAS"])
+    assert colours["msam(sgd)"] != OPTIMIZER_COLORS["base"]
+
+
 def test_summary_table_marks_diverged_runs():
     from rich.console import Console
 

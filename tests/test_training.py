@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TwoGroupNet
 
 import tensordas as td
 from tensordas.training import OptimizerConfig, build_optimizer, optimizer_step
@@ -142,6 +143,36 @@ def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
 
     (built,) = compared_optimizers(ComparisonSettings(optimizers=("sam2",), rho=0.2))
     assert built.method == "sam2" and built.rho == 0.2
+
+
+def test_a_preset_entry_passes_its_fixed_keywords_to_the_wrapper(monkeypatch):
+    """``fixed``: a preset of another method's class (DAS with the authors' formula) is one entry."""
+    from tensordas.training import METHODS, Method
+    from tensordas.training.methods import ALPHA
+
+    entry = Method("das-ref", "DAS, reference formula", td.DAS, options=(ALPHA,), strength="alpha",
+                   needs_core_groups=True, fixed={"variant": "reference"}, grid=(0.1, 1.0))  # fmt: skip
+    monkeypatch.setitem(METHODS, "das-ref", entry)
+    net = TwoGroupNet()
+    opt = build_optimizer(OptimizerConfig(method="das-ref", alpha=0.3), net.parameters(), net.groups())
+    assert type(opt) is td.DAS and opt.variant == "reference" and opt.alpha == 0.3
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ({"fixed": {"variant": "reference"}, "options": "das"}, "both fixed and an option"),
+        ({"grid": (0.1, -1.0)}, "alpha value: -1.0"),
+        ({"grid": (0.1,), "strength": None}, "a grid needs a strength"),
+    ],
+)
+def test_invalid_registry_entries_are_refused(entry, needle):
+    from tensordas.training.methods import ALPHA, METHODS, Method, _collect_options
+
+    options = METHODS["das"].options if entry.pop("options", None) == "das" else (ALPHA,)
+    kwargs = {"strength": "alpha", **entry}
+    with pytest.raises(ValueError, match=needle):
+        _collect_options({"x": Method("x", "x", td.DAS, options=options, needs_core_groups=True, **kwargs)})
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ figure of every task.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ OPTIMIZER_COLORS: dict[str, str] = {
     "BAR": "#8172b3",
 }
 _STYLES = {"GD": "-", "SAM": "--", "DAS": ":"}
+# Colours for any other method (LookSAM, a newly registered one), picked by a stable hash of its name:
+# a new method gets its own colour without an entry here.
+_OTHER_COLORS = ("#c44e52", "#937860", "#da8bc3", "#ccb974", "#64b5cd", "#8c8c8c", "#2f4b7c", "#a05195")
 
 
 def _family(name: str) -> str:
@@ -36,6 +40,16 @@ def _family(name: str) -> str:
         return name
     head = name.split("(", 1)[0].strip().upper()
     return head if head in OPTIMIZER_COLORS else "base"
+
+
+def _colour(name: str) -> str:
+    """The series' colour: its family's; a method the table does not know (``looksam(sgd)``) gets one of
+    :data:`_OTHER_COLORS`, the same in every figure."""
+    family = _family(name)
+    if family != "base" or "(" not in name:
+        return OPTIMIZER_COLORS[family]
+    head = name.split("(", 1)[0].strip().lower()
+    return _OTHER_COLORS[zlib.crc32(head.encode()) % len(_OTHER_COLORS)]
 
 
 def line_panels(
@@ -81,7 +95,7 @@ def line_panels(
                 cols[x],
                 cols[key],
                 label=name,
-                color=OPTIMIZER_COLORS[_family(name)],
+                color=_colour(name),
                 linestyle=_STYLES.get(_family(name), "-"),
                 linewidth=1.6,
             )

@@ -127,6 +127,9 @@ class Method:
         cycle: the option giving the number of steps over which the method's cost repeats (LookSAM:
             ``looksam_k``, one two-pass step in k); step times are then averaged per cycle before their
             median is taken, so the median is the method's mean cost, not its cheap steps' cost.
+        grid: the default candidate values of ``strength`` that ``--tune`` tries (empty: none declared).
+        fixed: keyword arguments the wrapper always gets, not options the user sets: a preset of another
+            method's class (the authors' DAS is ``td.DAS`` with ``variant="reference"``).
     """
 
     name: str
@@ -141,6 +144,8 @@ class Method:
     load: Callable[[], type[Optimizer]] | None = None
     step: Callable[[Any, Callable[[], torch.Tensor]], torch.Tensor] | None = None
     cycle: str | None = None
+    grid: tuple[float, ...] = ()
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
     @property
     def is_base(self) -> bool:
@@ -170,6 +175,7 @@ class Method:
         """The wrapper's keyword arguments: its options from ``settings`` (by option name), the core
         groups and the run's length where the method takes them."""
         out = {o.kwarg: settings[o.name] for o in self.options}
+        out.update(self.fixed)
         if self.needs_core_groups:
             if core_groups is None:
                 raise ValueError(f"optimizer {self.name!r} needs core groups")
@@ -292,6 +298,15 @@ def _collect_options(methods: Mapping[str, Method]) -> dict[str, Option]:
         for option in method.options:
             if out.setdefault(option.name, option) != option:
                 raise ValueError(f"option {option.name!r} is declared twice, differently")
+        clash = sorted(set(method.fixed) & {o.kwarg for o in method.options})
+        if clash:
+            raise ValueError(f"method {method.name!r}: {clash} is both fixed and an option")
+        if method.grid:
+            if method.strength is None:
+                raise ValueError(f"method {method.name!r}: a grid needs a strength to vary")
+            strength = next(o for o in method.options if o.name == method.strength)
+            for value in method.grid:
+                strength.check(value)
     return out
 
 
