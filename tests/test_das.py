@@ -1,4 +1,4 @@
-"""DAS against hand-written float64 computations of the formulas in the README ("DAS, precisely")."""
+"""DAS against hand-written float64 computations of the formulas in docs/optimizers.md ("DAS, precisely")."""
 
 import io
 import itertools

@@ -1,4 +1,4 @@
-"""DAS's balance option (docs: README "DAS, precisely"): each scale times
+"""DAS's balance option (docs/optimizers.md): each scale times
 exp(-(beta eta / 2)(log n_k - mean_j log n_j)), checked against float64 references written here."""
 
 import io

@@ -1,6 +1,6 @@
 r"""Deviation-Aware Scaling (DAS).
 
-For every core group, before the base optimizer's update (README, "DAS, precisely")::
+For every core group, before the base optimizer's update (docs/optimizers.md)::
 
     s_k = sqrt(clamp(1 + 2 alpha_t eta_t (gamma_k - gamma_bar) / (||g|| n_k), s_min^2, s_max^2))
     G_k <- s_k G_k
