@@ -54,8 +54,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..core_groups import CoreGroup, find_core_groups
-from ..optim import DAS, SAM
-from ..optim._wrapper import BaseOptimizerWrapper
+from ..optim import DAS, SAM, BaseOptimizerWrapper
 from ..optim.watch import CHECK_AFTER, ScaleWatch, step_log
 from ..training.methods import METHODS as REGISTRY
 from ..training.methods import OPTIONS, Method, MethodOptions, get_method, method_of

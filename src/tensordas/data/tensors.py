@@ -31,7 +31,7 @@ import tensorly as tl
 import tensorly.datasets as tl_datasets
 import torch
 
-from ..models._tensorly import numpy_backend
+from ..formats import numpy_backend
 from .coords import (
     COORDINATE_TABLES,
     check_coordinates,

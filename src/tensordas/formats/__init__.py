@@ -15,7 +15,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import overload
 
 from ._base import TensorFormat
-from ._ranks import RankLike
+from ._cores import balanced_norm, load_cores, rebalance_
+from ._ranks import RankLike, as_int
+from ._tensorly import numpy_backend, pytorch_backend
 from .cp import CP
 from .tr import TR
 from .tt import TT
@@ -30,8 +32,14 @@ __all__ = [
     "RankLike",
     "TensorFormat",
     "Tucker",
+    "as_int",
     "available_formats",
+    "balanced_norm",
     "get_format",
+    "load_cores",
+    "numpy_backend",
+    "pytorch_backend",
+    "rebalance_",
     "register_format",
     "unregister_format",
 ]

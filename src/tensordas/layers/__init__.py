@@ -5,7 +5,7 @@ Each layer exposes ``core_groups()`` (one group of its cores), so ``find_core_gr
 """
 
 from ._base import TensorizedLayer
-from ._formats import FORMATS
+from ._formats import FORMATS, WeightFormat, weight_format
 from .conv import TensorizedConv2d
 from .factorization import WeightLayout, auto_factorization, factorize, resolve_layout
 from .from_dense import from_dense, rank_for_ratio
@@ -19,6 +19,7 @@ __all__ = [
     "TensorizedConv2d",
     "TensorizedLayer",
     "TensorizedLinear",
+    "WeightFormat",
     "WeightLayout",
     "auto_factorization",
     "factorize",
@@ -26,4 +27,5 @@ __all__ = [
     "rank_for_ratio",
     "resolve_layout",
     "tensorize",
+    "weight_format",
 ]

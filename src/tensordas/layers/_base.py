@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..core_groups import CoreGroup
-from ..formats._cores import balanced_norm
-from ._formats import Rank, weight_format
+from ..formats import RankLike, balanced_norm
+from ._formats import weight_format
 from .factorization import WeightLayout
 
 __all__ = ["INITS", "TensorizedLayer"]
@@ -40,7 +40,7 @@ class TensorizedLayer(nn.Module):
         self,
         layout: WeightLayout,
         format: str,
-        rank: Rank,
+        rank: RankLike,
         bias: bool,
         fan_in: int,
         nonlinearity: str,

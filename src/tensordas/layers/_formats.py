@@ -29,9 +29,7 @@ from ..formats import FORMATS, RankLike, TensorFormat
 from ..formats import get_format as _tensor_format
 from .factorization import WeightLayout
 
-__all__ = ["FORMATS", "Rank", "WeightFormat", "get_format", "weight_format"]
-
-Rank = RankLike
+__all__ = ["FORMATS", "WeightFormat", "weight_format"]
 
 
 def _split(shape: tuple[int, ...], axis: int, pair: tuple[int, int]) -> tuple[int, ...]:
@@ -58,7 +56,7 @@ class WeightFormat:
             return tuple(m * n for m, n in layout.pairs())
         return layout.modes()
 
-    def resolve_rank(self, layout: WeightLayout, rank: Rank) -> tuple[int, ...]:
+    def resolve_rank(self, layout: WeightLayout, rank: RankLike) -> tuple[int, ...]:
         """The full rank tuple for ``layout``; raises ValueError when a rank does not fit."""
         shape = self.tensor_shape(layout)
         if self.format.n_cores(len(shape)) < 2:
@@ -125,6 +123,3 @@ class WeightFormat:
 def weight_format(name: str) -> WeightFormat:
     """The layer view of the registered format ``name``, or a ValueError listing the formats."""
     return WeightFormat(_tensor_format(name))
-
-
-get_format = weight_format  # kept for tensordas.tasks (imports layers._formats.get_format); remove after the merge

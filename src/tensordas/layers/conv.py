@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
+from ..formats import RankLike
 from ._base import Init, TensorizedLayer
-from ._formats import Rank
 from .factorization import Factorization, resolve_layout
 
 __all__ = ["TensorizedConv2d"]
@@ -44,7 +44,7 @@ class TensorizedConv2d(TensorizedLayer):
         padding: int | tuple[int, int] | str = 0,
         dilation: int | tuple[int, int] = 1,
         format: str = "tt",
-        rank: Rank = 8,
+        rank: RankLike = 8,
         factorization: int | Factorization | None = None,
         bias: bool = True,
         nonlinearity: str = "relu",

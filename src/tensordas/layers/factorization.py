@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .. import formats
-from ..formats._ranks import as_int
+from ..formats import as_int
 
 __all__ = ["Factorization", "WeightLayout", "auto_factorization", "factorize", "default_modes", "resolve_layout"]
 

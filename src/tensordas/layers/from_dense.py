@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from .._deprecation import renamed_keyword
-from ..formats._cores import load_cores, rebalance_
-from ._formats import Rank, WeightFormat, weight_format
+from ..formats import RankLike, load_cores, rebalance_
+from ._formats import WeightFormat, weight_format
 from .conv import TensorizedConv2d
 from .factorization import Factorization, WeightLayout, resolve_layout
 from .linear import TensorizedLinear
@@ -97,7 +97,7 @@ def rank_for_ratio(format: str, layout: WeightLayout, ratio: float) -> int:
 def tensorized_like(
     layer: DenseLayer,
     format: str,
-    rank: Rank,
+    rank: RankLike,
     factorization: int | Factorization | None,
     nonlinearity: str = "relu",
 ) -> TensorizedLinear | TensorizedConv2d:
@@ -128,7 +128,7 @@ def tensorized_like(
 def from_dense(
     layer: DenseLayer,
     format: str = "tt",
-    rank: Rank | None = None,
+    rank: RankLike | None = None,
     ratio: float | None = None,
     factorization: int | Factorization | None = None,
     algorithm: str | None = None,

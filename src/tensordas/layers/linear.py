@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..formats import RankLike
 from ._base import Init, TensorizedLayer
-from ._formats import Rank
 from .factorization import Factorization, resolve_layout
 
 __all__ = ["TensorizedLinear"]
@@ -42,7 +42,7 @@ class TensorizedLinear(TensorizedLayer):
         in_features: int,
         out_features: int,
         format: str = "tt",
-        rank: Rank = 8,
+        rank: RankLike = 8,
         factorization: int | Factorization | None = None,
         bias: bool = True,
         nonlinearity: str = "relu",

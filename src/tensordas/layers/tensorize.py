@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .._deprecation import renamed_keyword
-from ._formats import Rank, weight_format
+from ..formats import RankLike
+from ._formats import weight_format
 from .factorization import Factorization
 from .from_dense import _check_dense, dense_layout, from_dense, rank_for_ratio, tensorized_like
 
@@ -119,7 +120,7 @@ def tensorize(
     model: nn.Module,
     format: str = "tt",
     *,
-    rank: Rank | None = None,
+    rank: RankLike | None = None,
     ratio: float | None = None,
     include: Selector | Sequence[Selector] | None = None,
     exclude: Selector | Sequence[Selector] | None = None,

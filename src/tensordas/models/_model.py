@@ -13,9 +13,7 @@ from torch import nn
 
 from .._deprecation import renamed_keyword
 from ..core_groups import CoreGroup
-from ..formats import RankLike, TensorFormat, get_format
-from ..formats._cores import balanced_norm, load_cores, rebalance_
-from ..formats._ranks import as_int
+from ..formats import RankLike, TensorFormat, as_int, balanced_norm, get_format, load_cores, rebalance_
 
 __all__ = ["Std", "TensorModel", "model_class"]
 

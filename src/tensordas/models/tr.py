@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ..formats.tr import tr_ranks  # kept for old imports (models.tr.tr_ranks); remove after the merge
 from ._model import TensorModel, register_model_class
 
-__all__ = ["TRModel", "tr_ranks"]
+__all__ = ["TRModel"]
 
 
 @register_model_class

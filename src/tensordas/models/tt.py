@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ..formats.tt import tt_ranks  # kept for tensordas.tasks (imports models.tt.tt_ranks); remove after the merge
 from ._model import TensorModel, register_model_class
 
-__all__ = ["TTModel", "tt_ranks"]
+__all__ = ["TTModel"]
 
 
 @register_model_class

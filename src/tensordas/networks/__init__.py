@@ -13,8 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ..formats import FORMATS, RankLike
-from ..formats._ranks import as_int
+from ..formats import FORMATS, RankLike, as_int
 from ._factory import DEFAULT_RANKS
 from .cnn import SmallCNN
 from .mlp import MLP

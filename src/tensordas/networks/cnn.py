@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats import RankLike as Rank
+from ..formats import RankLike
 from ._factory import as_images, check_image_shape, check_widths, conv, linear, pop_factory_kwargs
 
 __all__ = ["SmallCNN"]
@@ -40,7 +40,7 @@ class SmallCNN(nn.Module):
         channels: Sequence[int] = (32, 64),
         image_shape: Sequence[int] | None = None,
         format: str | None = None,
-        rank: Rank | None = None,
+        rank: RankLike | None = None,
         tensorize_stem: bool = False,
         tensorize_head: bool = False,
         **layer_kwargs: Any,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..formats import RankLike as Rank
+from ..formats import RankLike
 from ._factory import check_widths, linear, pop_factory_kwargs
 
 __all__ = ["MLP"]
@@ -35,7 +35,7 @@ class MLP(nn.Module):
         num_classes: int,
         hidden: Sequence[int] = (256, 256),
         format: str | None = None,
-        rank: Rank | None = None,
+        rank: RankLike | None = None,
         tensorize_head: bool = False,
         dropout: float = 0.0,
         **layer_kwargs: Any,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats import RankLike as Rank
+from ..formats import RankLike
 from ._factory import as_images, check_image_shape, check_widths, conv, pop_factory_kwargs
 
 __all__ = ["BasicBlock", "ResNet", "resnet20", "resnet32"]
@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
     """Two 3x3 convolutions with batch norm and ReLU, plus the shortcut."""
 
     def __init__(
-        self, in_planes: int, planes: int, stride: int, format: str | None, rank: Rank | None, **layer_kwargs: Any
+        self, in_planes: int, planes: int, stride: int, format: str | None, rank: RankLike | None, **layer_kwargs: Any
     ) -> None:
         super().__init__()
         self.conv1 = conv(in_planes, planes, 3, stride, 1, format, rank, **layer_kwargs)
@@ -79,7 +79,7 @@ class ResNet(nn.Module):
         in_channels: int = 3,
         width: int = 16,
         format: str | None = None,
-        rank: Rank | None = None,
+        rank: RankLike | None = None,
         tensorize_stem: bool = False,
         image_shape: tuple[int, int, int] | None = None,
         **layer_kwargs: Any,

@@ -7,7 +7,7 @@ last, each through an atomic writer, so a folder whose JSON exists holds a compl
 from .io import atomic_open, ensure_dir, json_ready, save_figure, write_csv, write_json
 from .plots import OPTIMIZER_COLORS, line_panels
 from .progress import ProgressFn, progress_bar
-from .tables import MeanStd, format_value, mean_std, print_table, results_table, summarize
+from .tables import MeanStd, format_value, mean_std, results_table, summarize
 
 __all__ = [
     "OPTIMIZER_COLORS",
@@ -19,7 +19,6 @@ __all__ = [
     "json_ready",
     "line_panels",
     "mean_std",
-    "print_table",
     "progress_bar",
     "results_table",
     "save_figure",

@@ -16,7 +16,7 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
-__all__ = ["FitTable", "MeanStd", "format_value", "mean_std", "print_table", "results_table", "summarize"]
+__all__ = ["FitTable", "MeanStd", "format_value", "mean_std", "results_table", "summarize"]
 
 MISSING = "—"
 
@@ -188,8 +188,3 @@ class FitTable(Table):
             for r in range(len(self.columns[0]._cells)):
                 table.add_row(*(self.columns[j]._cells[r] for j in part))
             yield table
-
-
-def print_table(table: Table, console: Console | None = None) -> None:
-    """Print ``table`` to ``console`` (standard output by default)."""
-    (console or Console()).print(table)

@@ -41,8 +41,8 @@ from torch import nn
 
 from ..data import ClassificationData, corrupt_labels
 from ..data.noise import check_noise
-from ..layers import FORMATS, tensorize
-from ..layers._formats import Rank, get_format
+from ..formats import RankLike
+from ..layers import FORMATS, tensorize, weight_format
 from ..layers.from_dense import dense_layout, rank_for_ratio
 from ..layers.tensorize import TensorizeReport
 from ..networks import build_network, parse_network_name
@@ -121,7 +121,7 @@ class CompressConfig(ComparisonSettings):
     dense_lr: float = 0.05
     format: str = "tt"  # the tensor format of the decomposition
     ratio: float | None = None
-    rank: Rank | None = None
+    rank: RankLike | None = None
     layers: tuple[str, ...] | None = None  # module-name patterns (fnmatch); None: all but the output layer
     exclude: tuple[str, ...] = ()
     epochs: int = 10
@@ -395,10 +395,10 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None = None, exclude
 
 
 def check_target(
-    model: nn.Module, names: Sequence[str], format: str, *, rank: Rank | None, ratio: float | None
+    model: nn.Module, names: Sequence[str], format: str, *, rank: RankLike | None, ratio: float | None
 ) -> None:
     """``ValueError`` naming the layer for a ratio it cannot reach, or a rank invalid for it or not compressing it."""
-    fmt = get_format(format)
+    fmt = weight_format(format)
     for name in names:
         layout = dense_layout(model.get_submodule(name), None, fmt.name)
         if ratio is not None:

@@ -28,8 +28,8 @@ from torch import nn
 
 from ..data import ClassificationData, NoisyLabels, corrupt_labels, load_classification, validation_split
 from ..data.noise import check_noise
-from ..layers._base import TensorizedLayer
-from ..layers._formats import Rank, get_format
+from ..formats import RankLike
+from ..layers import TensorizedLayer, weight_format
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, line_panels
 from ..training import (
@@ -100,7 +100,7 @@ class NoisyConfig(ComparisonSettings):
     noise: float = 0.4
     noise_type: str = "symmetric"
     model: str = "tt-mlp"
-    rank: Rank | None = None
+    rank: RankLike | None = None
     hidden: tuple[int, ...] | None = None  # MLP hidden sizes (None: the network's default)
     epochs: int = 30
     batch_size: int = 64
@@ -186,7 +186,7 @@ def network_kwargs(hidden: Sequence[int] | None) -> dict[str, Any]:
     return {} if hidden is None else {"hidden": tuple(hidden)}
 
 
-def check_rank(model: str, input_shape: Sequence[int], num_classes: int, rank: Rank | None, **kwargs: Any) -> None:
+def check_rank(model: str, input_shape: Sequence[int], num_classes: int, rank: RankLike | None, **kwargs: Any) -> None:
     """``ValueError`` when ``rank`` gives tensorized layers more parameters than their dense weights.
 
     The layers cap an int rank at what each one can use, so a huge rank silently became a full-rank
@@ -206,7 +206,8 @@ def check_rank(model: str, input_shape: Sequence[int], num_classes: int, rank: R
 
     def total(r: int) -> int:
         return sum(
-            get_format(m.format).num_params(m.layout, get_format(m.format).resolve_rank(m.layout, r)) for m in layers
+            weight_format(m.format).num_params(m.layout, weight_format(m.format).resolve_rank(m.layout, r))
+            for m in layers
         )
 
     hint = ""
