@@ -279,3 +279,26 @@ def test_sam_with_accumulation_is_not_full_batch_sam(tmp_path):
     trainer.train()
     got, want = trainable(model), trainable(full_batch_sam)
     assert max(float((got[n] - want[n]).abs().max()) for n in got) > 1e-6
+
+
+def test_a_method_registered_later_runs_under_the_trainer(tmp_path, monkeypatch):
+    """The Trainer reads the registry when asked: a DAS preset registered by a user runs as DAS does."""
+    from tensordas.training.methods import ALPHA as ALPHA_OPTION
+    from tensordas.training.methods import METHODS, Method
+
+    entry = Method("das-copy", "DAS again", td.DAS, options=(ALPHA_OPTION,), strength="alpha", needs_core_groups=True)
+    monkeypatch.setitem(METHODS, "das-copy", entry)
+    assert "das-copy" in hf.trainer_methods()
+    model, data = lora_classifier(), dataset()
+    reference = copy.deepcopy(model)
+    full_batch_das(reference, data)
+    hf.DASTrainer(
+        model=model, args=training_args(tmp_path, 4, 1), train_dataset=data, method="das-copy", alpha=ALPHA
+    ).train()
+    assert_same_update(model, reference)
+
+
+def test_the_old_methods_tuple_warns_with_its_removal_release():
+    with pytest.warns(FutureWarning, match="removed in tensordas 0.3"):
+        old = hf.METHODS
+    assert old == hf.trainer_methods() and "looksam" not in old and {"base", "sam", "das"} <= set(old)

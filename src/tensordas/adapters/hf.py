@@ -47,6 +47,7 @@ What the optimizer sees
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -56,16 +57,33 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..core_groups import CoreGroup, find_core_groups
 from ..optim import DAS, SAM, BaseOptimizerWrapper
 from ..optim.watch import CHECK_AFTER, ScaleWatch, step_log
-from ..training.methods import METHODS as REGISTRY
+from ..training.methods import METHODS as REGISTRY  # this module's METHODS was the old trainer_methods()
 from ..training.methods import OPTIONS, Method, MethodOptions, get_method, method_of
 
-__all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
+__all__ = ["DASTrainer", "das_optimizer_cls_and_kwargs", "trainer_methods"]
 
-# The registry's methods the Trainer can run: one-pass methods, and two-pass ones with SAM's phases
-# (training_step runs both passes of each micro-batch through first_step/restore).
-METHODS = tuple(
-    m.name for m in REGISTRY.values() if not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))
-)
+
+def trainer_methods() -> tuple[str, ...]:
+    """The registry's methods the Trainer can run, read when asked (a method registered later is included):
+    one-pass methods, and two-pass ones with SAM's phases (training_step runs both passes of each micro-batch
+    through first_step/restore)."""
+    return tuple(
+        m.name for m in REGISTRY.values() if not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # the old name of trainer_methods(): it read like the registry's METHODS
+        warnings.warn(
+            "tensordas.adapters.hf.METHODS is deprecated and will be removed in tensordas 0.3: "
+            "use tensordas.adapters.hf.trainer_methods()",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return trainer_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``).
 _KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name}
 _UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
@@ -138,13 +156,14 @@ def das_optimizer_cls_and_kwargs(
 
 def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, MethodOptions]:
     """The registry entry of ``method`` and its options, popped from ``kwargs`` (the rest is the Trainer's)."""
-    if method in REGISTRY and method not in METHODS:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
+    runnable = trainer_methods()
+    if method in REGISTRY and method not in runnable:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
         raise ValueError(
             f"DASTrainer does not run method {method!r} (its step is not wired into the Trainer's micro-batches); "
-            f"use one of {', '.join(METHODS)}, or `tensordas finetune --optimizer {method}`"
+            f"use one of {', '.join(runnable)}, or `tensordas finetune --optimizer {method}`"
         )
-    if method not in METHODS:
-        raise ValueError(f"Invalid method: {method!r} (expected one of {', '.join(METHODS)})")
+    if method not in runnable:
+        raise ValueError(f"Invalid method: {method!r} (expected one of {', '.join(runnable)})")
     given = {_KEYWORDS.get(k, k): kwargs.pop(k) for k in list(kwargs) if k in OPTIONS or k in _KEYWORDS}
     settings = MethodOptions(**given)
     settings.check_options()  # ValueError naming an invalid value
@@ -186,7 +205,7 @@ class DASTrainer(Trainer):
             try:
                 find_core_groups(self.model)
             except ValueError as err:
-                others = " or ".join(repr(m) for m in METHODS if not REGISTRY[m].needs_core_groups)
+                others = " or ".join(repr(m) for m in trainer_methods() if not REGISTRY[m].needs_core_groups)
                 raise ValueError(f"DASTrainer(method={method!r}): {err}; use method={others} for such a model") from err
         if not trust_model_loss_kwargs:
             self.model_accepts_loss_kwargs = False
