@@ -35,13 +35,13 @@ from step_overhead import quantiles
 
 from tensordas import find_core_groups
 from tensordas.data import (
-    DENSE_COPIES,
     EntryPredictor,
     dense_observed,
     load_tensor,
     save_coordinates,
     split_entries,
 )
+from tensordas.formats import get_format
 from tensordas.training import OptimizerConfig, build_optimizer
 
 KINDS = ("base", "das")
@@ -118,7 +118,7 @@ def dense_child(args: argparse.Namespace) -> dict:
     kwargs = {"tt": {}, "tr": {"n_iter_max": 3}}.get(args.dense_child, {"n_iter_max": 3})
     MODELS[args.dense_child].from_tensor(observed, args.rank, random_state=0, **kwargs)
     copies = (rss_bytes("VmHWM") - before) / (8 * math.prod(shape))
-    return {"model": args.dense_child, "copies": copies, "estimate": DENSE_COPIES[args.dense_child]}
+    return {"model": args.dense_child, "copies": copies, "estimate": get_format(args.dense_child).dense_copies}
 
 
 def run_child(args: argparse.Namespace, flag: str, value: str) -> dict:

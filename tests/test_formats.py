@@ -4,6 +4,7 @@ deprecated ``method=`` keywords, and a toy fifth format that works in a model an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -335,6 +336,9 @@ def test_toy_format_needs_only_its_registration(matrix_format):
                            optimizers=("das",), als=False, dtype="float64")  # fmt: skip
     (run,) = run_completion(cfg)
     assert run.record["model"] == "matrix" and math.isfinite(run.record["test_r2"])
+    # ... with a TensorLy warm start too (the dense budget reads the format's default dense_copies)
+    (warm,) = run_completion(dataclasses.replace(cfg, init="tensorly"))
+    assert warm.record["test_r2"] > run.record["test_r2"] + 0.5  # the SVD start, not the random one
 
     # a linear layer over the modes (12, 10): weight W[in, out] = A B^T
     torch.manual_seed(0)

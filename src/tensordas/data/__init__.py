@@ -11,7 +11,7 @@ from .classification import (
     validation_split,
 )
 from .coords import check_coordinates, flat_index
-from .dense import DEFAULT_DENSE_BUDGET_GB, DENSE_COPIES, dense_budget_note, dense_observed, dense_peak_bytes
+from .dense import DEFAULT_DENSE_BUDGET_GB, dense_budget_note, dense_observed, dense_peak_bytes
 from .noise import NOISE_TYPES, NoisyLabels, add_label_noise, asymmetric_mapping, check_noise_rate, corrupt_labels
 from .predict import DENSE_LIMIT, DENSE_MIN_FILL, EVAL_BATCH, EntryPredictor, evaluate_entries
 from .split import (
@@ -44,7 +44,6 @@ __all__ = [
     "CompletionSplit",
     "DATASETS",
     "DEFAULT_DENSE_BUDGET_GB",
-    "DENSE_COPIES",
     "DENSE_LIMIT",
     "DENSE_MIN_FILL",
     "EVAL_BATCH",

@@ -15,23 +15,24 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..formats import get_format
 from .coords import flat_index
 
-__all__ = ["DEFAULT_DENSE_BUDGET_GB", "DENSE_COPIES", "dense_budget_note", "dense_observed", "dense_peak_bytes"]
+__all__ = ["DEFAULT_DENSE_BUDGET_GB", "dense_budget_note", "dense_observed", "dense_peak_bytes"]
 
 DEFAULT_DENSE_BUDGET_GB = 2.0
-# Peak memory of ``dense_observed`` + ``<Model>.from_tensor`` (TensorLy's default settings) above what was allocated
-# before, in float64 copies of the tensor. Measured peak RSS (``benchmarks/completion_scale.py --dense-memory``, rank
-# 4, 70% of the cells missing) for 120x60x50 / 200x100x40 / 400x200x100: cp 10.6 / 6.0 / 8.9, tucker 11.9 / 7.2 /
-# 10.6, tt 7.6 / 3.0 / 7.3, tr 6.4 / 3.0 / 7.3. The table takes the largest plus about 30%.
-DENSE_COPIES = {"cp": 14, "tucker": 16, "tt": 10, "tr": 10}
 
 
 def dense_peak_bytes(shape: Sequence[int], model: str) -> int:
-    """Estimated peak memory (bytes) of a TensorLy warm start / masked ALS of ``model`` on a ``shape`` tensor."""
-    if model not in DENSE_COPIES:
-        raise ValueError(f"Unknown model {model!r} for a dense estimate (known: {', '.join(DENSE_COPIES)})")
-    return DENSE_COPIES[model] * 8 * math.prod(shape)
+    """Estimated peak memory (bytes) of a TensorLy warm start / masked ALS of the format ``model`` on a ``shape``
+    tensor: the format's ``dense_copies`` float64 copies of the tensor.
+
+    Each built-in format's number is the peak RSS of ``dense_observed`` + ``<Model>.from_tensor`` (TensorLy's
+    default settings) above what was allocated before (``benchmarks/completion_scale.py --dense-memory``, rank 4,
+    70% of the cells missing; 120x60x50 / 200x100x40 / 400x200x100: cp 10.6 / 6.0 / 8.9, tucker 11.9 / 7.2 / 10.6,
+    tt 7.6 / 3.0 / 7.3, tr 6.4 / 3.0 / 7.3), the largest plus about 30%.
+    """
+    return get_format(model).dense_copies * 8 * math.prod(shape)
 
 
 def dense_budget_note(shape: Sequence[int], model: str, budget_gb: float, what: str) -> str | None:

@@ -38,6 +38,9 @@ class TensorFormat:
         default_rank: the rank of a network's layers when none is given.
         layer_factors_offset: automatic layer factorisations use this many fewer factors per side (Tucker: 1,
             its core has one entry per combination of mode ranks).
+        dense_copies: peak memory of a dense TensorLy fit of this format (completion's masked ALS reference and
+            ``init="tensorly"``) in float64 copies of the tensor, for the dense-memory budget
+            (:func:`tensordas.data.dense_peak_bytes`). The default, 16, is the largest of the built-in formats'.
     """
 
     name: ClassVar[str] = ""
@@ -48,6 +51,7 @@ class TensorFormat:
     mode_axis: ClassVar[int] = 0
     default_rank: ClassVar[int] = 8
     layer_factors_offset: ClassVar[int] = 0
+    dense_copies: ClassVar[int] = 16
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
