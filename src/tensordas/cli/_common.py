@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from ..data import DATASETS
 from ..reporting import ensure_dir, progress_bar
 from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
@@ -251,11 +252,16 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
     return OptionGroup(parameters, settings)
 
 
+def _datasets_help(kind: str) -> str:
+    """The registered data sets of ``kind`` for a ``--data`` help text: ``digits (8x8 digits, bundled) | ...``."""
+    return " | ".join(f"{d.name} ({d.description})" for d in DATASETS.values() if d.kind == kind)
+
+
 def classification_data_options(defaults: dict[str, Any]) -> OptionGroup:
     """The classification data options of the families that train classifiers (noisy, compress)."""
     parameters = (
         _option("data", str, defaults["data"], "--data",
-                help="digits (bundled) | cifar10 (with --data-dir) | an .npz file with arrays X and y."),
+                help=_datasets_help("classification") + " | an .npz file with arrays X and y."),
         _option("data_dir", Path | None, None, "--data-dir",
                 help="Folder with torchvision's cifar-10-batches-py (for --data cifar10)."),
         _option("download", bool, False, "--download",

@@ -8,7 +8,7 @@ import typer
 
 from ..tasks import TASKS
 from ..tasks.completion import PAPER_PROTOCOL
-from ._common import comparison_command, parse_rank
+from ._common import _datasets_help, comparison_command, parse_rank
 
 _COMPLETION = TASKS["completion"]
 _C = _COMPLETION.config()
@@ -24,7 +24,7 @@ def complete_command(
     data: Annotated[
         str,
         typer.Option(
-            help="covid19 | il2 | kinetic | indian_pines | synthetic:shape=AxBxC,rank=R,noise=S[,nnz=M] | "
+            help=_datasets_help("tensor") + " | synthetic:shape=AxBxC,rank=R,noise=S[,nnz=M] | "
             "a dense .npy/.npz/.mat file (NaN = missing) | observed entries: a .npz with indices (nnz x N), "
             "values (nnz) and shape (N), or a .csv/.parquet table with one 0-based integer column per mode "
             "and a value column."

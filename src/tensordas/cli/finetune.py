@@ -8,7 +8,7 @@ import typer
 
 from ..tasks import TASKS
 from ..tasks.finetune import DEFAULT_MODEL, MODEL_DTYPES, adapter_names
-from ._common import comparison_command
+from ._common import _datasets_help, comparison_command
 
 _FINETUNE = TASKS["finetune"]
 _C = _FINETUNE.config()
@@ -38,8 +38,8 @@ def finetune_command(
         typer.Option(
             "--dataset",
             "--data",
-            help="vader | vader-noisy | a .csv/.tsv/.jsonl/.json file | a Hugging Face dataset (NAME or NAME:CONFIG, "
-            "e.g. glue/sst2; needs the 'datasets' package).",
+            help=_datasets_help("text") + " | a .csv/.tsv/.jsonl/.json file | a Hugging Face dataset (NAME or "
+            "NAME:CONFIG, e.g. glue/sst2; needs the 'datasets' package).",
         ),
     ] = _C.data,
     text_column: Annotated[str, typer.Option(help="Text column of a file or Hugging Face dataset.")] = _C.text_column,

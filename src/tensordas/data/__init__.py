@@ -3,7 +3,6 @@ standardisation, bounded-batch evaluation, the dense-memory budget), classificat
 label noise), text classification."""
 
 from .classification import (
-    CLASSIFICATION_DATASETS,
     ClassificationData,
     check_validation_fraction,
     load_classification,
@@ -14,6 +13,7 @@ from .coords import check_coordinates, flat_index
 from .dense import DEFAULT_DENSE_BUDGET_GB, dense_budget_note, dense_observed, dense_peak_bytes
 from .noise import NOISE_TYPES, NoisyLabels, add_label_noise, asymmetric_mapping, check_noise_rate, corrupt_labels
 from .predict import DENSE_LIMIT, DENSE_MIN_FILL, EVAL_BATCH, EntryPredictor, evaluate_entries
+from .registry import DATASET_KINDS, DATASETS, Dataset, dataset_names, get_dataset, register_dataset, unregister_dataset
 from .split import (
     STANDARDIZATIONS,
     CompletionSplit,
@@ -26,7 +26,6 @@ from .split import (
     unobserved_slices,
 )
 from .tensors import (
-    DATASETS,
     TensorData,
     from_array,
     from_coordinates,
@@ -39,10 +38,11 @@ from .tensors import (
 from .text import TextData, TextSplit, load_text_data, split_text
 
 __all__ = [
-    "CLASSIFICATION_DATASETS",
     "ClassificationData",
     "CompletionSplit",
     "DATASETS",
+    "DATASET_KINDS",
+    "Dataset",
     "DEFAULT_DENSE_BUDGET_GB",
     "DENSE_LIMIT",
     "DENSE_MIN_FILL",
@@ -62,6 +62,7 @@ __all__ = [
     "check_noise_rate",
     "check_validation_fraction",
     "corrupt_labels",
+    "dataset_names",
     "dense_budget_note",
     "dense_observed",
     "dense_peak_bytes",
@@ -70,12 +71,14 @@ __all__ = [
     "from_array",
     "from_coordinates",
     "from_sparse",
+    "get_dataset",
     "load_classification",
     "load_tensor",
     "load_text_data",
     "r2_from_sums",
     "r2_score",
     "rmse",
+    "register_dataset",
     "save_coordinates",
     "split_entries",
     "split_text",
@@ -84,4 +87,5 @@ __all__ = [
     "synthetic_entries",
     "synthetic_tensor",
     "unobserved_slices",
+    "unregister_dataset",
 ]

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .registry import Dataset, dataset_names, get_dataset, register_dataset
+
 __all__ = [
-    "CLASSIFICATION_DATASETS",
     "ClassificationData",
     "check_validation_fraction",
     "load_classification",
@@ -36,7 +37,6 @@ __all__ = [
     "validation_split",
 ]
 
-CLASSIFICATION_DATASETS = ("digits", "cifar10")
 _CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
@@ -331,16 +331,15 @@ def load_classification(
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"Invalid test_fraction: {test_fraction} (expected 0 < test_fraction < 1)")
     key = str(source).strip()
-    if key.lower() == "digits":
-        parts, axes, name = _load_digits(seed, test_fraction), (0,), "digits"
-    elif key.lower() == "cifar10":
-        parts, axes, name = _load_cifar10(data_dir, download), (0, 2, 3), "cifar10"
+    registered = get_dataset(key, "classification")
+    if registered is not None:
+        loaded = registered.load(seed=seed, test_fraction=test_fraction, data_dir=data_dir, download=download)
+        parts, axes, name = loaded, registered.standardize_axes, registered.name
     elif key.lower().endswith(".npz") or os.sep in key or Path(key).exists():
         parts, axes, name = _load_npz(key, seed, test_fraction), (0,), key
     else:
-        raise ValueError(
-            f"Unknown data set {source!r} (expected one of {', '.join(CLASSIFICATION_DATASETS)} or a .npz)"
-        )
+        known = ", ".join(dataset_names("classification"))
+        raise ValueError(f"Unknown data set {source!r} (expected one of {known} or a .npz)")
     x_train, y_train, x_test, y_test = parts
     y_train, y_test, classes = _encode(y_train, y_test, name)
     return _finish(
@@ -355,3 +354,17 @@ def load_classification(
         train_size=train_size,
         test_size=test_size,
     )
+
+
+def _digits(*, seed: int, test_fraction: float, data_dir: object = None, download: bool = False) -> tuple:
+    return _load_digits(seed, test_fraction)
+
+
+def _cifar10(*, seed: int, test_fraction: float, data_dir: str | os.PathLike | None, download: bool) -> tuple:
+    return _load_cifar10(data_dir, download)
+
+
+register_dataset(Dataset("digits", "classification", _digits, "scikit-learn's 8x8 digits, bundled"))
+register_dataset(
+    Dataset("cifar10", "classification", _cifar10, "needs --data-dir", standardize_axes=(0, 2, 3))
+)

@@ -42,9 +42,9 @@ from .coords import (
     read_coordinate_table,
     read_error,
 )
+from .registry import Dataset, dataset_names, get_dataset, register_dataset
 
 __all__ = [
-    "DATASETS",
     "TensorData",
     "from_array",
     "from_coordinates",
@@ -131,13 +131,13 @@ def _kinetic() -> np.ndarray:
 
 
 # Tensors bundled with TensorLy (available offline).
-_LOADERS: dict[str, Callable[[], np.ndarray]] = {
-    "covid19": _bunch_tensor(tl_datasets.load_covid19_serology),  # 438 x 6 x 11, complete
-    "il2": _bunch_tensor(tl_datasets.load_IL2data),  # 13 x 4 x 12 x 8, 192 NaN
-    "kinetic": _kinetic,  # 64 x 12 x 10 x 60, 1754 missing
-    "indian_pines": _bunch_tensor(tl_datasets.load_indian_pines),  # 145 x 145 x 200 hyperspectral cube
-}
-DATASETS: tuple[str, ...] = tuple(_LOADERS)
+for _dataset in (
+    Dataset("covid19", "tensor", _bunch_tensor(tl_datasets.load_covid19_serology), "COVID-19 serology, 438x6x11"),
+    Dataset("il2", "tensor", _bunch_tensor(tl_datasets.load_IL2data), "IL-2 response, 13x4x12x8, 192 missing"),
+    Dataset("kinetic", "tensor", _kinetic, "kinetic, 64x12x10x60, 1754 missing"),
+    Dataset("indian_pines", "tensor", _bunch_tensor(tl_datasets.load_indian_pines), "hyperspectral, 145x145x200"),
+):
+    register_dataset(_dataset)
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -416,8 +416,9 @@ def load_tensor(spec: TensorSource, dtype: torch.dtype | None = None, *, value_c
     lowered = text.strip().lower()
     if value_column is not None and Path(text).suffix.lower() not in COORDINATE_TABLES:
         raise ValueError(f"{text}: a value column applies to {'/'.join(COORDINATE_TABLES)} tables only")
-    if lowered in DATASETS:
-        return from_array(_LOADERS[lowered](), lowered, dtype)
+    registered = get_dataset(lowered, "tensor")
+    if registered is not None:
+        return from_array(registered.load(), registered.name, dtype)
     if lowered == "synthetic" or lowered.startswith("synthetic:"):
         shape, rank, noise, seed, nnz = _parse_synthetic(text.strip())
         name = f"synthetic:shape={'x'.join(map(str, shape))},rank={rank},noise={noise:g},seed={seed}"
@@ -438,6 +439,6 @@ def load_tensor(spec: TensorSource, dtype: torch.dtype | None = None, *, value_c
             f"(extension {suffix or 'none'}; supported: {', '.join(FILE_SUFFIXES)})"
         )
     raise ValueError(
-        f"unknown dataset {text!r} (known: {', '.join(DATASETS)}; or synthetic:shape=AxBxC,rank=R[,noise=S][,seed=N]; "
-        f"or a {'/'.join(FILE_SUFFIXES)} file)"
+        f"unknown dataset {text!r} (known: {', '.join(dataset_names('tensor'))}; "
+        f"or synthetic:shape=AxBxC,rank=R[,noise=S][,seed=N]; or a {'/'.join(FILE_SUFFIXES)} file)"
     )

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .registry import Dataset, dataset_names, get_dataset, register_dataset
+
 __all__ = [
-    "BUILTIN_TEXT_DATASETS",
     "VADER_THRESHOLD",
     "TextData",
     "TextSet",
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 VADER_THRESHOLD = 0.5
-BUILTIN_TEXT_DATASETS = ("vader", "vader-noisy")
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 VADER_LABELS = ("negative", "positive")
 
@@ -288,7 +288,7 @@ def _load_hub(spec: str, text_column: str, label_column: str, split: str) -> Tex
         import datasets
     except ImportError:
         raise ValueError(
-            f"dataset {spec!r} is neither built in ({', '.join(BUILTIN_TEXT_DATASETS)}) nor a local "
+            f"dataset {spec!r} is neither registered ({', '.join(dataset_names('text'))}) nor a local "
             f"{'/'.join(FILE_SUFFIXES)} file, and loading it from the Hugging Face hub needs the 'datasets' "
             "package (pip install datasets)"
         ) from None
@@ -322,9 +322,9 @@ def load_text_data(
         ValueError: an unknown or unreadable dataset, a missing text/label column, fewer than two
             classes, or a hub dataset without the ``datasets`` package.
     """
-    key = spec.strip().lower()
-    if key in BUILTIN_TEXT_DATASETS:
-        return load_vader(noisy=key == "vader-noisy")
+    registered = get_dataset(spec, "text")
+    if registered is not None:
+        return registered.load()
     path = Path(spec).expanduser()
     if path.suffix.lower() in FILE_SUFFIXES or path.exists():
         if path.is_dir():
@@ -408,3 +408,9 @@ def noisy_training_labels(
 
     kept = replace(split, train=take(keep), train_clean_labels=split.train_clean_labels[keep])
     return kept, take(held)
+
+
+register_dataset(Dataset("vader", "text", load_vader, "the VADER lexicon, bundled"))
+register_dataset(
+    Dataset("vader-noisy", "text", lambda: load_vader(noisy=True), "VADER, training labels from one rater each")
+)
