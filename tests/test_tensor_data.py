@@ -14,11 +14,10 @@ from tensordas.data import (
     Standardizer,
     from_array,
     load_tensor,
-    r2_score,
-    rmse,
     split_entries,
     unobserved_slices,
 )
+from tensordas.metrics import r2_score, rmse
 
 
 def with_nans(shape=(6, 7, 8), frac=0.2, seed=0) -> np.ndarray:

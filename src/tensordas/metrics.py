@@ -1,4 +1,5 @@
-"""Norm-deviation metrics of a core group (docs/design.md, section 1).
+"""The metrics, in one place: the norm-deviation metrics of a core group (docs/design.md, section 1) and the
+evaluation metrics of the families (R² and RMSE for completion, macro-F1 for fine-tuning).
 
 ``n_k = ||G_k||_F^2``, ``gamma_k = ||dL/dG_k||_F^2``;
 ``Q = mean_k (n_k - n_bar)^2`` (norm deviation) and
@@ -10,11 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .core_groups import CoreGroup
 
-__all__ = ["norm_deviation", "norm_grad_covariance", "group_stats", "GroupStats"]
+__all__ = [
+    "GroupStats",
+    "group_stats",
+    "macro_f1",
+    "norm_deviation",
+    "norm_grad_covariance",
+    "r2_from_sums",
+    "r2_score",
+    "rmse",
+]
 
 GroupLike = CoreGroup | Sequence[torch.Tensor]
 
@@ -92,3 +103,47 @@ def group_stats(group: GroupLike) -> GroupStats:
         return GroupStats(n=n, gamma=None, Q=_covariance(n, n), C=None, grad_norm=None)
     gamma = _sq_norms(_grads(cores))
     return GroupStats(n=n, gamma=gamma, Q=_covariance(n, n), C=_covariance(n, gamma), grad_norm=gamma.sum().sqrt())
+
+
+# --- evaluation metrics of the families -------------------------------------------------------------------
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}")
+    if target.numel() == 0:
+        raise ValueError("cannot compute a metric on an empty set of entries")
+
+
+def rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Root mean squared error (0-dim float64 tensor, no host sync)."""
+    _check_pair(pred, target)
+    return (pred.double() - target.double()).pow(2).mean().sqrt()
+
+
+def r2_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Coefficient of determination ``1 - SS_res / SS_tot`` (0-dim float64 tensor, no host sync).
+
+    As in scikit-learn, a constant target gives 1.0 for a perfect prediction and 0.0 otherwise.
+    """
+    _check_pair(pred, target)
+    p, t = pred.double(), target.double()
+    return r2_from_sums((t - p).pow(2).sum(), (t - t.mean()).pow(2).sum())
+
+
+def r2_from_sums(ss_res: torch.Tensor, ss_tot: torch.Tensor) -> torch.Tensor:
+    """``1 - ss_res / ss_tot`` with scikit-learn's rule for a constant target (``ss_tot == 0``): 1.0 if
+    ``ss_res == 0``, else 0.0. For sums accumulated over batches as well as over one vector."""
+    const = torch.where(ss_res == 0, torch.ones_like(ss_res), torch.zeros_like(ss_res))
+    return torch.where(ss_tot > 0, 1 - ss_res / torch.where(ss_tot > 0, ss_tot, torch.ones_like(ss_tot)), const)
+
+
+def macro_f1(pred: np.ndarray, target: np.ndarray, num_labels: int) -> float:
+    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class absent from both scores 0."""
+    scores = []
+    for k in range(num_labels):
+        tp = int(np.sum((pred == k) & (target == k)))
+        fp = int(np.sum((pred == k) & (target != k)))
+        fn = int(np.sum((pred != k) & (target == k)))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(scores))

@@ -365,6 +365,4 @@ def _cifar10(*, seed: int, test_fraction: float, data_dir: str | os.PathLike | N
 
 
 register_dataset(Dataset("digits", "classification", _digits, "scikit-learn's 8x8 digits, bundled"))
-register_dataset(
-    Dataset("cifar10", "classification", _cifar10, "needs --data-dir", standardize_axes=(0, 2, 3))
-)
+register_dataset(Dataset("cifar10", "classification", _cifar10, "needs --data-dir", standardize_axes=(0, 2, 3)))

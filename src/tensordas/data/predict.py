@@ -24,8 +24,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..metrics import r2_from_sums, r2_score, rmse
 from .coords import flat_index
-from .split import Entries, Standardizer, r2_from_sums, r2_score, rmse
+from .split import Entries, Standardizer
 
 __all__ = ["DENSE_LIMIT", "DENSE_MIN_FILL", "EVAL_BATCH", "EntryPredictor", "evaluate_entries"]
 

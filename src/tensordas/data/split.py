@@ -23,9 +23,6 @@ __all__ = [
     "CompletionSplit",
     "Entries",
     "Standardizer",
-    "r2_from_sums",
-    "r2_score",
-    "rmse",
     "split_entries",
     "unobserved_slices",
 ]
@@ -208,33 +205,3 @@ class Standardizer:
     def apply(self, entries: Entries) -> Entries:
         """``entries`` with transformed values."""
         return replace(entries, values=self.transform(entries.values))
-
-
-def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}")
-    if target.numel() == 0:
-        raise ValueError("cannot compute a metric on an empty set of entries")
-
-
-def rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Root mean squared error (0-dim float64 tensor, no host sync)."""
-    _check_pair(pred, target)
-    return (pred.double() - target.double()).pow(2).mean().sqrt()
-
-
-def r2_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Coefficient of determination ``1 - SS_res / SS_tot`` (0-dim float64 tensor, no host sync).
-
-    As in scikit-learn, a constant target gives 1.0 for a perfect prediction and 0.0 otherwise.
-    """
-    _check_pair(pred, target)
-    p, t = pred.double(), target.double()
-    return r2_from_sums((t - p).pow(2).sum(), (t - t.mean()).pow(2).sum())
-
-
-def r2_from_sums(ss_res: torch.Tensor, ss_tot: torch.Tensor) -> torch.Tensor:
-    """``1 - ss_res / ss_tot`` with scikit-learn's rule for a constant target (``ss_tot == 0``): 1.0 if
-    ``ss_res == 0``, else 0.0. For sums accumulated over batches as well as over one vector."""
-    const = torch.where(ss_res == 0, torch.ones_like(ss_res), torch.zeros_like(ss_res))
-    return torch.where(ss_tot > 0, 1 - ss_res / torch.where(ss_tot > 0, ss_tot, torch.ones_like(ss_tot)), const)

@@ -55,6 +55,7 @@ from ..adapters.registry import ADAPTERS, get_adapter
 from ..core_groups import find_core_groups
 from ..data.noise import check_noise_rate
 from ..data.text import TextData, TextSet, TextSplit, load_text_data, noisy_training_labels, split_text
+from ..metrics import macro_f1
 from ..reporting import ProgressFn, line_panels
 from ..training import (
     ComparisonSettings,
@@ -86,7 +87,6 @@ __all__ = [
     "adapter_names",
     "finetune_table",
     "load_backbone",
-    "macro_f1",
     "plot_finetune",
     "resolve_targets",
     "run_finetune",
@@ -333,17 +333,6 @@ def adapter_names() -> list[str]:
 
 
 # -------------------------------------------------------------------------------------- evaluation
-
-
-def macro_f1(pred: np.ndarray, target: np.ndarray, num_labels: int) -> float:
-    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class absent from both scores 0."""
-    scores = []
-    for k in range(num_labels):
-        tp = int(np.sum((pred == k) & (target == k)))
-        fp = int(np.sum((pred == k) & (target != k)))
-        fn = int(np.sum((pred != k) & (target == k)))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(scores))
 
 
 @dataclass(frozen=True)
