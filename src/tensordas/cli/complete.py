@@ -76,7 +76,7 @@ def complete_command(
         ),
     ] = _C.protocol,
 ) -> dict[str, Any]:
-    """Fit a low-rank model to the observed entries of a tensor and predict the held-out ones.
+    """Family completion: fit a low-rank model to the observed entries of a tensor and predict the held-out ones.
 
     Runs the completion family. Writes OUT/curves.csv, OUT/completion.png, OUT/config.json and, last,
     OUT/results.json (one record per optimizer and seed); prints mean ± std over seeds.

@@ -33,7 +33,7 @@ def dynamics_command(
     out: Annotated[Path, typer.Option(help="Output folder (created if needed).")] = Path("runs/dynamics"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
 ) -> None:
-    """Norm dynamics of GD, SAM and DAS on a Tucker-2 model A G B^T fitted to T + a*N.
+    """Family dynamics: norm dynamics of GD, SAM and DAS on a Tucker-2 model A G B^T fitted to T + a*N.
 
     Records the loss, the norm deviation Q and the norm-gradient covariance C at every iteration,
     and Q when the loss has converged (run more steps to see the late phase).

@@ -31,7 +31,7 @@ def train_command(
         _C.lr_schedule
     ),
 ) -> dict[str, Any]:
-    """Train a (tensorized) classifier on labels with symmetric or asymmetric noise; clean test accuracy.
+    """Family noisy: train a (tensorized) classifier on labels with symmetric or asymmetric noise; clean test accuracy.
 
     Runs the noisy-label family. Writes OUT/curves.csv (per epoch), OUT/noisy.png, OUT/config.json, a
     checkpoint per run in OUT/checkpoints/ and, last, OUT/results.json (one record per optimizer and
