@@ -356,7 +356,7 @@ def summary_entry(
         times = [table[method][s].get("step_time_ms") for s in seeds]
         return None if not times or any(t is None for t in times) else _mean([float(t) for t in times])
 
-    def finite(method: str, seeds: Sequence[Any]) -> list[str]:
+    def not_finite(method: str, seeds: Sequence[Any]) -> list[str]:
         return [f"{method} seed {s}" for s, v in zip(seeds, values(method, seeds)) if not math.isfinite(v)]
 
     seeds = _paired_seeds(table, REQUIRED, notes) if paired else []
@@ -364,7 +364,7 @@ def summary_entry(
         notes.append(f"{len(seeds)} paired seed(s): an interval needs at least 2")
     means = {m: _mean(values(m, seeds if paired else _sorted(table[m]))) for m in REQUIRED if m in table}
     diffs = {"sam-base": diff("sam", "base", seeds)}
-    diverged = [*finite("base", seeds), *finite("sam", seeds)] if paired else []
+    diverged = [*not_finite("base", seeds), *not_finite("sam", seeds)] if paired else []
     if diverged:  # a diverged base or SAM run: no verdict is guessed from the rest
         notes.append(f"{metric} not finite for {', '.join(diverged)}: no verdict")
     verdicts: dict[str, str] = {}
@@ -374,7 +374,7 @@ def summary_entry(
         own = _paired_seeds(table, [*(r for r in REQUIRED if r in table), m], notes)
         means[m] = _mean(values(m, own))
         diffs[f"{m}-base"], diffs[f"{m}-sam"] = diff(m, "base", own), diff(m, "sam", own)
-        bad = finite(m, own)
+        bad = not_finite(m, own)
         if bad:
             notes.append(f"{metric} not finite for {', '.join(bad)}: no verdict for {m}")
         if paired and seeds and len(own) < 2 <= len(seeds):
