@@ -42,16 +42,20 @@ def test_complete_writes_records_and_a_summary_recomputable_from_them(tmp_path, 
     assert entry["match_tolerance"] == 0.5 and entry["n_seeds"] == 3
     assert set(entry["mean"]) == {"base", "sam", "das", "looksam"}  # ...but are not paired
     value = {(r["method"], r["seed"]): r["test_r2"] for r in records if r["method"] is not None}
-    for pair in ("sam-base", "das-base", "das-sam"):
+    for pair in ("sam-base", "das-base", "das-sam", "looksam-base", "looksam-sam"):
         a, b = pair.split("-")
         d = [value[a, s] - value[b, s] for s in (0, 1, 2)]
         assert entry["diff"][pair]["mean"] == pytest.approx(np.mean(d), abs=1e-12)
         assert entry["diff"][pair]["ci95"] == [pytest.approx(x, abs=1e-12) for x in t_interval(d)]
     assert entry["verdict"] in VERDICTS and entry["note"] is None
+    assert set(entry["verdicts"]) == {"das", "looksam"} and set(entry["verdicts"].values()) <= set(VERDICTS)
     printed = capsys.readouterr().out
-    table = printed[printed.index("Does DAS deliver") : printed.index("\nwrote ")]
+    table = printed[printed.index("Verdicts: does each method") : printed.index("\nwrote ")]
     assert all(len(line) <= 80 for line in table.splitlines()), table
-    assert entry["verdict"].split()[0] in table and "SAM-base" in table and "match tolerance 0.5" in table
+    assert "SAM-base" in table and "match tolerance 0.5" in " ".join(table.split())  # the caption may wrap
+    rows = [line.split() for line in table.splitlines()]
+    for method, decided in entry["verdicts"].items():  # one row per method, its verdict's first word on it
+        assert any(method in row and decided.split()[0] in row for row in rows), table
 
 
 def test_a_single_method_run_is_summarised_as_undecided(tmp_path, capsys):
@@ -60,6 +64,7 @@ def test_a_single_method_run_is_summarised_as_undecided(tmp_path, capsys):
     (entry,) = json.loads((out / "results.json").read_text())["summary"]
     assert entry["verdict"] == "undecided" and "no runs of base, sam" in entry["note"]
     assert entry["diff"]["das-sam"] == {"mean": None, "ci95": [None, None]} and entry["recovered"] is None
+    assert entry["verdicts"] == {"das": "undecided"}
     assert "undecided" in capsys.readouterr().out
 
 
@@ -96,6 +101,8 @@ def test_reproduce_summary_uses_the_experiment_files_metric_and_tolerance(tmp_pa
     report = result.report.read_text()
     assert report.index("## Summary") < report.index("## The paper's tables") < report.index("## tiny")
     assert "| tiny | test_rmse ↓ | 2 |" in report
+    summary = report[report.index("## Summary") : report.index("## The paper's tables")]
+    assert "| das |" in summary and "| sam |" not in summary and "| base |" not in summary
 
 
 def test_our_share_beside_the_papers_is_the_summarys_and_only_where_sams_gain_is_significant():
@@ -118,4 +125,109 @@ def test_our_share_beside_the_papers_is_the_summarys_and_only_where_sams_gain_is
         return [cell.strip() for cell in line.strip("|").split("|")]
 
     assert row([{"experiment": "mine", "recovered": None}])[-1] == "—"
-    assert row([{"experiment": "mine", "recovered": {"mean": 0.25, "ci95": [0.1, 0.4]}}])[-1] == "0.25"
+    assert row([{"experiment": "mine", "recovered": {"mean": 0.25, "ci95": [0.1, 0.4], "unbounded": False}}])[-1] == (
+        "0.25"
+    )
+    unbounded = {"mean": 0.25, "ci95": [None, None], "unbounded": True}  # SAM's gain not significant
+    assert row([{"experiment": "mine", "recovered": unbounded}])[-1] == "—"
+
+
+def hand_entry(experiment: str, sam_base: tuple[float, float, float], methods: dict) -> dict:
+    """A summary entry written by hand: ``methods`` maps a name to (m-base, m-SAM, share, time, verdict)."""
+
+    def d(mean, low, high):
+        return {"mean": mean, "ci95": [low, high]}
+
+    entry = {"experiment": experiment, "metric": "test_acc", "higher_is_better": True, "n_seeds": 5,
+             "match_tolerance": 0.01, "diff": {"sam-base": d(*sam_base)}, "verdicts": {}, "shares": {},
+             "step_time_over_sam": {}, "note": None}  # fmt: skip
+    for m, (m_base, m_sam, share, time, decided) in methods.items():
+        entry["diff"][f"{m}-base"], entry["diff"][f"{m}-sam"] = d(*m_base), d(*m_sam)
+        entry["shares"][m], entry["step_time_over_sam"][m], entry["verdicts"][m] = share, time, decided
+    entry["verdict"] = entry["verdicts"].get("das", "undecided")
+    return entry
+
+
+HAND = [
+    hand_entry(
+        "completion-paper",
+        (0.2134, 0.1801, 0.2467),
+        {
+            "das": (
+                (0.0312, 0.0101, 0.0523),
+                (-0.1822, -0.2101, -0.1543),
+                {"mean": 0.1462, "ci95": [0.0451, 0.2578], "unbounded": False},
+                0.5123,
+                "between base and SAM",
+            ),
+            "das-gradient": (
+                (0.0012, -0.0301, 0.0325),
+                (-0.2122, -0.2451, -0.1793),
+                {"mean": 0.0056, "ci95": [-0.1412, 0.1522], "unbounded": False},
+                0.5311,
+                "no better than base",
+            ),
+            "looksam": (
+                (0.2011, 0.1502, 0.2520),
+                (-0.0123, -0.0601, 0.0355),
+                {"mean": 0.9424, "ci95": [0.7012, 1.1845], "unbounded": False},
+                0.6502,
+                "not distinguishable from SAM",
+            ),
+        },
+    ),  # fmt: skip
+    hand_entry(
+        "finetune-flora",
+        (0.0101, -0.0202, 0.0404),
+        {
+            "das": (
+                (-0.0051, -0.0423, 0.0321),
+                (-0.0152, -0.0611, 0.0307),
+                {"mean": -0.505, "ci95": [-math.inf, math.inf], "unbounded": True},
+                0.5512,
+                "undecided",
+            )
+        },
+    ),  # fmt: skip
+    hand_entry("noisy", (0.2101, 0.1802, 0.2400), {}),  # base and SAM only: one row of dashes
+]
+
+
+def test_the_verdict_table_has_a_row_per_method_and_fits_80_columns():
+    from rich.console import Console
+
+    from tensordas.reporting.verdicts import verdict_table
+
+    console = Console(width=80, record=True)
+    console.print(verdict_table(HAND))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    words = text.split()
+    # nothing cropped or folded: every verdict's words, method and experiment name whole
+    for word in ("distinguishable", "between", "better", "undecided", "unbounded", "das-gradient", "looksam",
+                 "completion-paper", "finetune-flora", "noisy"):  # fmt: skip
+        assert word in words, (word, text)
+    assert sum(line.split()[:1] == ["SAM-base"] for line in lines) == 3  # once per experiment, under its name
+    assert words.count("+0.213") == 1 and "±0.033" in words  # completion's SAM-base: mean, half-width
+    # a row per method: its name, m-base, m-SAM, share, time and verdict's first word on one line
+    first = {line.split()[0]: line.split()[1:] for line in lines if line.split()}
+    assert first["das-gradient"][:5] == ["+0.0012", "-0.212", "0.0056", "0.531", "no"]
+    assert first["looksam"][:5] == ["+0.201", "-0.0123", "0.942", "0.65", "not"]
+    assert first["completion-paper"][:6] == ["das", "+0.0312", "-0.182", "0.146", "0.512", "between"]
+    assert first["finetune-flora"][:6] == ["das", "-0.0051", "-0.0152", "-0.505", "0.551", "undecided"]
+    assert "[0.045," in words and "0.26]" in words
+
+
+def test_the_reports_summary_has_a_row_per_method_and_sam_base_once():
+    from tensordas.reproduce.report import summary_section
+
+    section = summary_section(HAND)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
+    header, body = rows[0], rows[1:]
+    assert header[:5] == ["experiment", "metric", "seeds", "SAM − base", "method"] and header[-1] == "verdict"
+    assert [r[4] for r in body] == ["das", "das-gradient", "looksam", "das", "—"]
+    assert [r[0] for r in body] == ["completion-paper", "", "", "finetune-flora", "noisy"]
+    assert [r[3] for r in body] == ["+0.213 ±0.033", "", "", "+0.0101 ±0.03", "+0.21 ±0.03"]
+    assert body[0][5:] == ["+0.0312 ±0.021", "-0.182 ±0.028", "0.146 [0.045, 0.26]", "0.512", "between base and SAM"]
+    assert body[3][7] == "-0.505 unbounded" and body[4][5:] == ["—"] * 5

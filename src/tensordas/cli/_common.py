@@ -238,8 +238,8 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
         _option("progress", bool, True, "--progress/--no-progress", help="Show a progress bar (only on a terminal)."),
         _option(
             "match_tolerance", float | None, None, "--match-tolerance", min=0.0,
-            help="Verdict: DAS matches SAM when the DAS-SAM interval lies within ±this (default: the "
-            "metric's, 0.01 for accuracy/R²/F1).",
+            help="Verdict: a method matches SAM when it gains over the base and its interval to SAM lies "
+            "within ±this (default: the metric's, 0.01 for accuracy/R²/F1).",
         ),
     )  # fmt: skip
 

@@ -71,7 +71,8 @@ def compress_command(
         _C.lr_schedule
     ),
 ) -> dict[str, Any]:
-    """Family compress: compress a dense network's layers into TT/TR/CP/Tucker form at a ratio or rank, then fine-tune it.
+    """Family compress: compress a dense network's layers into TT/TR/CP/Tucker form at a ratio or rank,
+    then fine-tune it.
 
     Runs the compression family. Reports accuracy of the dense model, right after decomposition and
     after fine-tuning, parameter counts and the achieved ratio. Writes OUT/curves.csv (per fine-tuning

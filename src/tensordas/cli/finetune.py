@@ -63,7 +63,8 @@ def finetune_command(
     epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = _C.epochs,
     batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = _C.batch_size,
 ) -> dict[str, Any]:
-    """Family finetune: fine-tune a pretrained transformer with an adapter and a linear head on a text classification task.
+    """Family finetune: fine-tune a pretrained transformer with an adapter and a linear head on a text
+    classification task.
 
     Runs the fine-tuning family (--lr applies to the adapter and the head). Writes OUT/curves.csv (per
     epoch: train loss, test accuracy and F1, Q), OUT/finetune.png, OUT/config.json and, last,

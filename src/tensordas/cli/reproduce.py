@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated
 import torch
 import typer
 
+from ..reporting.verdicts import verdict_table
 from ..reproduce import run_reproduce
 from ..tasks import TASKS
 from ._common import THREADS_HELP, UsageError, console
@@ -32,7 +34,8 @@ def reproduce_command(
 ) -> None:
     """Run every experiment family with base, SAM, DAS (and LookSAM) on several seeds; write OUT/report.md.
 
-    Also writes OUT/results.json (every record) and one folder per experiment with its curves,
+    Prints the summary of every comparison (a verdict per method). Also writes OUT/results.json (every
+    record and the summary) and one folder per experiment with its curves,
     plots and per-run files. Re-running continues where an interrupted run stopped.
     """
     if quick and profile not in (None, "quick"):
@@ -56,4 +59,8 @@ def reproduce_command(
         if "Invalid profile" in str(e) or "Invalid --only" in str(e):
             raise UsageError(str(e)) from None
         raise
-    console().print(f"wrote {result.report} and {result.results.name}", highlight=False)
+    con = console()
+    summary = json.loads(result.results.read_text(encoding="utf-8"))["summary"]
+    if summary:
+        con.print(verdict_table(summary), width=min(con.width, 80))
+    con.print(f"wrote {result.report} and {result.results.name}", highlight=False)

@@ -1,4 +1,4 @@
-"""Paired comparisons over seeds: intervals, DAS's share of SAM's gain, verdicts and summary entries.
+"""Paired comparisons over seeds: intervals, shares of SAM's gain, verdicts and summary entries.
 
 Every comparison decides from the same numbers (docs/design.md section 7). Runs with the same seed share
 initialisation, split and data order, so methods are compared through their per-seed differences:
@@ -7,10 +7,13 @@ initialisation, split and data order, so methods are compared through their per-
   (``mean ± t_{0.975, n-1} * sd / sqrt(n)``). With one seed the interval is undefined and both
   bounds are NaN (written as ``null`` to JSON); so is everything computed from a non-finite value
   (a diverged run), which makes the verdict ``undecided`` rather than a guess.
-- :func:`recovered_share`: ``mean(DAS - base) / mean(SAM - base)`` with a paired bootstrap interval
-  over seeds (seeded, so deterministic), reported only where SAM's gain over the base is significant.
-- :func:`verdict`: docs/design.md section 7's rule, on intervals oriented so that positive is better.
-- :func:`summary_entry`: one ``"summary"`` entry of a ``results.json`` from flat per-run records.
+- :func:`fieller_interval`: Fieller's 95% interval for a ratio of paired means (unbounded when the
+  denominator's interval touches 0); :func:`recovered_share` uses it for a method's share of SAM's
+  gain, ``mean(m - base) / mean(sam - base)``.
+- :func:`verdict`: docs/design.md section 7's rule for one method, on intervals oriented so that
+  positive is better.
+- :func:`summary_entry`: one ``"summary"`` entry of a ``results.json`` from flat per-run records, with
+  a verdict, a share and a step-time ratio for every method other than base and SAM.
 
 Differences are kept in the metric's own direction (a lower-is-better metric such as RMSE has a
 negative ``sam-base`` when SAM helps); :meth:`PairedDiff.oriented` flips them for the verdict.
@@ -31,6 +34,7 @@ __all__ = [
     "CONFIDENCE",
     "VERDICTS",
     "PairedDiff",
+    "fieller_interval",
     "paired_difference",
     "recovered_share",
     "summary_entry",
@@ -45,8 +49,8 @@ VERDICTS = (
     "not distinguishable from SAM",
     "between base and SAM",
     "no better than base",
+    "inconclusive",
 )
-CORE_METHODS = ("base", "sam", "das")
 
 
 @dataclass(frozen=True)
@@ -109,69 +113,119 @@ def paired_difference(a: Iterable[float], b: Iterable[float]) -> PairedDiff:
     return PairedDiff(mean, mean - half, mean + half, n)
 
 
+def fieller_interval(numerator: Iterable[float], denominator: Iterable[float]) -> tuple[float, float]:
+    """95% Fieller interval for ``mean(numerator) / mean(denominator)`` of paired per-seed values.
+
+    Derivation. Let ``x_i, y_i`` (``i = 1..n``) be the paired values, ``a, b`` their means, and
+    ``s_aa, s_bb, s_ab`` the (co)variances of the means (sample covariances, ``ddof=1``, over ``n``).
+    For a candidate ratio ``rho`` the per-seed values ``x_i - rho * y_i`` are i.i.d. with mean
+    ``a_true - rho * b_true``, so at the true ratio ``(a - rho b) / sqrt(s_aa - 2 rho s_ab + rho^2 s_bb)``
+    has Student's t distribution with ``n - 1`` degrees of freedom (for bivariate normal seeds; no
+    approximation in ``rho``). The 95% set is every ``rho`` this paired t-test does not reject:
+
+        (a - rho b)^2 <= t^2 (s_aa - 2 rho s_ab + rho^2 s_bb),   t = t_{0.975, n-1},
+
+    i.e. ``A rho^2 - 2 B rho + C <= 0`` with ``A = b^2 - t^2 s_bb``, ``B = a b - t^2 s_ab`` and
+    ``C = a^2 - t^2 s_aa``. When ``A > 0`` (the denominator's own t-interval excludes 0) the set is the
+    interval between the roots ``(B -+ sqrt(B^2 - A C)) / A``, which contains ``a / b``. Otherwise it is
+    unbounded: the whole line (``B^2 < A C``) or the complement of an interval (``B^2 >= A C``); both
+    are returned as ``(-inf, inf)``. The discriminant is evaluated as
+
+        B^2 - A C = t^2 V - t^4 D,   V = a^2 s_bb - 2 a b s_ab + b^2 s_aa = var(b x_i - a y_i) / n,
+                                     D = s_aa s_bb - s_ab^2 = sum_{i<j} (x'_i y'_j - x'_j y'_i)^2 / (n (n-1))^2
+
+    (``x', y'`` centred; Lagrange's identity), two sums of squares without the cancellation of the
+    textbook form, so a share that is exactly the same on every seed gets an interval of width ~0.
+
+    Hand-written: SciPy and statsmodels offer no paired Fieller interval. Fewer than 2 values or a
+    non-finite value give ``(nan, nan)`` (undefined).
+    """
+    x, y = _values(numerator, "numerator"), _values(denominator, "denominator")
+    if x.shape != y.shape:
+        raise ValueError(f"paired values need one value per seed for both, got {x.size} and {y.size}")
+    n = x.size
+    if n < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return math.nan, math.nan
+    a, b = float(x.mean()), float(y.mean())
+    xc, yc = x - a, y - b
+    scale = (n - 1) * n  # sample covariance of the means: sum of products / ((n - 1) n)
+    s_bb, s_ab = float(yc @ yc) / scale, float(xc @ yc) / scale
+    t2 = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) ** 2
+    A = b * b - t2 * s_bb
+    if not A > 0:
+        return -math.inf, math.inf
+    B = a * b - t2 * s_ab
+    u = b * xc - a * yc
+    V = float(u @ u) / scale
+    minors = np.outer(xc, yc) - np.outer(yc, xc)
+    D = float((minors * minors).sum()) / 2 / scale**2
+    root = math.sqrt(max(t2 * V - t2 * t2 * D, 0.0))
+    return (B - root) / A, (B + root) / A
+
+
 def recovered_share(
     base: Iterable[float],
     sam: Iterable[float],
-    das: Iterable[float],
+    method: Iterable[float],
     *,
     higher_is_better: bool,
-    n_boot: int = 10_000,
-    seed: int = 0,
 ) -> dict[str, Any] | None:
-    """DAS's share of SAM's gain, ``mean(das - base) / mean(sam - base)``, with a 95% bootstrap interval.
+    """A method's share of SAM's gain, ``mean(method - base) / mean(sam - base)``, with Fieller's 95% interval.
 
-    Returns None unless SAM's gain over the base is significant (its oriented interval is above 0):
-    a share of a gain that may be zero means nothing. The interval resamples seeds with replacement
-    (the three methods' values of a seed stay together), draws from ``numpy.random.default_rng(seed)``
-    and takes the 2.5% and 97.5% percentiles; resamples whose SAM gain is exactly 0 have no ratio and
-    are left out. The ratio does not depend on the metric's direction. With few seeds (3 give only
-    10 distinct resamples) the interval is coarse.
+    Both differences are per seed and paired; the ratio does not depend on the metric's direction.
+    Returns ``{"mean", "ci95": [low, high], "unbounded"}``; ``unbounded`` is True, and ``ci95`` is
+    ``[-inf, inf]`` (``[null, null]`` in JSON), when SAM's gain is not significant at 95% (its
+    t-interval touches 0): then any share is compatible with the data (:func:`fieller_interval`).
+    Returns None when there is no share to speak of: fewer than 2 seeds, a non-finite value (a
+    diverged run), or no mean gain of SAM over the base in the metric's good direction.
     """
-    if not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"Invalid n_boot value: {n_boot!r} (expected a positive integer)")
-    gain_sam, gain_das = _paired(sam, base), _paired(das, base)
-    if gain_sam.shape != gain_das.shape:
-        raise ValueError(
-            f"paired values need one value per seed for every method, got {gain_sam.size} and {gain_das.size}"
-        )
-    if not paired_difference(sam, base).oriented(higher_is_better).above_zero:
+    gain_sam, gain = _paired(sam, base), _paired(method, base)
+    if gain_sam.shape != gain.shape:
+        raise ValueError(f"paired values need one value per seed for every method, got {gain_sam.size} and {gain.size}")
+    sign = 1.0 if higher_is_better else -1.0
+    finite = np.isfinite(gain_sam).all() and np.isfinite(gain).all()
+    if gain.size < 2 or not finite or not sign * gain_sam.mean() > 0:
         return None
-    if not np.isfinite(gain_das).all():
-        return {"mean": math.nan, "ci95": [math.nan, math.nan]}
-    n = gain_sam.size
-    picks = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    num, den = gain_das[picks].mean(axis=1), gain_sam[picks].mean(axis=1)
-    ratios = num[den != 0] / den[den != 0]
-    low, high = np.percentile(ratios, [50 * (1 - CONFIDENCE), 50 * (1 + CONFIDENCE)])
-    return {"mean": float(gain_das.mean() / gain_sam.mean()), "ci95": [float(low), float(high)]}
+    low, high = fieller_interval(gain, gain_sam)
+    return {
+        "mean": float(gain.mean() / gain_sam.mean()),
+        "ci95": [low, high],
+        "unbounded": not (math.isfinite(low) and math.isfinite(high)),
+    }
 
 
-def verdict(sam_base: PairedDiff, das_sam: PairedDiff, das_base: PairedDiff, match_tolerance: float) -> str:
-    """docs/design.md section 7's verdict, in its order, from intervals oriented so that positive is better.
+def verdict(sam_base: PairedDiff, m_sam: PairedDiff, m_base: PairedDiff, match_tolerance: float) -> str:
+    """docs/design.md section 7's verdict of a method m, from intervals oriented so that positive is better.
 
     1. SAM - base not above 0 (touching 0 or undefined included) -> ``undecided``;
-    2. DAS - SAM inside ``[-match_tolerance, match_tolerance]`` (bounds included) -> ``matches SAM``;
-    3. DAS - SAM above 0 -> ``better than SAM``;
-    4. DAS - SAM contains 0 (bounds included) -> ``not distinguishable from SAM``;
-    5. DAS - base above 0 -> ``between base and SAM``;
-    6. otherwise -> ``no better than base``.
+    2. m - base above 0 (m gains over the base):
+       m - SAM inside ``[-match_tolerance, match_tolerance]`` (bounds included) -> ``matches SAM``;
+       else m - SAM above 0 -> ``better than SAM``;
+       else m - SAM contains 0 (bounds included) -> ``not distinguishable from SAM``;
+       else ``between base and SAM``;
+    3. otherwise (no gain over the base shown): m - SAM entirely below 0 -> ``no better than base``;
+       else ``inconclusive`` (m may be anywhere from below the base to SAM's level).
 
-    Undefined (NaN) intervals fail every test above; :func:`summary_entry` does not call this rule when a
-    base, SAM or DAS metric is not finite (a diverged run): that comparison is ``undecided``, with a note.
+    A method must show a gain over the base before it can match SAM: an m - SAM interval that contains
+    0 only because it is wide says nothing. Undefined (NaN) intervals fail every test above;
+    :func:`summary_entry` does not call this rule when a metric is not finite (a diverged run): that
+    comparison is ``undecided``, with a note.
     """
     if not (isinstance(match_tolerance, (int, float)) and math.isfinite(match_tolerance) and match_tolerance >= 0):
         raise ValueError(f"Invalid match_tolerance value: {match_tolerance!r} (expected a finite number >= 0)")
     if not sam_base.above_zero:
         return "undecided"
-    if -match_tolerance <= das_sam.low and das_sam.high <= match_tolerance:
-        return "matches SAM"
-    if das_sam.above_zero:
-        return "better than SAM"
-    if das_sam.low <= 0 <= das_sam.high:
-        return "not distinguishable from SAM"
-    if das_base.above_zero:
+    if m_base.above_zero:
+        if -match_tolerance <= m_sam.low and m_sam.high <= match_tolerance:
+            return "matches SAM"
+        if m_sam.above_zero:
+            return "better than SAM"
+        if m_sam.low <= 0 <= m_sam.high:
+            return "not distinguishable from SAM"
         return "between base and SAM"
-    return "no better than base"
+    if m_sam.high < 0:
+        return "no better than base"
+    return "inconclusive"
 
 
 def _by_method_and_seed(records: Iterable[Mapping[str, Any]], metric: str) -> dict[str, dict[Any, Mapping[str, Any]]]:
@@ -214,10 +268,35 @@ def _number(value: Any) -> float:
 
 
 def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values) if all(math.isfinite(v) for v in values) else math.nan
+    return math.fsum(values) / len(values) if values and all(math.isfinite(v) for v in values) else math.nan
+
+
+def _seed_list(seeds: Sequence[Any]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
+
+
+def _edge_notes(method: str, runs: Mapping[Any, Mapping[str, Any]]) -> list[str]:
+    """``"sam: rho 0.3 at the edge of its grid on seeds 0, 1, 2"`` for the seeds whose ``selected`` has
+    ``"edge": true`` (one phrase per selected value)."""
+    by_value: dict[str, list[Any]] = {}
+    for seed in _sorted(runs):
+        chosen = runs[seed].get("selected") or {}
+        if chosen.get("edge"):
+            value = ", ".join(
+                f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in chosen.items() if k != "edge"
+            )
+            by_value.setdefault(value or "its value", []).append(seed)
+    return [f"{method}: {value} at the edge of its grid on {_seed_list(seeds)}" for value, seeds in by_value.items()]
 
 
 UNDEFINED = PairedDiff(math.nan, math.nan, math.nan, 0)
+REQUIRED = ("base", "sam")  # every verdict compares a method with these two
+
+
+def _compared(table: Mapping[str, Any]) -> list[str]:
+    """The methods that get a verdict: every one but base and SAM, DAS first, then by name."""
+    others = [m for m in table if m not in REQUIRED]
+    return sorted(others, key=lambda m: (m != "das", m))
 
 
 def summary_entry(
@@ -227,24 +306,28 @@ def summary_entry(
     metric: str,
     higher_is_better: bool,
     match_tolerance: float,
-    n_boot: int = 10_000,
-    boot_seed: int = 0,
 ) -> dict[str, Any]:
     """One docs/design.md section 7 ``summary`` entry from flat per-run records of one experiment.
 
-    Each record holds ``method`` (``base``, ``sam``, ``das`` and any competitor, e.g. ``looksam``; None
-    for a reference row, which is left out), ``seed``, the ``metric`` (None or absent: undefined, as for
-    a diverged run; ``note`` names the absent ones), and optionally ``step_time_ms`` and ``selected``
-    (the tuned value, e.g. ``{"alpha": 0.1}``). Records are
-    paired by seed. ``diff`` holds ``sam-base``, ``das-base``, ``das-sam`` and ``<competitor>-sam`` in
-    the metric's own direction; the verdict and ``recovered`` use them oriented so that positive is better.
+    Each record holds ``method`` (``base``, ``sam`` and any compared method: ``das``, ``looksam``, ...;
+    None for a reference row, which is left out), ``seed``, the ``metric`` (None or absent: undefined,
+    as for a diverged run; ``note`` names the absent ones), and optionally ``step_time_ms`` and
+    ``selected`` (the tuned value, e.g. ``{"alpha": 0.1}``, with ``"edge": true`` when it lies at the
+    edge of its grid; ``note`` names those). Records are paired by seed.
 
-    A comparison that cannot decide is still summarised, never refused: without a run of base, SAM or
-    DAS, or with fewer than 2 paired seeds, the verdict is ``undecided``, the undefined intervals are NaN
-    (null in JSON) and ``note`` says why; seeds some method lacks are left out of the pairing and named
-    in ``note`` (None when there is nothing to say); a non-finite base, SAM or DAS metric on a paired
-    seed (a diverged run) makes the verdict ``undecided`` and is named in ``note``. Malformed records
-    (no method or seed, a seed twice, the metric in no record) are a ``ValueError``.
+    ``diff`` holds ``sam-base`` (on the seeds base and SAM both ran; ``n_seeds`` of them) and, for every
+    other method m, ``<m>-base`` and ``<m>-sam`` (on the seeds base, SAM and m all ran), in the metric's
+    own direction. Each m gets ``verdicts[m]`` (:func:`verdict` on the three intervals of its seeds,
+    oriented so that positive is better), ``shares[m]`` (:func:`recovered_share`) and
+    ``step_time_over_sam[m]`` (its mean step time over SAM's). ``verdict``, ``recovered`` and
+    ``step_time_das_over_sam`` repeat DAS's for the schema's older readers.
+
+    A comparison that cannot decide is still summarised, never refused: without a run of base or SAM
+    every verdict is ``undecided`` (without DAS, ``verdict`` is), undefined intervals are NaN (null in
+    JSON) and ``note`` says why; seeds a method lacks are left out of its pairing and named; a
+    non-finite metric on a paired seed (a diverged run) makes that method's verdict ``undecided``
+    (every verdict, for base or SAM) and is named. Malformed records (no method or seed, a seed twice,
+    the metric in no record) are a ``ValueError``.
     """
     if not isinstance(higher_is_better, bool):
         raise ValueError(f"Invalid higher_is_better value: {higher_is_better!r} (expected True or False)")
@@ -256,47 +339,65 @@ def summary_entry(
         raise ValueError(f"no record has the metric {metric!r}")
     if lacking:  # e.g. a diverged run that stored no metric: undefined, like a NaN
         notes.append(f"no {metric} for {', '.join(lacking)}")
-    present = [m for m in CORE_METHODS if m in table]
-    missing = [m for m in CORE_METHODS if m not in table]
+    missing = [m for m in (*REQUIRED, "das") if m not in table]
     if missing:
-        notes.append(f"no runs of {', '.join(missing)}: a verdict needs base, sam and das")
-    seeds = _paired_seeds(table, present, notes)
-    if len(seeds) < 2:
-        notes.append(f"{len(seeds)} paired seed(s): an interval needs at least 2")
-    others = [m for m in table if m not in CORE_METHODS]
-    values = {m: [_number(table[m][s].get(metric)) for s in seeds] for m in present}
+        why = "a verdict needs base and sam" if set(missing) & set(REQUIRED) else "das has no verdict"
+        notes.append(f"no runs of {', '.join(missing)}: {why}")
+    paired = all(m in table for m in REQUIRED)
 
-    def diff(a: str, b: str, vals: Mapping[str, list[float]]) -> PairedDiff:
-        ok = a in vals and b in vals and vals[a]
-        return paired_difference(vals[a], vals[b]) if ok else UNDEFINED
+    def values(method: str, seeds: Sequence[Any]) -> list[float]:
+        return [_number(table[method][s].get(metric)) for s in seeds]
 
-    diffs = {"sam-base": diff("sam", "base", values), "das-base": diff("das", "base", values)}
-    diffs["das-sam"] = diff("das", "sam", values)
-    means = {m: _mean(v) if v else math.nan for m, v in values.items()}
-    for m in others:  # a competitor is paired with SAM on the seeds both ran
-        own = _paired_seeds(table, [m, "sam"], notes) if "sam" in table else _sorted(table[m])
-        vals = {m: [_number(table[m][s].get(metric)) for s in own]}
-        if "sam" in table:
-            vals["sam"] = [_number(table["sam"][s].get(metric)) for s in own]
-        means[m] = _mean(vals[m]) if own else math.nan
-        diffs[f"{m}-sam"] = diff(m, "sam", vals)
-    oriented = {k: d.oriented(higher_is_better) for k, d in diffs.items()}
+    def diff(a: str, b: str, seeds: Sequence[Any]) -> PairedDiff:
+        ok = a in table and b in table and seeds
+        return paired_difference(values(a, seeds), values(b, seeds)) if ok else UNDEFINED
 
-    def step_time(method: str) -> float | None:
-        times = [table[method][s].get("step_time_ms") for s in seeds] if method in table else [None]
+    def step_time(method: str, seeds: Sequence[Any]) -> float | None:
+        times = [table[method][s].get("step_time_ms") for s in seeds]
         return None if not times or any(t is None for t in times) else _mean([float(t) for t in times])
 
-    das_time, sam_time = step_time("das"), step_time("sam")
+    def not_finite(method: str, seeds: Sequence[Any]) -> list[str]:
+        return [f"{method} seed {s}" for s, v in zip(seeds, values(method, seeds)) if not math.isfinite(v)]
+
+    seeds = _paired_seeds(table, REQUIRED, notes) if paired else []
+    if paired and len(seeds) < 2:
+        notes.append(f"{len(seeds)} paired seed(s): an interval needs at least 2")
+    means = {m: _mean(values(m, seeds if paired else _sorted(table[m]))) for m in REQUIRED if m in table}
+    diffs = {"sam-base": diff("sam", "base", seeds)}
+    diverged = [*not_finite("base", seeds), *not_finite("sam", seeds)] if paired else []
+    if diverged:  # a diverged base or SAM run: no verdict is guessed from the rest
+        notes.append(f"{metric} not finite for {', '.join(diverged)}: no verdict")
+    verdicts: dict[str, str] = {}
+    shares: dict[str, dict[str, Any] | None] = {}
+    times: dict[str, float | None] = {}
+    for m in _compared(table):
+        own = _paired_seeds(table, [*(r for r in REQUIRED if r in table), m], notes)
+        means[m] = _mean(values(m, own))
+        diffs[f"{m}-base"], diffs[f"{m}-sam"] = diff(m, "base", own), diff(m, "sam", own)
+        bad = not_finite(m, own)
+        if bad:
+            notes.append(f"{metric} not finite for {', '.join(bad)}: no verdict for {m}")
+        if paired and seeds and len(own) < 2 <= len(seeds):
+            notes.append(f"{m}: {len(own)} paired seed(s): an interval needs at least 2")
+        decidable = paired and own and not diverged and not bad
+        oriented = [d.oriented(higher_is_better) for d in (diff("sam", "base", own), diffs[f"{m}-sam"])]
+        m_base = diffs[f"{m}-base"].oriented(higher_is_better)
+        verdicts[m] = verdict(*oriented, m_base, match_tolerance) if decidable else "undecided"
+        shares[m] = (
+            recovered_share(values("base", own), values("sam", own), values(m, own), higher_is_better=higher_is_better)
+            if decidable
+            else None
+        )
+        m_time, sam_time = (step_time(m, own), step_time("sam", own)) if "sam" in table and own else (None, None)
+        ratio = m_time / sam_time if m_time is not None and sam_time else None
+        times[m] = ratio if ratio is not None and math.isfinite(ratio) else None
     selected = {
         m: [{"seed": s, **(runs[s].get("selected") or {})} for s in _sorted(runs)]
         for m, runs in table.items()
         if any(r.get("selected") for r in runs.values())
     }
-    nonfinite = [f"{m} seed {s}" for m in present for s, v in zip(seeds, values[m]) if not math.isfinite(v)]
-    if nonfinite:  # a diverged run: its intervals are undefined, and no verdict is guessed from the rest
-        notes.append(f"{metric} not finite for {', '.join(nonfinite)}: no verdict")
-    decidable = not missing and seeds and not nonfinite
-    ratio = das_time / sam_time if das_time and sam_time and math.isfinite(das_time / sam_time) else None
+    for m, runs in table.items():
+        notes.extend(_edge_notes(m, runs))
     return {
         "experiment": experiment,
         "metric": metric,
@@ -305,20 +406,12 @@ def summary_entry(
         "match_tolerance": match_tolerance,
         "mean": means,
         "diff": {k: d.to_dict() for k, d in diffs.items()},
-        "recovered": recovered_share(
-            values["base"],
-            values["sam"],
-            values["das"],
-            higher_is_better=higher_is_better,
-            n_boot=n_boot,
-            seed=boot_seed,
-        )
-        if decidable
-        else None,
-        "step_time_das_over_sam": ratio,
+        "recovered": shares.get("das"),
+        "step_time_das_over_sam": times.get("das"),
         "selected": selected,
-        "verdict": verdict(oriented["sam-base"], oriented["das-sam"], oriented["das-base"], match_tolerance)
-        if decidable
-        else "undecided",
+        "verdict": verdicts.get("das", "undecided"),
+        "verdicts": verdicts,
+        "shares": shares,
+        "step_time_over_sam": times,
         "note": "; ".join(notes) or None,
     }

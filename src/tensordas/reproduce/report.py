@@ -1,5 +1,5 @@
-"""The reproduction report: ``report.md`` opening with the summary of every comparison (intervals,
-DAS's share of SAM's gain, step-time ratio, verdict) and the paper's tables beside ours, then a
+"""The reproduction report: ``report.md`` opening with the summary of every comparison (a row per compared
+method: intervals, share of SAM's gain, step-time ratio, verdict) and the paper's tables beside ours, then a
 section per experiment (its table, figures, Q curves, the exact configuration), package versions and
 hardware."""
 
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..reporting import format_value, line_panels, save_figure, summarize
-from ..reporting.verdicts import SUMMARY_COLUMNS, summary_cells
+from ..reporting.verdicts import summary_rows
 from ..tasks import TASKS, RunResult
 from ..tasks.grid import CURVES_CSV, mean_curves
 from .families import FamilyOutcome, family_metric
@@ -74,26 +74,33 @@ def das_sam_time_ratio(records: Sequence[Mapping[str, Any]]) -> tuple[float, str
 
 
 def summary_section(summary: Sequence[Mapping[str, Any]]) -> str:
-    """The report's opening table: one row per compared experiment, with its notes below."""
+    """The report's opening table: one row per (experiment, method other than base and SAM), the experiment's
+    metric, seeds and SAM - base in its first row, with the notes below."""
     if not summary:
         return ""
-    columns = {"experiment": "experiment", "metric": "metric", "n_seeds": "seeds"}
-    columns |= {k: v for k, v in SUMMARY_COLUMNS.items() if k != "experiment"}
-    columns |= {"recovered": "DAS's share of SAM's gain [95% CI]", "time": "DAS/SAM step time"}
+    columns = {"experiment": "experiment", "metric": "metric", "n_seeds": "seeds", "sam-base": "SAM − base"}
+    columns |= {"method": "method", "m-base": "m − base", "m-sam": "m − SAM"}
+    columns |= {"share": "m's share of SAM's gain [95% CI]", "time": "step time / SAM's", "verdict": "verdict"}
     rows = []
     for entry in summary:
         arrow = "↑" if entry["higher_is_better"] else "↓"
-        rows.append({**summary_cells(entry), "metric": f"{entry['metric']} {arrow}", "n_seeds": entry["n_seeds"]})
+        first, *rest = summary_rows(entry)
+        rows.append({**first, "metric": f"{entry['metric']} {arrow}", "n_seeds": entry["n_seeds"]})
+        rows += [{**row, "metric": "", "n_seeds": ""} for row in rest]
     lines = [
-        "## Summary: does DAS deliver SAM's gain?",
+        "## Summary: does each method deliver SAM's gain?",
         "",
-        "Differences are means over paired seeds ± the half-width of their 95% t-interval, in the metric's own",
-        "direction (↑ higher is better, ↓ lower). The verdict is computed from the intervals (docs/design.md",
-        "section 7): SAM-base not above 0 → undecided; DAS-SAM within ±match tolerance → matches SAM; DAS-SAM",
-        "above 0 → better than SAM; DAS-SAM containing 0 → not distinguishable from SAM; DAS-base above 0 →",
-        "between base and SAM; otherwise no better than base. Where a strength is a list, each method picked its",
-        "value per seed on a validation split of the training data (`selected` in the records). How the bundled",
-        "experiments were chosen, and what was tried where a verdict reads `undecided`: docs/experiments.md.",
+        "One row per compared method m. Differences are means over paired seeds ± the half-width of their 95%",
+        "t-interval, in the metric's own direction (↑ higher is better, ↓ lower). m's share of SAM's gain is",
+        "(m − base) / (SAM − base) of the paired means with Fieller's 95% interval, `unbounded` where SAM's gain",
+        "is not significant. The verdict is computed from the intervals oriented so that positive is better",
+        "(docs/design.md section 7): SAM − base not above 0 → undecided; if m − base is above 0: m − SAM within",
+        "±match tolerance → matches SAM, m − SAM above 0 → better than SAM, m − SAM containing 0 → not",
+        "distinguishable from SAM, else between base and SAM; if m − base is not above 0: m − SAM below 0 → no",
+        "better than base, else inconclusive. Where a strength is a list, each method picked its value per seed",
+        "on a validation split of the training data (`selected` in the records; a value at the edge of its grid",
+        "is named in the notes). How the bundled experiments were chosen, and what was tried where a verdict",
+        "reads `undecided`: docs/experiments.md.",
         "",
         markdown_table(rows, columns),
         "",
@@ -119,9 +126,9 @@ def paper_section(
     summary: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The paper's Tables 1-3 and 6, each followed by our experiments of the matching family. Our share of
-    SAM's gain is the ``summary``'s ``recovered`` (set only where SAM's gain is significant), never a ratio
-    of two differences that may both be noise."""
-    recovered = {e["experiment"]: e["recovered"] for e in summary if e.get("recovered")}
+    SAM's gain is the ``summary``'s ``recovered`` where its interval is bounded (SAM's gain is significant),
+    never a ratio of two differences that may both be noise."""
+    recovered = {e["experiment"]: r for e in summary if (r := e.get("recovered")) and not r.get("unbounded")}
     columns = {"row": "", "setting": "setting", "base": "base", "sam": "SAM", "das": "DAS", "share": "DAS's share"}
     rows: list[dict[str, Any]] = []
     for paper in PAPER_TABLES:

@@ -43,8 +43,9 @@ class Metric:
         label: a column header (``test accuracy``).
         higher_is_better: its direction (verdicts orient differences so that positive is better).
         match_tolerance: the default ``match_tolerance`` of a verdict decided on it, in the metric's
-            units: DAS "matches SAM" when the DAS-SAM interval lies within ±this. 0.01 suits the
-            fractions most metrics are (accuracy, R², F1); a metric in other units sets its own.
+            units: a method m "matches SAM" when it gains over the base and its m-SAM interval lies
+            within ±this. 0.01 suits the fractions most metrics are (accuracy, R², F1); a metric in
+            other units sets its own.
     """
 
     key: str
