@@ -64,8 +64,11 @@ __all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
 
 # The registry's methods the Trainer can run: one-pass methods, and two-pass ones with SAM's phases
 # (training_step runs both passes of each micro-batch through first_step/restore).
+# Not the methods with a loss term: the Trainer computes the loss itself and exposes no features to add it to.
 METHODS = tuple(
-    m.name for m in REGISTRY.values() if not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))
+    m.name
+    for m in REGISTRY.values()
+    if m.loss_term is None and (not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM)))
 )
 # Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``).
 _KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name}
@@ -139,6 +142,11 @@ def das_optimizer_cls_and_kwargs(
 
 def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, MethodOptions]:
     """The registry entry of ``method`` and its options, popped from ``kwargs`` (the rest is the Trainer's)."""
+    if method in REGISTRY and REGISTRY[method].loss_term is not None:
+        raise ValueError(
+            f"DASTrainer does not run method {method!r}: it adds a loss term from the model's features, which the "
+            f"Trainer's own loss does not expose; use `tensordas finetune --optimizer {method}`"
+        )
     if method in REGISTRY and method not in METHODS:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
         raise ValueError(
             f"DASTrainer does not run method {method!r} (its step is not wired into the Trainer's micro-batches); "
