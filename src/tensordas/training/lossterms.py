@@ -196,7 +196,8 @@ def saf_term(ctx: LossContext) -> torch.Tensor:
     lam, tau, lag = float(ctx.options["saf_lambda"]), float(ctx.options["saf_tau"]), int(ctx.options["saf_epochs"])
     idx, logits, state = ctx.indices, ctx.logits, ctx.state
     if "saf_logits" not in state:
-        state["saf_logits"] = torch.zeros(lag + 1, ctx.n_samples, logits.shape[1], device=logits.device)
+        shape = (lag + 1, ctx.n_samples, logits.shape[1])
+        state["saf_logits"] = torch.zeros(shape, dtype=logits.dtype, device=logits.device)
         state["saf_epoch"] = torch.full((lag + 1, ctx.n_samples), -1, dtype=torch.int64, device=logits.device)
     memory, written = state["saf_logits"], state["saf_epoch"]
     if memory.shape != (lag + 1, ctx.n_samples, logits.shape[1]):
