@@ -480,9 +480,12 @@ def compared_methods(supplies: Iterable[str] | None = None) -> tuple[str, ...]:
 
 
 def method_of(optimizer: Optimizer) -> Method:
-    """The registered method whose class ``optimizer`` is an instance of (``base`` if none)."""
+    """The registered method whose class ``optimizer`` is an instance of (``base`` if none).
+
+    A loss term is not part of the optimizer: the optimizer of ``jreg`` is the base optimizer's (``base``),
+    that of ``das+jreg`` is DAS's (``das``)."""
     for method in METHODS.values():
-        if not method.wraps:
+        if not method.wraps or method.loss_term is not None:
             continue
         try:
             cls = method.wrapper
