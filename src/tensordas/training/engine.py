@@ -58,11 +58,12 @@ from ..core_groups import CoreGroup, find_core_groups
 from ..metrics import norm_deviation
 from ..optim.watch import CHECK_AFTER, ScaleWatch
 from ..reporting import ProgressFn, atomic_open, ensure_dir
-from .lossterms import HeadTap, LossContext
+from .lossterms import CONTEXT_FIELDS, HeadTap, LossContext
 from .optimizers import OptimizerConfig, build_optimizer, optimizer_step, synchronize
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CONTEXT_FIELDS",
     "Batch",
     "Checkpoint",
     "Epochs",

@@ -262,7 +262,7 @@ DAS_OPTIONS: tuple[Option, ...] = (
 # The loss terms' options (docs/design.md: the terms' math and where the defaults come from).
 JREG_LAMBDA = Option(
     "jreg_lambda",
-    1e-3,
+    3e-3,
     "Jacobian regularisation strength: lambda * (||W_last||^2 + ratio * mean ||features||^2).",
     minimum=0,
 )
@@ -290,8 +290,11 @@ MESA_START = Option(
 JREG_OPTIONS = (JREG_LAMBDA, JREG_RATIO)
 SAF_OPTIONS = (SAF_LAMBDA, SAF_TAU, SAF_EPOCHS, SAF_START)
 MESA_OPTIONS = (MESA_LAMBDA, SAF_TAU, MESA_DECAY, MESA_START)
-JREG_GRID = (1e-4, 1e-3, 1e-2)
-SAF_GRID = (0.1, 0.3, 1.0)
+# Default grids: chosen in a pilot on the noisy family (tt-mlp, digits, 600 samples, 40% noise, 10 epochs,
+# seeds 0-1) by validation accuracy and memorisation of the corrupted training labels: jreg acts from 1e-3
+# (memorised 0.35 -> 0.23) and collapses to chance at 3e-2; SAF acts from its authors' 0.3 and breaks at 10.
+JREG_GRID = (1e-3, 3e-3, 1e-2)
+SAF_GRID = (0.3, 1.0, 3.0)
 
 # --- the methods: one entry each ---------------------------------------------------------------------
 METHODS: dict[str, Method] = {
