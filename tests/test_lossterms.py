@@ -312,3 +312,30 @@ def test_das_plus_jreg_scales_the_cores_and_adds_the_term(digits):
     key = names[id(core)]
     assert not torch.allclose(both.state_dict()[key], jreg.state_dict()[key])  # DAS moved the cores
     assert not torch.allclose(both.head.weight, das.head.weight)  # the term moved the head
+
+
+def test_das_plus_saf_scales_the_cores_and_adds_the_trajectory_loss(digits):
+    loop = LoopConfig(epochs=2, batch_size=40, lr_schedule="none")
+    args = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+
+    def run(method, **kw):
+        model = tiny()
+        opt = OptimizerConfig(method=method, lr=0.05, alpha=5.0, saf_epochs=1, saf_start=0, saf_lambda=3.0, **kw)
+        train_classifier(model, opt, *args, loop=loop, seed=0)
+        return model
+
+    both, das, saf = run("das+saf"), run("das"), run("saf")
+    core = td.find_core_groups(both)[0].cores[0]
+    key = {id(p): k for k, p in both.named_parameters()}[id(core)]
+    assert not torch.allclose(both.state_dict()[key], saf.state_dict()[key])  # DAS moved the cores
+    assert not torch.allclose(both.head.weight, das.head.weight)  # the trajectory loss moved the head
+
+
+def test_the_trainer_integration_refuses_a_loss_term_method():
+    pytest.importorskip("transformers")
+    from tensordas.adapters.hf import METHODS as TRAINER_METHODS
+    from tensordas.adapters.hf import _method_settings
+
+    assert "jreg" not in TRAINER_METHODS and "das" in TRAINER_METHODS
+    with pytest.raises(ValueError, match="loss term"):
+        _method_settings("das+jreg", {})
