@@ -339,3 +339,12 @@ def test_the_trainer_integration_refuses_a_loss_term_method():
     assert "jreg" not in TRAINER_METHODS and "das" in TRAINER_METHODS
     with pytest.raises(ValueError, match="loss term"):
         _method_settings("das+jreg", {})
+
+
+def test_cli_complete_refuses_a_loss_term_method_before_any_run(tmp_path, capsys):
+    from tensordas.cli import main
+
+    status = main(["complete", "--optimizer", "base,saf", "--steps", "2", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status != 0 and "indices" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "runs").exists()  # nothing trained

@@ -248,6 +248,14 @@ def _comparison_options(
     def settings(values: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in values.items() if k not in ("optimizer", "compare", *_RUN)}
         methods = parse_methods(values["optimizer"], values["compare"], supplies)
+        for name in methods:  # fail before any run: a loss term this family cannot supply
+            missing = METHODS[name].needs_missing(supplies) if name in METHODS and supplies is not None else []
+            if missing:
+                raise typer.BadParameter(
+                    f"{name!r} adds a loss term that needs the model's {', '.join(missing)}, which this family "
+                    "cannot supply (loss-term methods run in the classifier families: train, compress, finetune)",
+                    param_hint="'--optimizer'",
+                )
         out.update(optimizers=methods, seeds=parse_seeds(values["seeds"]))
         out.update({k: parse_strength(values[k], OPTIONS[k].flag) for k in STRENGTHS})
         return out

@@ -365,7 +365,7 @@ def train(
     label: str | None = None,
     loss_dtype: torch.dtype = torch.float64,
     supplies: Collection[str] = (),
-    family: str = "this",
+    family: str | None = None,
 ) -> TrainResult:
     """Train ``model`` (in place) with the method ``optimizer`` names, batches from ``plan``.
 
@@ -402,7 +402,8 @@ def train(
     if missing:
         raise ValueError(
             f"optimizer {optimizer.method!r} adds a loss term that needs the model's {', '.join(missing)}, which "
-            f"the {family} family cannot supply (methods with a loss term run in the classifier families: "
+            f"{'this' if family is None else 'the ' + family} family cannot supply (methods with a loss term run "
+            "in the classifier families: "
             "noisy, compress, finetune)"
         )
     device = next(model.parameters()).device
@@ -429,10 +430,8 @@ def train(
 
     def term_loss(value: torch.Tensor, exposed: Mapping[str, Any] | None, round_: int) -> torch.Tensor:
         if exposed is None:
-            raise ValueError(f"the {family} family's loss exposes nothing to the loss term of {optimizer.method!r}")
-        ctx = LossContext(
-            **exposed, epoch=round_, state=term_state, cache=term_cache, options=term_options
-        )  # fmt: skip
+            raise ValueError(f"the family's loss exposes nothing to the loss term of {optimizer.method!r}")
+        ctx = LossContext(**exposed, epoch=round_, state=term_state, cache=term_cache, options=term_options)
         if ctx.model is None:
             ctx.model = model
         if tap is not None:
