@@ -58,8 +58,8 @@ def test_jreg_term_equals_the_formula_in_float64():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).double()
     x = torch.randn(4, 5, dtype=torch.float64)
-    tap = HeadTap(model)
-    logits = model(x)
+    with HeadTap(model) as tap:
+        logits = model(x)
     ctx = LossContext(
         logits=logits, features=tap.take(logits), head=tap.head, options={"jreg_lambda": 0.02, "jreg_ratio": 0.5}
     )
@@ -68,7 +68,7 @@ def test_jreg_term_equals_the_formula_in_float64():
     h = torch.clamp(x @ w1.T + b1, min=0)  # the last layer's input, written out
     want = 0.02 * (sum(float(v) ** 2 for v in w2.flatten()) + 0.5 * sum(float(r @ r) for r in h) / 4)
     assert float(got) == pytest.approx(want, rel=1e-12)
-    tap.close()
+    assert not model[2]._forward_hooks  # the hook lives only inside the block
 
 
 def test_the_head_of_the_networks_is_their_last_linear_layer():
@@ -93,9 +93,10 @@ class Pairs(nn.Module):
 
 def test_a_head_that_does_not_give_the_logits_is_a_clear_error():
     model = Pairs()
-    tap = HeadTap(model)
+    with HeadTap(model) as tap:
+        logits = model(torch.zeros(2, 4))
     with pytest.raises(ValueError, match="did not produce the logits"):
-        tap.take(model(torch.zeros(2, 4)))
+        tap.take(logits)
 
 
 def test_a_jreg_step_is_an_sgd_step_on_the_penalised_loss(digits):

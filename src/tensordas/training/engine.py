@@ -40,6 +40,7 @@ groups), ``time_s`` (the round's training time) and the family's metrics.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -474,7 +475,8 @@ def train(
 
             def closure(data=batch.data, first=first, round_=round_) -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
-                out = loss(data)
+                with tap if tap is not None else contextlib.nullcontext():
+                    out = loss(data)
                 value, counts, exposed = (*out, None, None)[:3] if isinstance(out, tuple) else (out, None, None)
                 (value if term is None else term_loss(value, exposed, round_)).backward()
                 first.setdefault("counts", counts)  # SAM calls twice: keep the pass at w
@@ -529,8 +531,6 @@ def train(
                     "stopped": stopped,
                 },
             )
-    if tap is not None:
-        tap.close()
     if best["state"] is not None:  # early stopping: end with the weights of the best evaluation
         model.load_state_dict(best["state"])
     _, _, per_group = q_stats(groups)

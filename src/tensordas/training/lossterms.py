@@ -124,14 +124,24 @@ def head_weight(head: nn.Module) -> torch.Tensor:
 
 
 class HeadTap:
-    """A forward hook on the model's last linear layer: keeps its input (the penultimate features) and
-    output of the latest forward pass. Leaves the model's forward unchanged; :meth:`close` removes it."""
+    """A forward hook on the model's last linear layer, keeping its input (the penultimate features) and
+    output. Used as ``with tap: logits = model(x)``: the hook exists only inside the block, so the model's
+    forward is unchanged everywhere else (evaluation, other methods, after an exception)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.head = find_head(model)
         self.features: torch.Tensor | None = None
         self.output: torch.Tensor | None = None
+        self._handle: Any = None
+
+    def __enter__(self) -> HeadTap:
+        self.features = self.output = None
         self._handle = self.head.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+        self._handle = None
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         if module is self.head:  # a deep copy of the model (a teacher) carries the hook too: ignore it
@@ -146,9 +156,6 @@ class HeadTap:
             )
         features, self.features, self.output = self.features, None, None
         return features.flatten(1)
-
-    def close(self) -> None:
-        self._handle.remove()
 
 
 # ------------------------------------------------------------------------------------------- terms
