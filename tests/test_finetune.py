@@ -168,7 +168,9 @@ def test_cli_compare_end_to_end(tiny_model, easy_csv, tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 0, captured.err
     records = json.loads((out / "results.json").read_text())["records"]
-    assert [r["optimizer"] for r in records] == ["adamw", "sam(adamw)", "das(adamw)", "looksam(adamw)"]
+    assert [r["optimizer"] for r in records] == [
+        "adamw", "sam(adamw)", "das(adamw)", "looksam(adamw)", "jreg(adamw)", "saf(adamw)"
+    ]  # fmt: skip
     assert "das(adamw)" in captured.out and "relative to the base optimizer" in captured.out
 
 

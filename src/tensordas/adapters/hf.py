@@ -66,9 +66,12 @@ __all__ = ["DASTrainer", "das_optimizer_cls_and_kwargs", "trainer_methods"]
 def trainer_methods() -> tuple[str, ...]:
     """The registry's methods the Trainer can run, read when asked (a method registered later is included):
     one-pass methods, and two-pass ones with SAM's phases (training_step runs both passes of each micro-batch
-    through first_step/restore)."""
+    through first_step/restore). Not the methods with a loss term: the Trainer computes the loss itself and
+    exposes no features to add it to."""
     return tuple(
-        m.name for m in REGISTRY.values() if not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))
+        m.name
+        for m in REGISTRY.values()
+        if m.loss_term is None and (not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM)))
     )
 
 
@@ -156,6 +159,11 @@ def das_optimizer_cls_and_kwargs(
 
 def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, MethodOptions]:
     """The registry entry of ``method`` and its options, popped from ``kwargs`` (the rest is the Trainer's)."""
+    if method in REGISTRY and REGISTRY[method].loss_term is not None:
+        raise ValueError(
+            f"DASTrainer does not run method {method!r}: it adds a loss term from the model's features, which the "
+            f"Trainer's own loss does not expose; use `tensordas finetune --optimizer {method}`"
+        )
     runnable = trainer_methods()
     if method in REGISTRY and method not in runnable:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
         raise ValueError(

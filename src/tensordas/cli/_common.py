@@ -125,9 +125,10 @@ def parse_strength(value: str, option: str) -> float | tuple[float, ...]:
     return numbers[0] if len(numbers) == 1 else tuple(numbers)
 
 
-def parse_methods(optimizer: str, compare: bool) -> tuple[str, ...]:
-    """The methods to run: the registry's compared ones with ``--compare``, else the comma-separated ``--optimizer``."""
-    return compared_methods() if compare else tuple(o.strip() for o in optimizer.split(","))
+def parse_methods(optimizer: str, compare: bool, supplies: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The methods to run: the registry's compared ones with ``--compare`` (those whose loss term the family
+    can supply, ``supplies``), else the comma-separated ``--optimizer``."""
+    return compared_methods(supplies) if compare else tuple(o.strip() for o in optimizer.split(","))
 
 
 def parse_rank(value: str | None, option: str = "--rank") -> int | tuple[int, ...] | None:
@@ -215,9 +216,11 @@ class OptionGroup:
 _RUN = ("threads", "out", "resume", "progress", "match_tolerance")
 
 
-def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, seeds_help: str) -> OptionGroup:
+def _comparison_options(
+    defaults: dict[str, Any], out: str, resume_help: str, seeds_help: str, supplies: tuple[str, ...] | None = None
+) -> OptionGroup:
     """The base optimizer, the methods and one flag per method registry option, seeds, device, and how to run."""
-    compared = ", ".join(m.upper() if m != "base" else m for m in compared_methods())
+    compared = ", ".join(m.upper() if m != "base" else m for m in compared_methods(supplies))
     parameters = (
         _option("base", str, defaults["base"], "--base", help=f"Base optimizer: {' | '.join(BASE_OPTIMIZERS)}."),
         _option("lr", float, defaults["lr"], "--lr", help="Learning rate of the base optimizer."),
@@ -245,7 +248,16 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
 
     def settings(values: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in values.items() if k not in ("optimizer", "compare", *_RUN)}
-        out.update(optimizers=parse_methods(values["optimizer"], values["compare"]), seeds=parse_seeds(values["seeds"]))
+        methods = parse_methods(values["optimizer"], values["compare"], supplies)
+        for name in methods:  # fail before any run: a loss term this family cannot supply
+            missing = METHODS[name].needs_missing(supplies) if name in METHODS and supplies is not None else []
+            if missing:
+                raise typer.BadParameter(
+                    f"{name!r} adds a loss term that needs the model's {', '.join(missing)}, which this family "
+                    "cannot supply (loss-term methods run in the classifier families: train, compress, finetune)",
+                    param_hint="'--optimizer'",
+                )
+        out.update(optimizers=methods, seeds=parse_seeds(values["seeds"]))
         out.update({k: parse_strength(values[k], OPTIONS[k].flag) for k in STRENGTHS})
         return out
 
@@ -324,7 +336,7 @@ def comparison_command(
     their defaults; an option given on the command line wins.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(task.config) if f.default is not dataclasses.MISSING}
-    shared = _comparison_options(defaults, out, resume_help, seeds_help)
+    shared = _comparison_options(defaults, out, resume_help, seeds_help, task.loss_context)
 
     def wrap(settings_of: Callable[..., dict[str, Any]]) -> Callable[..., None]:
         own = list(inspect.signature(settings_of, eval_str=True).parameters.values())

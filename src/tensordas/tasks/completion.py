@@ -307,6 +307,7 @@ class CompletionExperiment:
             monitor=None if split.val is None else Monitor("val_r2", patience=cfg.patience),
             progress=progress,
             label=f"{optimizer.label} s{seed}",
+            family=NAME,  # a regression on tensor entries: no logits, classes or samples for a loss term
         )
         record = {
             **result.record_fields(),
@@ -480,4 +481,5 @@ TASK = Task(
         Q,
     ),
     command="complete",
+    loss_context=(),  # a regression on tensor entries: no logits, classes or samples for a loss term
 )

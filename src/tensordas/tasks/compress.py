@@ -569,6 +569,7 @@ class CompressExperiment:
             train,
             (setup.data.x_test, setup.data.y_test),
             loop=cfg.loop,
+            family=NAME,
             seed=seed,
             validation=validation,
             checkpoint=None if self.out_dir is None else self.out_dir / CHECKPOINTS_DIR / f"{key}.pt",

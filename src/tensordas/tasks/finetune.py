@@ -65,6 +65,7 @@ from ..training import (
     compared_optimizers,
     engine,
 )
+from ..training.lossterms import CONTEXT_FIELDS
 from .grid import (
     RunResult,
     check_seeds,
@@ -261,6 +262,11 @@ def load_backbone(name: str = DEFAULT_MODEL, dtype: str = "float32") -> tuple[nn
 def _hidden_size(backbone: nn.Module) -> int:
     size = getattr(getattr(backbone, "config", None), "hidden_size", None)
     return int(size) if size else int(backbone.get_input_embeddings().embedding_dim)
+
+
+def _forward_pair(model: nn.Module, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The classifier's logits on ``(input_ids, attention_mask)`` (a loss term's teacher reruns it)."""
+    return model(*inputs)
 
 
 class MeanPoolClassifier(nn.Module):
@@ -471,14 +477,17 @@ class FinetuneExperiment:
             epochs=cfg.epochs,
             sizes=[min(size, n - start) for start in range(0, n, size)],
             order=lambda epoch: torch.randperm(n, generator=gen),
-            take=lambda idx: train.batch(idx, device),
+            take=lambda idx: (*train.batch(idx, device), idx.to(device)),
             per_sample=False,  # the mean over batches
             generator=gen,
         )
 
-        def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            ids, mask, y = batch
-            return F.cross_entropy(model(ids, mask), y)
+        def loss(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, None, dict[str, Any]]:
+            ids, mask, y, idx = batch
+            logits = model(ids, mask)
+            # what a method's loss term may read (training/lossterms.py); the head is MeanPoolClassifier's
+            exposed = {"logits": logits, "targets": y, "indices": idx, "n_samples": n, "inputs": (ids, mask)}
+            return F.cross_entropy(logits, y), None, {**exposed, "forward": _forward_pair}
 
         def evaluate(row: Mapping[str, Any]) -> dict[str, float]:
             acc, f1, _ = _evaluate(model, test, self.data.num_labels, device)
@@ -500,6 +509,8 @@ class FinetuneExperiment:
             progress=progress,
             label=f"{optimizer.label} s{seed}",
             loss_dtype=torch.float32,  # the running loss this family always summed in
+            supplies=CONTEXT_FIELDS,
+            family=NAME,
         )
         record = {
             "adapter": cfg.adapter,

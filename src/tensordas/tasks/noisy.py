@@ -280,6 +280,7 @@ class NoisyExperiment:
             (x_train, y_train),
             (data.x_test, data.y_test),
             loop=cfg.loop,
+            family=NAME,
             seed=seed,
             true_labels=y_true,
             validation=validation,

@@ -95,6 +95,9 @@ class Task:
         record_columns: for a family without metrics, the record fields a report table shows.
         note: a line a report prints under the family's table.
         command: the CLI command that runs the family (``train`` runs ``noisy``).
+        loss_context: the fields a method's loss term may read that the family supplies
+            (:data:`~tensordas.training.lossterms.CONTEXT_FIELDS`; ``None``: all of them); ``--compare``
+            leaves out the methods whose loss term needs more.
     """
 
     name: str
@@ -110,6 +113,7 @@ class Task:
     record_columns: Mapping[str, str] = field(default_factory=dict)
     note: str | None = None
     command: str | None = None
+    loss_context: tuple[str, ...] | None = None
 
     @property
     def metric(self) -> Metric | None:

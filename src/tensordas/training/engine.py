@@ -7,6 +7,11 @@ A family supplies three things and the engine does the rest:
   exactly as it always did, so its numbers do not depend on the engine;
 - the loss: ``loss(batch) -> loss`` or ``(loss, counts)``, where ``counts`` are per-batch sums
   (e.g. correct predictions) reported per round like the loss, from the pass at the current weights;
+  or ``(loss, counts, exposed)``, where ``exposed`` holds what the forward pass exposes to a method's
+  loss term (``logits``, ``targets``, ``indices``, ``n_samples``, ``inputs``, ``forward``: see
+  :class:`~tensordas.training.lossterms.LossContext`), with ``supplies=`` naming the fields the family
+  provides (``features`` and ``head`` included where its model's last linear layer gives the logits:
+  the engine reads them with a forward hook);
 - the evaluation: ``evaluate(row) -> metrics``, called before training (row 0) and after every round.
 
 The engine builds the optimizer from the method registry (:func:`build_optimizer`), and for every
@@ -18,8 +23,14 @@ evaluation, and the result says so (checked once per round, so no host synchroni
 the norm deviation ``Q`` of the core groups in every row (mean and sum over groups); one progress
 callback; optional early stopping on a validation metric that restores the best weights
 (:class:`Monitor`); and one checkpoint/resume path (:class:`Checkpoint`): after every round the model,
-optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state and history
-are written atomically, and a resumed run ends with exactly the numbers of an uninterrupted one.
+optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state, the loss
+term's state (SAF's memory, MESA's teacher) and history are written atomically, and a resumed run ends
+with exactly the numbers of an uninterrupted one.
+
+Loss terms. A method with a :attr:`~tensordas.training.methods.Method.loss_term` adds it to the family's
+loss before ``backward()`` (one pass; the reported training loss stays the family's own loss, so it
+compares across methods); a family that does not supply what the term needs is refused before training,
+with its name in the message.
 
 Rows (``TrainResult.history``) hold ``step`` (optimizer steps so far), ``epoch`` (for :class:`Epochs`),
 ``lr`` (of the first parameter group), ``train_loss`` (the round's mean training loss: per sample or per
@@ -29,13 +40,14 @@ groups), ``time_s`` (the round's training time) and the family's metrics.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,10 +59,12 @@ from ..core_groups import CoreGroup, find_core_groups
 from ..metrics import norm_deviation
 from ..optim.watch import CHECK_AFTER, ScaleWatch
 from ..reporting import ProgressFn, atomic_open, ensure_dir
+from .lossterms import CONTEXT_FIELDS, HeadTap, LossContext
 from .optimizers import OptimizerConfig, build_optimizer, optimizer_step, synchronize
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CONTEXT_FIELDS",
     "Batch",
     "Checkpoint",
     "Epochs",
@@ -66,7 +80,11 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "tensordas-train-checkpoint"
 
-LossOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]
+LossOutput = (
+    torch.Tensor
+    | tuple[torch.Tensor, Mapping[str, torch.Tensor] | None]
+    | tuple[torch.Tensor, Mapping[str, torch.Tensor] | None, Mapping[str, Any]]
+)
 
 
 # ------------------------------------------------------------------------------------------- plans
@@ -347,6 +365,8 @@ def train(
     progress: ProgressFn | None = None,
     label: str | None = None,
     loss_dtype: torch.dtype = torch.float64,
+    supplies: Collection[str] = (),
+    family: str | None = None,
 ) -> TrainResult:
     """Train ``model`` (in place) with the method ``optimizer`` names, batches from ``plan``.
 
@@ -364,9 +384,12 @@ def train(
         progress: called as ``progress(label, steps_done, total_steps)`` at the start and after every step.
         label: the progress label (default: the optimizer's label).
         loss_dtype: the dtype the running training loss is summed in.
+        supplies: the loss-term context fields the family supplies (module docstring; ``()``: none).
+        family: the family's name, for the error a method whose loss term it cannot supply gets.
 
     Raises:
-        ValueError: a method that needs core groups on a model without any.
+        ValueError: a method that needs core groups on a model without any, or a loss term the family
+            cannot supply.
     """
     label = label or optimizer.label
     groups = list(core_groups) if core_groups is not None else core_groups_or_none(model)
@@ -374,6 +397,15 @@ def train(
         raise ValueError(
             f"optimizer {optimizer.label} needs core groups, but {type(model).__name__} has none "
             "(a dense network? use a tensorized one such as 'tt-mlp')"
+        )
+    term = optimizer.spec.loss_term
+    missing = optimizer.spec.needs_missing(supplies)
+    if missing:
+        raise ValueError(
+            f"optimizer {optimizer.method!r} adds a loss term that needs the model's {', '.join(missing)}, which "
+            f"{'this' if family is None else 'the ' + family} family cannot supply (methods with a loss term run "
+            "in the classifier families: "
+            "noisy, compress, finetune)"
         )
     device = next(model.parameters()).device
     total_steps = plan.total_steps
@@ -392,6 +424,21 @@ def train(
         out.update(Q=q_mean, Q_sum=q_sum, time_s=seconds)
         return out
 
+    term_state: dict[str, torch.Tensor] = {}  # the loss term's per-run memory (checkpointed)
+    term_cache: dict[str, Any] = {}  # what the term rebuilds from its state (not checkpointed)
+    term_options = config.options()
+    tap = HeadTap(model) if term is not None and term.needs & {"features", "head"} else None
+
+    def term_loss(value: torch.Tensor, exposed: Mapping[str, Any] | None, round_: int) -> torch.Tensor:
+        if exposed is None:
+            raise ValueError(f"the family's loss exposes nothing to the loss term of {optimizer.method!r}")
+        ctx = LossContext(**exposed, epoch=round_, state=term_state, cache=term_cache, options=term_options)
+        if ctx.model is None:
+            ctx.model = model
+        if tap is not None:
+            ctx.features, ctx.head = tap.take(ctx.logits), tap.head
+        return value + term(ctx)
+
     session_start = time.perf_counter()
     state = _resume_state(checkpoint) if checkpoint is not None else None
     best: dict[str, Any] = {"value": None, "state": None, "step": None, "waited": 0}
@@ -408,6 +455,7 @@ def train(
         step_times: list[float] = [float(t) for t in state["step_times"]]
         best = dict(state["best"])
         resumed_from = int(state["round"])
+        term_state.update({k: v.to(device) for k, v in (state.get("loss_term") or {}).items()})
     else:
         history = [row(0, 0, None, {}, 0.0)]
         start, steps, wall_before, diverged, stopped, step_times, resumed_from = 1, 0, 0.0, False, False, [], 0
@@ -425,11 +473,12 @@ def train(
         for batch in plan.batches(round_):
             first: dict[str, Any] = {}
 
-            def closure(data=batch.data, first=first) -> torch.Tensor:
+            def closure(data=batch.data, first=first, round_=round_) -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
-                out = loss(data)
-                value, counts = out if isinstance(out, tuple) else (out, None)
-                value.backward()
+                with tap if tap is not None else contextlib.nullcontext():
+                    out = loss(data)
+                value, counts, exposed = (*out, None, None)[:3] if isinstance(out, tuple) else (out, None, None)
+                (value if term is None else term_loss(value, exposed, round_)).backward()
                 first.setdefault("counts", counts)  # SAM calls twice: keep the pass at w
                 return value
 
@@ -472,6 +521,7 @@ def train(
                     "optimizer": opt.state_dict(),
                     "scheduler": None if sched is None else sched.state_dict(),
                     "plan": plan.state_dict(),
+                    "loss_term": term_state,
                     "rng": _rng_state(device),
                     "history": history,
                     "step_times": step_times,

@@ -53,9 +53,11 @@ from torch import nn
 from ..reporting import ProgressFn
 from . import engine
 from .engine import Checkpoint, Epochs, TrainResult
+from .lossterms import CONTEXT_FIELDS
 from .optimizers import OptimizerConfig
 
 __all__ = [
+    "CLASSIFIER_CONTEXT",
     "LR_SCHEDULES",
     "LoopConfig",
     "evaluate",
@@ -63,6 +65,9 @@ __all__ = [
 ]
 
 LR_SCHEDULES = ("cosine", "step", "none")
+# What a classifier's training step exposes to a method's loss term (every field of LossContext): the
+# features and the last layer come from a forward hook on the model's last linear layer.
+CLASSIFIER_CONTEXT = CONTEXT_FIELDS
 
 Inputs = torch.Tensor | Mapping[str, torch.Tensor]
 Forward = Callable[[nn.Module, Any], torch.Tensor]
@@ -227,6 +232,7 @@ def train_classifier(
     progress: ProgressFn | None = None,
     label: str | None = None,
     forward: Forward | None = None,
+    family: str = "classifier",
 ) -> TrainResult:
     """Train ``model`` (in place) with cross-entropy on ``train`` and evaluate it on ``test`` every epoch.
 
@@ -247,6 +253,7 @@ def train_classifier(
         progress: called as ``progress(label, steps_done, total_steps)``.
         label: progress label (default: the optimizer's label).
         forward: ``forward(model, inputs) -> logits`` (default: ``model(inputs)``).
+        family: the family's name in errors (a method whose loss term the model cannot supply).
 
     Returns:
         A :class:`TrainResult` with the per-epoch metrics.
@@ -275,13 +282,22 @@ def train_classifier(
         epochs=loop.epochs,
         sizes=sizes,
         order=lambda epoch: torch.randperm(n_train, generator=_epoch_generator(seed, epoch)).to(device),
-        take=lambda idx: (_take(x_train, idx), y_train[idx]),
+        take=lambda idx: (_take(x_train, idx), y_train[idx], idx),
     )
 
-    def loss(batch: tuple[Inputs, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        xb, yb = batch
+    def loss(batch: tuple[Inputs, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        xb, yb, idx = batch
         logits = forward(model, xb)
-        return F.cross_entropy(logits, yb), {"train_acc": (logits.argmax(dim=1) == yb).sum()}
+        # what a method's loss term may read (training/lossterms.py); the samples' indices in the training set
+        exposed = {
+            "logits": logits,
+            "targets": yb,
+            "indices": idx,
+            "n_samples": n_train,
+            "inputs": xb,
+            "forward": forward,
+        }
+        return F.cross_entropy(logits, yb), {"train_acc": (logits.argmax(dim=1) == yb).sum()}, exposed
 
     def measure(row: Mapping[str, Any]) -> dict[str, Any]:
         test_loss, test_acc, _ = evaluate(model, x_test, y_test, batch_size=loop.eval_batch_size, forward=forward)
@@ -321,4 +337,6 @@ def train_classifier(
         checkpoint=store,
         progress=progress,
         label=label,
+        supplies=CLASSIFIER_CONTEXT,
+        family=family,
     )

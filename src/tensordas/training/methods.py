@@ -31,6 +31,7 @@ from ..optim import BAR, DAS, SAM
 from ..optim.das import GRAD_NORMS, VARIANTS
 from ..optim.schedules import ALPHA_SCHEDULES
 from ._looksam import looksam_class, looksam_step
+from .lossterms import JREG, MESA, SAF, LossTerm
 
 __all__ = [
     "BASE_OPTIMIZERS",
@@ -96,7 +97,9 @@ class Option:
         elif self.choices:
             if value not in self.choices:
                 raise ValueError(f"Invalid {self.name} {value!r} (expected one of {', '.join(self.choices)})")
-        elif self.type is float:
+        elif self.type in (float, int):
+            if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"Invalid {self.name} value: {value!r} (expected an integer)")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"Invalid {self.name} value: {value!r} (expected a finite number)")
             if self.minimum is not None and not value >= self.minimum:
@@ -130,6 +133,10 @@ class Method:
         grid: the default candidate values of ``strength`` that ``--tune`` tries (empty: none declared).
         fixed: keyword arguments the wrapper always gets, not options the user sets: a preset of another
             method's class (the authors' DAS is ``td.DAS`` with ``variant="reference"``).
+        loss_term: a term the engine adds to the training loss, computed from what the forward pass exposes
+            (:mod:`~tensordas.training.lossterms`); the options it reads are among ``options`` and are not
+            passed to the wrapper. With ``cls``, the combination "wrapper + term" (``das+jreg``). Families
+            that cannot supply the fields the term needs refuse the method before training.
     """
 
     name: str
@@ -146,11 +153,23 @@ class Method:
     cycle: str | None = None
     grid: tuple[float, ...] = ()
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    loss_term: LossTerm | None = None
 
     @property
     def is_base(self) -> bool:
-        """The base optimizer itself, not a wrapper."""
-        return self.cls is None and self.load is None
+        """The base optimizer itself: no wrapper and no loss term."""
+        return self.cls is None and self.load is None and self.loss_term is None
+
+    @property
+    def wraps(self) -> bool:
+        """The optimizer is a wrapper class around the base optimizer (not the base optimizer itself)."""
+        return self.cls is not None or self.load is not None
+
+    def needs_missing(self, supplies: Iterable[str]) -> list[str]:
+        """The context fields the method's loss term needs that ``supplies`` lacks (``[]``: it can run)."""
+        if self.loss_term is None:
+            return []
+        return sorted(self.loss_term.needs - set(supplies))
 
     @property
     def wrapper(self) -> type[Optimizer] | None:
@@ -174,7 +193,8 @@ class Method:
     ) -> dict[str, Any]:
         """The wrapper's keyword arguments: its options from ``settings`` (by option name), the core
         groups and the run's length where the method takes them."""
-        out = {o.kwarg: settings[o.name] for o in self.options}
+        term = set(self.loss_term.reads) if self.loss_term is not None else set()
+        out = {o.kwarg: settings[o.name] for o in self.options if o.name not in term}
         out.update(self.fixed)
         if self.needs_core_groups:
             if core_groups is None:
@@ -195,7 +215,7 @@ class Method:
         total_steps: int | None = None,
     ) -> Optimizer:
         """The optimizer over ``params``: ``base(params, **base_kwargs)``, wrapped by :attr:`wrapper`."""
-        if self.is_base:
+        if not self.wraps:
             return base(params, **base_kwargs)
         extra = self.kwargs(settings, core_groups=core_groups, total_steps=total_steps)
         return self.wrapper(params, base, **extra, **base_kwargs)
@@ -208,6 +228,70 @@ ALPHA_SCHEDULE = Option(
     choices=ALPHA_SCHEDULES,
 )  # fmt: skip
 RHO = Option("rho", 0.05, "SAM/LookSAM radius.", minimum=0)
+
+DAS_OPTIONS: tuple[Option, ...] = (
+    ALPHA,
+    ALPHA_SCHEDULE,
+    Option("grad_norm", "group", "DAS normaliser: group | global (SAM's norm).", choices=GRAD_NORMS),
+    Option(
+        "das_variant",
+        "sam-matched",
+        "DAS formula: sam-matched (drift equals SAM's) | reference (authors').",
+        keyword="variant",
+        choices=VARIANTS,
+    ),
+    Option(
+        "s_min",
+        0.5,
+        "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).",
+        minimum=0,
+        maximum=1,
+    ),
+    Option("s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1),
+    Option(
+        "balance",
+        0.0,
+        "DAS: function-preserving pull toward equal core norms, beta >= 0 (experimental: docs/dynamics.md).",
+        minimum=0,
+    ),
+)
+
+# The loss terms' options (docs/design.md: the terms' math and where the defaults come from).
+JREG_LAMBDA = Option(
+    "jreg_lambda",
+    3e-3,
+    "Jacobian regularisation strength: lambda * (||W_last||^2 + ratio * mean ||features||^2).",
+    minimum=0,
+)
+JREG_RATIO = Option(
+    "jreg_ratio", 1.0, "Jacobian regularisation: weight of the feature penalty over the last-layer one.", minimum=0
+)
+# SAF's defaults: the authors' run.sh (AngusDujw/SAF): --reinforce 0.3 --minus_epoch 2 --kl_start_epoch 5, and
+# SAF_train.py's --temperature 5 (README: "a very stable parameter").
+SAF_LAMBDA = Option("saf_lambda", 0.3, "SAF: weight of the trajectory loss (the authors' --reinforce).", minimum=0)
+SAF_TAU = Option(
+    "saf_tau", 5.0, "SAF/MESA: temperature of the trajectory loss (the authors' --temperature).", minimum=1e-6
+)
+SAF_EPOCHS = Option(
+    "saf_epochs", 2, "SAF: epochs back to the stored outputs, E (the authors' --minus_epoch).", minimum=1
+)
+SAF_START = Option(
+    "saf_start", 5, "SAF: epochs trained before the trajectory loss starts (the authors' --kl_start_epoch).", minimum=0
+)
+# MESA's defaults: the authors' run.sh for MESA_train.py: --reinforce 0.8 --kl_start_epoch 5 --model-ema-decay 0.9998.
+MESA_LAMBDA = Option("mesa_lambda", 0.8, "MESA: weight of the distillation loss to the EMA teacher.", minimum=0)
+MESA_DECAY = Option("mesa_decay", 0.9998, "MESA: decay of the teacher's weight average per step.", minimum=0, maximum=1)
+MESA_START = Option(
+    "mesa_start", 5, "MESA: epochs trained before the loss starts (the authors' --kl_start_epoch).", minimum=0
+)
+JREG_OPTIONS = (JREG_LAMBDA, JREG_RATIO)
+SAF_OPTIONS = (SAF_LAMBDA, SAF_TAU, SAF_EPOCHS, SAF_START)
+MESA_OPTIONS = (MESA_LAMBDA, SAF_TAU, MESA_DECAY, MESA_START)
+# Default grids: chosen in a pilot on the noisy family (tt-mlp, digits, 600 samples, 40% noise, 10 epochs,
+# seeds 0-1) by validation accuracy and memorisation of the corrupted training labels: jreg acts from 1e-3
+# (memorised 0.38 -> 0.23) and collapses to chance at 3e-2; SAF acts from its authors' 0.3 and breaks at 10.
+JREG_GRID = (1e-3, 3e-3, 1e-2)
+SAF_GRID = (0.3, 1.0, 3.0)
 
 # --- the methods: one entry each ---------------------------------------------------------------------
 METHODS: dict[str, Method] = {
@@ -227,35 +311,7 @@ METHODS: dict[str, Method] = {
             "das",
             "DAS: rescale the cores, then the base step (one pass)",
             DAS,
-            options=(
-                ALPHA,
-                ALPHA_SCHEDULE,
-                Option("grad_norm", "group", "DAS normaliser: group | global (SAM's norm).", choices=GRAD_NORMS),
-                Option(
-                    "das_variant",
-                    "sam-matched",
-                    "DAS formula: sam-matched (drift equals SAM's) | reference (authors').",
-                    keyword="variant",
-                    choices=VARIANTS,
-                ),
-                Option(
-                    "s_min",
-                    0.5,
-                    "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).",
-                    minimum=0,
-                    maximum=1,
-                ),
-                Option(
-                    "s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1
-                ),
-                Option(
-                    "balance",
-                    0.0,
-                    "DAS: function-preserving pull toward equal core norms, beta >= 0 (experimental: "
-                    "docs/dynamics.md).",
-                    minimum=0,
-                ),
-            ),  # fmt: skip
+            options=DAS_OPTIONS,
             strength="alpha",
             needs_core_groups=True,
             scheduled=True,
@@ -284,6 +340,54 @@ METHODS: dict[str, Method] = {
             step=looksam_step,
             cycle="looksam_k",
         ),
+        Method(
+            "jreg",
+            "Jacobian regularisation (Baek et al. 2024): last-layer weight and feature penalties (one pass)",
+            options=JREG_OPTIONS,
+            strength="jreg_lambda",
+            compared=True,
+            grid=JREG_GRID,
+            loss_term=JREG,
+        ),
+        Method(
+            "saf",
+            "SAF (Du et al. 2022): KL to the outputs of E epochs earlier, per-sample memory (one pass)",
+            options=SAF_OPTIONS,
+            strength="saf_lambda",
+            compared=True,
+            grid=SAF_GRID,
+            loss_term=SAF,
+        ),
+        Method(
+            "mesa",
+            "MESA (Du et al. 2022): KL to an EMA teacher's outputs (one pass plus a teacher forward)",
+            options=MESA_OPTIONS,
+            strength="mesa_lambda",
+            grid=(0.3, 0.8, 2.0),
+            loss_term=MESA,
+        ),
+        Method(
+            "das+jreg",
+            "DAS and the Jacobian regularisation together (one pass)",
+            DAS,
+            options=DAS_OPTIONS + JREG_OPTIONS,
+            strength="jreg_lambda",
+            needs_core_groups=True,
+            scheduled=True,
+            grid=JREG_GRID,
+            loss_term=JREG,
+        ),
+        Method(
+            "das+saf",
+            "DAS and SAF's trajectory loss together (one pass)",
+            DAS,
+            options=DAS_OPTIONS + SAF_OPTIONS,
+            strength="saf_lambda",
+            needs_core_groups=True,
+            scheduled=True,
+            grid=SAF_GRID,
+            loss_term=SAF,
+        ),
     )
 }
 
@@ -298,6 +402,8 @@ def _collect_options(methods: Mapping[str, Method]) -> dict[str, Option]:
         for option in method.options:
             if out.setdefault(option.name, option) != option:
                 raise ValueError(f"option {option.name!r} is declared twice, differently")
+        if method.loss_term is not None and not set(method.loss_term.reads) <= set(names):
+            raise ValueError(f"method {method.name!r}: its loss term reads options it does not declare")
         clash = sorted(set(method.fixed) & {o.kwarg for o in method.options})
         if clash:
             raise ValueError(f"method {method.name!r}: {clash} is both fixed and an option")
@@ -367,15 +473,19 @@ def get_method(name: str) -> Method:
         raise ValueError(f"Invalid optimizer: {name!r} (expected one of {', '.join(METHODS)})") from None
 
 
-def compared_methods() -> tuple[str, ...]:
-    """The methods ``--compare`` runs, in registry order."""
-    return tuple(m.name for m in METHODS.values() if m.compared)
+def compared_methods(supplies: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The methods ``--compare`` runs, in registry order; with ``supplies`` (the loss-term context fields a
+    family supplies), only those that family can run."""
+    return tuple(m.name for m in METHODS.values() if m.compared and (supplies is None or not m.needs_missing(supplies)))
 
 
 def method_of(optimizer: Optimizer) -> Method:
-    """The registered method whose class ``optimizer`` is an instance of (``base`` if none)."""
+    """The registered method whose class ``optimizer`` is an instance of (``base`` if none).
+
+    A loss term is not part of the optimizer: the optimizer of ``jreg`` is the base optimizer's (``base``),
+    that of ``das+jreg`` is DAS's (``das``)."""
     for method in METHODS.values():
-        if method.is_base:
+        if not method.wraps or method.loss_term is not None:
             continue
         try:
             cls = method.wrapper
