@@ -208,6 +208,25 @@ ALPHA_SCHEDULE = Option(
     choices=ALPHA_SCHEDULES,
 )  # fmt: skip
 RHO = Option("rho", 0.05, "SAM/LookSAM radius.", minimum=0)
+GRAD_NORM = Option("grad_norm", "group", "DAS normaliser: group | global (SAM's norm).", choices=GRAD_NORMS)
+DAS_VARIANT = Option(
+    "das_variant",
+    "sam-matched",
+    "DAS formula: sam-matched (drift equals SAM's) | reference (authors') | gradient (the drift as a gradient "
+    "term, through the base optimizer).",
+    keyword="variant",
+    choices=VARIANTS,
+)
+S_MIN = Option(
+    "s_min", 0.5, "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).", minimum=0, maximum=1
+)
+S_MAX = Option("s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1)
+BALANCE = Option(
+    "balance",
+    0.0,
+    "DAS: function-preserving pull toward equal core norms, beta >= 0 (experimental: docs/dynamics.md).",
+    minimum=0,
+)
 
 # --- the methods: one entry each ---------------------------------------------------------------------
 METHODS: dict[str, Method] = {
@@ -227,39 +246,36 @@ METHODS: dict[str, Method] = {
             "das",
             "DAS: rescale the cores, then the base step (one pass)",
             DAS,
-            options=(
-                ALPHA,
-                ALPHA_SCHEDULE,
-                Option("grad_norm", "group", "DAS normaliser: group | global (SAM's norm).", choices=GRAD_NORMS),
-                Option(
-                    "das_variant",
-                    "sam-matched",
-                    "DAS formula: sam-matched (drift equals SAM's) | reference (authors').",
-                    keyword="variant",
-                    choices=VARIANTS,
-                ),
-                Option(
-                    "s_min",
-                    0.5,
-                    "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).",
-                    minimum=0,
-                    maximum=1,
-                ),
-                Option(
-                    "s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1
-                ),
-                Option(
-                    "balance",
-                    0.0,
-                    "DAS: function-preserving pull toward equal core norms, beta >= 0 (experimental: "
-                    "docs/dynamics.md).",
-                    minimum=0,
-                ),
-            ),  # fmt: skip
+            options=(ALPHA, ALPHA_SCHEDULE, GRAD_NORM, DAS_VARIANT, S_MIN, S_MAX, BALANCE),
             strength="alpha",
             needs_core_groups=True,
             scheduled=True,
             compared=True,
+        ),
+        Method(
+            "das-gradient",
+            "DAS in gradient form: DAS's drift added to the core gradients, carried by the base optimizer (one pass)",
+            DAS,
+            options=(
+                Option(
+                    "das_gradient_alpha",
+                    0.05,
+                    "das-gradient strength (DAS's alpha, tuned on its own).",
+                    keyword="alpha",
+                    minimum=0,
+                ),
+                ALPHA_SCHEDULE,
+                GRAD_NORM,
+                S_MIN,
+                S_MAX,
+                BALANCE,
+            ),  # fmt: skip
+            strength="das_gradient_alpha",
+            needs_core_groups=True,
+            scheduled=True,
+            compared=True,
+            grid=(0.05, 0.2, 0.5),
+            fixed={"variant": "gradient"},
         ),
         Method(
             "bar",
@@ -373,7 +389,10 @@ def compared_methods() -> tuple[str, ...]:
 
 
 def method_of(optimizer: Optimizer) -> Method:
-    """The registered method whose class ``optimizer`` is an instance of (``base`` if none)."""
+    """The registered method whose class ``optimizer`` is an instance of (``base`` if none); of several
+    (a preset such as ``das-gradient`` shares ``das``'s class), the one with the most :attr:`Method.fixed`
+    keywords that ``optimizer`` has (read as its attributes of those names)."""
+    found = []
     for method in METHODS.values():
         if method.is_base:
             continue
@@ -381,6 +400,7 @@ def method_of(optimizer: Optimizer) -> Method:
             cls = method.wrapper
         except ImportError:  # an optional dependency that is missing: not what built ``optimizer``
             continue
-        if isinstance(optimizer, cls):
-            return method
-    return METHODS["base"]
+        fits = all(getattr(optimizer, k, None) == v for k, v in method.fixed.items())
+        if isinstance(optimizer, cls) and fits:
+            found.append(method)
+    return max(found, key=lambda m: len(m.fixed), default=METHODS["base"])
