@@ -1,10 +1,11 @@
-"""Optimizers: DAS and its relatives (BAR), and the SAM baseline."""
+"""Optimizers: DAS and its relatives (BAR), the SAM baseline and Momentum-SAM (MSAM, one pass)."""
 
 from ._nonfinite import NONFINITE_MODES
 from .amp import sam_amp_step
 from .bar import BAR
 from .das import DAS
+from .msam import MSAM
 from .sam import SAM
 from .schedules import ALPHA_SCHEDULES, scheduled_alpha
 
-__all__ = ["DAS", "SAM", "BAR", "ALPHA_SCHEDULES", "NONFINITE_MODES", "scheduled_alpha", "sam_amp_step"]
+__all__ = ["DAS", "SAM", "MSAM", "BAR", "ALPHA_SCHEDULES", "NONFINITE_MODES", "scheduled_alpha", "sam_amp_step"]

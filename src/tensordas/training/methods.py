@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ..optim import BAR, DAS, SAM
+from ..optim import BAR, DAS, MSAM, SAM
 from ..optim.das import GRAD_NORMS, VARIANTS
 from ..optim.schedules import ALPHA_SCHEDULES
 from ._looksam import looksam_class, looksam_step
@@ -276,6 +276,23 @@ METHODS: dict[str, Method] = {
             compared=True,
             grid=(0.05, 0.2, 0.5),
             fixed={"variant": "gradient"},
+        ),
+        Method(
+            "msam",
+            "MSAM (Momentum-SAM): SAM's perturbation along the negative momentum, one pass",
+            MSAM,
+            options=(
+                Option(
+                    "msam_rho",
+                    3.0,
+                    "MSAM radius along -m/||m|| (its own scale: the authors use 3, not SAM's rho).",
+                    keyword="rho",
+                    minimum=0,
+                ),
+            ),  # fmt: skip
+            strength="msam_rho",
+            compared=True,
+            grid=(0.3, 1.0, 3.0),
         ),
         Method(
             "bar",
