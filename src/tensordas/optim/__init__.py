@@ -4,8 +4,18 @@ from ._nonfinite import NONFINITE_MODES
 from .amp import sam_amp_step
 from .bar import BAR
 from .das import DAS
-from .msam import MSAM
+from .msam import MSAM, MSAMDAS
 from .sam import SAM
 from .schedules import ALPHA_SCHEDULES, scheduled_alpha
 
-__all__ = ["DAS", "SAM", "MSAM", "BAR", "ALPHA_SCHEDULES", "NONFINITE_MODES", "scheduled_alpha", "sam_amp_step"]
+__all__ = [
+    "DAS",
+    "SAM",
+    "MSAM",
+    "MSAMDAS",
+    "BAR",
+    "ALPHA_SCHEDULES",
+    "NONFINITE_MODES",
+    "scheduled_alpha",
+    "sam_amp_step",
+]

@@ -41,14 +41,16 @@ perturbed point, ready for the next step.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from ._wrapper import BaseOptimizerWrapper, check_non_negative
+from .das import DAS
 
-__all__ = ["MSAM"]
+__all__ = ["MSAM", "MSAMDAS"]
 
 _EPS = 1e-12  # the authors' constant in 1 / (||m|| + eps)
 _FIRST_MOMENT_BASES = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax)
@@ -83,7 +85,7 @@ class MSAM(BaseOptimizerWrapper):
     def __init__(self, params, base_optimizer, rho: float = 3.0, **kwargs: Any) -> None:
         check_non_negative("rho", rho)
         super().__init__(params, base_optimizer, {}, **kwargs)
-        base = self.base_optimizer
+        base = self._momentum_owner
         if not isinstance(base, (torch.optim.SGD, *_FIRST_MOMENT_BASES)):
             raise ValueError(
                 f"MSAM follows the base optimizer's momentum; {type(base).__name__} has none it can read "
@@ -93,8 +95,14 @@ class MSAM(BaseOptimizerWrapper):
         self._run = _MSAMRun()
 
     # ------------------------------------------------------------------ the direction
+    @property
+    def _momentum_owner(self) -> torch.optim.Optimizer:
+        """The torch optimizer whose state holds the momentum (inside a wrapper such as DAS: its base)."""
+        base = self.base_optimizer
+        return base.base_optimizer if isinstance(base, BaseOptimizerWrapper) else base
+
     def _key(self, group: dict[str, Any]) -> str:
-        if isinstance(self.base_optimizer, torch.optim.SGD):
+        if isinstance(self._momentum_owner, torch.optim.SGD):
             return "momentum_buffer" if group.get("momentum", 0) != 0 else _OWN_KEY
         return "exp_avg"
 
@@ -225,3 +233,65 @@ class MSAM(BaseOptimizerWrapper):
         run.coef = None if coef is None else torch.as_tensor(coef).to(params[0].device)
         run.perturbed = bool(extra["perturbed"])
         self.move_up()  # saved at w (inside evaluation_point): back to w~, where training goes on
+
+
+class MSAMDAS(MSAM):
+    """MSAM whose base step is DAS in gradient form (registry entry ``msam-das``; docs/design.md).
+
+    The two act on different things and compose without interfering: MSAM chooses where the gradient is
+    taken (``w~``, one pass), DAS's gradient form adds its norm-drift term ``c_k G_k`` to that gradient,
+    computed from the cores at the unperturbed ``w`` (``step()`` moves back first), and the base
+    optimizer's momentum carries both terms, so the next perturbation direction includes DAS's drift.
+    The weight form would bypass the momentum that MSAM follows; the gradient form is the one that fits.
+
+    Args:
+        params, base_optimizer, rho: as for :class:`MSAM`.
+        core_groups, alpha, alpha_schedule, total_steps, grad_norm, balance: as for :class:`~tensordas.DAS`
+            (``variant="gradient"`` always).
+        **kwargs: hyper-parameters of the base optimizer.
+    """
+
+    def __init__(
+        self,
+        params,
+        base_optimizer,
+        core_groups=None,
+        rho: float = 3.0,
+        alpha: float = 0.05,
+        alpha_schedule: str = "constant",
+        total_steps: int | None = None,
+        grad_norm: str = "group",
+        balance: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        das = functools.partial(
+            DAS,
+            base_optimizer=base_optimizer,
+            core_groups=core_groups,
+            alpha=alpha,
+            alpha_schedule=alpha_schedule,
+            total_steps=total_steps,
+            grad_norm=grad_norm,
+            balance=balance,
+            variant="gradient",
+        )
+        super().__init__(params, das, rho=rho, **kwargs)
+
+    @property
+    def das(self) -> DAS:
+        """The DAS (gradient form) that takes the base step."""
+        return self.base_optimizer
+
+    # DAS's own section of the state dict travels inside MSAM's (one extra section per state dict).
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "das": self.das._extra_state()}
+
+    def _check_extra_state(self, extra: dict[str, Any]) -> None:
+        super()._check_extra_state(extra)
+        if "das" not in extra:
+            raise ValueError("state dict lacks ['das'] in its MSAMDAS section")
+        self.das._check_extra_state(extra["das"])
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self.das._load_extra_state(extra["das"])
+        super()._load_extra_state(extra)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ..optim import BAR, DAS, MSAM, SAM
+from ..optim import BAR, DAS, MSAM, MSAMDAS, SAM
 from ..optim.das import GRAD_NORMS, VARIANTS
 from ..optim.schedules import ALPHA_SCHEDULES
 from ._looksam import looksam_class, looksam_step
@@ -221,6 +221,16 @@ S_MIN = Option(
     "s_min", 0.5, "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).", minimum=0, maximum=1
 )
 S_MAX = Option("s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1)
+DAS_GRADIENT_ALPHA = Option(
+    "das_gradient_alpha", 0.05, "das-gradient strength (DAS's alpha, tuned on its own).", keyword="alpha", minimum=0
+)
+MSAM_RHO = Option(
+    "msam_rho",
+    3.0,
+    "MSAM radius along -m/||m|| (its own scale: the authors use 3, not SAM's rho).",
+    keyword="rho",
+    minimum=0,
+)
 BALANCE = Option(
     "balance",
     0.0,
@@ -256,20 +266,7 @@ METHODS: dict[str, Method] = {
             "das-gradient",
             "DAS in gradient form: DAS's drift added to the core gradients, carried by the base optimizer (one pass)",
             DAS,
-            options=(
-                Option(
-                    "das_gradient_alpha",
-                    0.05,
-                    "das-gradient strength (DAS's alpha, tuned on its own).",
-                    keyword="alpha",
-                    minimum=0,
-                ),
-                ALPHA_SCHEDULE,
-                GRAD_NORM,
-                S_MIN,
-                S_MAX,
-                BALANCE,
-            ),  # fmt: skip
+            options=(DAS_GRADIENT_ALPHA, ALPHA_SCHEDULE, GRAD_NORM, S_MIN, S_MAX, BALANCE),
             strength="das_gradient_alpha",
             needs_core_groups=True,
             scheduled=True,
@@ -281,18 +278,32 @@ METHODS: dict[str, Method] = {
             "msam",
             "MSAM (Momentum-SAM): SAM's perturbation along the negative momentum, one pass",
             MSAM,
-            options=(
-                Option(
-                    "msam_rho",
-                    3.0,
-                    "MSAM radius along -m/||m|| (its own scale: the authors use 3, not SAM's rho).",
-                    keyword="rho",
-                    minimum=0,
-                ),
-            ),  # fmt: skip
+            options=(MSAM_RHO,),
             strength="msam_rho",
             compared=True,
             grid=(0.3, 1.0, 3.0),
+        ),
+        Method(
+            "msam-das",
+            "MSAM whose base step is DAS in gradient form (one pass; rho from --msam-rho)",
+            MSAMDAS,
+            options=(
+                Option(
+                    "msam_das_alpha",
+                    0.05,
+                    "msam-das: strength of its DAS gradient term (tuned on its own).",
+                    keyword="alpha",
+                    minimum=0,
+                ),
+                MSAM_RHO,
+                ALPHA_SCHEDULE,
+                GRAD_NORM,
+                BALANCE,
+            ),  # fmt: skip
+            strength="msam_das_alpha",
+            needs_core_groups=True,
+            scheduled=True,
+            grid=(0.05, 0.2, 0.5),
         ),
         Method(
             "bar",
@@ -406,9 +417,10 @@ def compared_methods() -> tuple[str, ...]:
 
 
 def method_of(optimizer: Optimizer) -> Method:
-    """The registered method whose class ``optimizer`` is an instance of (``base`` if none); of several
-    (a preset such as ``das-gradient`` shares ``das``'s class), the one with the most :attr:`Method.fixed`
-    keywords that ``optimizer`` has (read as its attributes of those names)."""
+    """The registered method whose class ``optimizer`` is an instance of (``base`` if none); of several,
+    the one with the most derived class (``msam-das``'s subclasses ``msam``'s), then the one with the most
+    :attr:`Method.fixed` keywords that ``optimizer`` has (read as its attributes of those names: a preset
+    such as ``das-gradient`` shares ``das``'s class)."""
     found = []
     for method in METHODS.values():
         if method.is_base:
@@ -419,5 +431,5 @@ def method_of(optimizer: Optimizer) -> Method:
             continue
         fits = all(getattr(optimizer, k, None) == v for k, v in method.fixed.items())
         if isinstance(optimizer, cls) and fits:
-            found.append(method)
-    return max(found, key=lambda m: len(m.fixed), default=METHODS["base"])
+            found.append((len(cls.__mro__), len(method.fixed), method))
+    return max(found, key=lambda t: t[:2], default=(0, 0, METHODS["base"]))[2]
