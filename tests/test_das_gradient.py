@@ -243,3 +243,22 @@ def test_float32_paths_agree():
     for n in nets[:2]:
         for p, q in zip(n.parameters(), nets[2].parameters()):
             torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+
+
+def test_registry_entry_is_a_preset_with_its_own_strength(net):
+    from tensordas.training.methods import METHODS, method_of
+
+    method = METHODS["das-gradient"]
+    assert method.compared and method.strength == "das_gradient_alpha" and method.fixed == {"variant": "gradient"}
+    assert len(method.grid) == 3
+    opt = method.build(
+        net.parameters(), torch.optim.SGD, {"lr": 0.1}, {**{o.name: o.default for o in method.options},
+                                                           "das_gradient_alpha": 0.7},
+        core_groups=net.groups(), total_steps=5,
+    )  # fmt: skip
+    assert opt.variant == "gradient" and opt.alpha == 0.7 and method_of(opt) is method
+    plain = METHODS["das"].build(
+        net.parameters(), torch.optim.SGD, {"lr": 0.1}, {o.name: o.default for o in METHODS["das"].options},
+        core_groups=net.groups(), total_steps=5,
+    )  # fmt: skip
+    assert method_of(plain) is METHODS["das"]

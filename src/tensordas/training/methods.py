@@ -222,7 +222,7 @@ S_MIN = Option(
 )
 S_MAX = Option("s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1)
 DAS_GRADIENT_ALPHA = Option(
-    "das_gradient_alpha", 0.05, "das-gradient strength (DAS's alpha, tuned on its own).", keyword="alpha", minimum=0
+    "das_gradient_alpha", 1.0, "das-gradient strength (DAS's alpha, tuned on its own).", keyword="alpha", minimum=0
 )
 MSAM_RHO = Option(
     "msam_rho",
@@ -271,7 +271,7 @@ METHODS: dict[str, Method] = {
             needs_core_groups=True,
             scheduled=True,
             compared=True,
-            grid=(0.05, 0.2, 0.5),
+            grid=(0.1, 1.0, 10.0),
             fixed={"variant": "gradient"},
         ),
         Method(
@@ -290,7 +290,7 @@ METHODS: dict[str, Method] = {
             options=(
                 Option(
                     "msam_das_alpha",
-                    0.05,
+                    1.0,
                     "msam-das: strength of its DAS gradient term (tuned on its own).",
                     keyword="alpha",
                     minimum=0,
@@ -303,7 +303,7 @@ METHODS: dict[str, Method] = {
             strength="msam_das_alpha",
             needs_core_groups=True,
             scheduled=True,
-            grid=(0.05, 0.2, 0.5),
+            grid=(0.1, 1.0, 10.0),
         ),
         Method(
             "bar",
