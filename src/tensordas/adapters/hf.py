@@ -62,13 +62,24 @@ from ..training.methods import OPTIONS, Method, MethodOptions, get_method, metho
 
 __all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
 
+
+def _moves_for_evaluation(m: Method) -> bool:
+    """Its optimizer keeps the weights away from the point to evaluate between steps (MSAM): the Trainer's
+    evaluation and checkpoints have no hook for :meth:`BaseOptimizerWrapper.evaluation_point`."""
+    return m.cls is not None and m.cls.evaluation_point is not BaseOptimizerWrapper.evaluation_point
+
+
 # The registry's methods the Trainer can run: one-pass methods, and two-pass ones with SAM's phases
-# (training_step runs both passes of each micro-batch through first_step/restore).
+# (training_step runs both passes of each micro-batch through first_step/restore); not those whose
+# weights rest at a perturbed point between steps.
 METHODS = tuple(
-    m.name for m in REGISTRY.values() if not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))
+    m.name
+    for m in REGISTRY.values()
+    if (not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))) and not _moves_for_evaluation(m)
 )
-# Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``).
-_KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name}
+# Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``); a keyword
+# that is an option's own name stays that option (``alpha`` is DAS's, not das-gradient's ``das_gradient_alpha``).
+_KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name and o.kwarg not in OPTIONS}
 _UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
 
 
@@ -139,6 +150,12 @@ def das_optimizer_cls_and_kwargs(
 
 def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, MethodOptions]:
     """The registry entry of ``method`` and its options, popped from ``kwargs`` (the rest is the Trainer's)."""
+    if method in REGISTRY and _moves_for_evaluation(REGISTRY[method]):
+        raise ValueError(
+            f"DASTrainer does not run method {method!r} (its weights rest at a perturbed point between steps and "
+            "the Trainer's evaluation and checkpoints would see them there); use one of "
+            f"{', '.join(METHODS)}, or `tensordas finetune --optimizer {method}`"
+        )
     if method in REGISTRY and method not in METHODS:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
         raise ValueError(
             f"DASTrainer does not run method {method!r} (its step is not wired into the Trainer's micro-batches); "
