@@ -20,6 +20,9 @@ callback; optional early stopping on a validation metric that restores the best 
 (:class:`Monitor`); and one checkpoint/resume path (:class:`Checkpoint`): after every round the model,
 optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state and history
 are written atomically, and a resumed run ends with exactly the numbers of an uninterrupted one.
+Evaluation, the early-stopping copy and checkpoints happen inside the optimizer's evaluation point
+(:func:`~tensordas.training.optimizers.evaluation_point`: MSAM's unperturbed weights, the weights as they
+are for every other method), and the trained model is left there (:func:`~tensordas.training.optimizers.settle`).
 
 Rows (``TrainResult.history``) hold ``step`` (optimizer steps so far), ``epoch`` (for :class:`Epochs`),
 ``lr`` (of the first parameter group), ``train_loss`` (the round's mean training loss: per sample or per
