@@ -7,6 +7,8 @@ synthetic CIFAR-shaped batch with
 - base: ``torch.optim.SGD(lr, momentum=0.9)``
 - DAS:  ``td.DAS(..., torch.optim.SGD, core_groups=td.find_core_groups(model), lr, momentum=0.9)``
 - SAM:  ``td.SAM(..., torch.optim.SGD, rho=0.05, lr, momentum=0.9)``, stepped with a closure
+- DAS in gradient form (``variant="gradient"``) and MSAM (``td.MSAM(..., rho=--msam-rho)``), the
+  other one-pass candidates, timed in the same rotation (full steps only)
 
 Three identical copies of the model are timed in one process, interleaved: every round runs a block
 of ``--steps-per-round`` full training steps (zero_grad, forward, backward, optimizer step) for each
@@ -47,7 +49,8 @@ import tensordas as td
 from tensordas.training import synchronize
 
 GOALS = {"cpu": {"das_over_base": 1.03, "das_over_sam": 0.55}, "cuda": {"das_over_base": 1.03, "das_over_sam": 0.52}}
-KINDS = ("base", "das", "sam")
+KINDS = ("base", "das", "sam", "das-gradient", "msam")
+ONE_PASS = ("das-gradient", "msam")  # the other one-pass candidates: full-step ratios to base and SAM
 
 
 # --------------------------------------------------------------------------- tensorized layers
@@ -146,9 +149,20 @@ def build(args: argparse.Namespace, groups: int, device: torch.device):
             momentum=0.9,
         ),
         "sam": td.SAM(models["sam"].parameters(), torch.optim.SGD, rho=args.rho, lr=args.lr, momentum=0.9),
+        "das-gradient": td.DAS(
+            models["das-gradient"].parameters(),
+            torch.optim.SGD,
+            core_groups=td.find_core_groups(models["das-gradient"]),
+            alpha=args.alpha,
+            variant="gradient",
+            lr=args.lr,
+            momentum=0.9,
+        ),
+        "msam": td.MSAM(models["msam"].parameters(), torch.optim.SGD, rho=args.msam_rho, lr=args.lr, momentum=0.9),
     }
     if args.force_device_path:
         opts["das"]._host_path = False  # the path CUDA takes, on CPU tensors
+        opts["das-gradient"]._host_path = False
     return models, opts
 
 
@@ -250,7 +264,7 @@ def run_main(args: argparse.Namespace, device: torch.device) -> dict:
         if r >= 2 and time.perf_counter() - t_start > args.time_budget:
             print(f"time budget of {args.time_budget:.0f} s reached after {r} of {args.rounds} rounds", file=sys.stderr)
             break
-        order = KINDS[r % 3 :] + KINDS[: r % 3]
+        order = KINDS[r % len(KINDS) :] + KINDS[: r % len(KINDS)]
         for kind in order:
             t = time_block(steps[kind], k, device)
             if r >= 0:
@@ -295,6 +309,11 @@ def run_main(args: argparse.Namespace, device: torch.device) -> dict:
             "das_over_sam": min(full["das"]) / min(full["sam"]),
             "sam_over_base": min(full["sam"]) / min(full["base"]),
             "step_only_das_over_base": min(only["das"]) / min(only["base"]),
+        },
+        "one_pass_ratio_of_medians": {
+            f"{kind}_over_{ref}": statistics.median(full[kind]) / statistics.median(full[ref])
+            for kind in ONE_PASS
+            for ref in ("base", "sam")
         },
         "das_step_extra_s": quantiles(only_extra),
         "das_step_extra_over_base_full_step": statistics.median(only_extra) / statistics.median(full["base"]),
@@ -446,7 +465,8 @@ def report(
         print("\nfull training step (zero_grad, forward, backward, step), median [q25, q75] per step:")
         for kind in KINDS:
             q = main["full_step_s"][kind]
-            print(f"  {kind:5s} {fmt_ms(q['median'])}  [{q['q25'] * 1e3:.3f}, {q['q75'] * 1e3:.3f}]")
+            print(f"  {kind:12s} {fmt_ms(q['median'])}  [{q['q25'] * 1e3:.3f}, {q['q75'] * 1e3:.3f}]")
+        print("  ratio of medians: " + ", ".join(f"{k} {v:.3f}" for k, v in main["one_pass_ratio_of_medians"].items()))
         print("opt.step() alone:")
         for kind in ("base", "das"):
             q = main["step_only_s"][kind]
@@ -552,6 +572,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--rho", type=float, default=0.05)
+    p.add_argument("--msam-rho", type=float, default=3.0, help="MSAM's radius (default: 3, the authors')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write all numbers to this JSON file")
     args = p.parse_args(argv)

@@ -14,7 +14,8 @@ from tensordas.cli import main
 from tensordas.data import EntryPredictor
 from tensordas.tasks import completion as comp
 from tensordas.tasks.completion import CompletionConfig, CompletionExperiment, run_completion, write_completion
-from tensordas.training import engine
+from tensordas.training import compared_methods, engine
+from tensordas.training.methods import METHODS
 
 SYNTH = "synthetic:shape=12x11x10,rank=2,noise=0.0,seed=3"
 
@@ -186,7 +187,7 @@ def test_cli_compare_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = json.loads((out / "results.json").read_text())["records"]
     assert {(r["optimizer"], r["seed"]) for r in records} == {
-        (o, s) for o in ("adam", "sam(adam)", "das(adam)", "looksam(adam)", "als (tensorly)") for s in (0, 1)
+        (o, s) for o in (*(METHODS[m].label("adam") for m in compared_methods()), "als (tensorly)") for s in (0, 1)
     }
     assert "das(adam)" in proc.stdout and "±" in proc.stdout
 

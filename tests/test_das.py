@@ -443,7 +443,13 @@ PARITY_CASES = [
     for variant, grad_norm, missing, split_lrs in itertools.product(
         ["sam-matched", "reference"], ["group", "global"], [False, True], [False, True]
     )
-] + [("sam-matched", "group", True, True, torch.float32), ("reference", "global", False, True, torch.float32)]
+] + [
+    ("sam-matched", "group", True, True, torch.float32),
+    ("reference", "global", False, True, torch.float32),
+    ("gradient", "group", True, True, F64),
+    ("gradient", "global", False, True, F64),
+    ("gradient", "group", True, True, torch.float32),
+]
 
 
 PARITY_IDS = [

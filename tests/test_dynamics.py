@@ -187,7 +187,7 @@ def test_written_files_have_expected_keys_columns_and_values(tmp_path):
     data = json.loads(paths["results"].read_text())
     assert {"config", "curves", "dq_ratio", "first_step", "summary"} <= set(data)
     assert data["config"]["steps"] == 6 and data["config"]["alpha"] == cfg.rho
-    assert set(data["curves"]) == {"GD", "SAM", "DAS"}
+    assert set(data["curves"]) == {"GD", "SAM", "DAS", "DAS-gradient"}
     for curve in data["curves"].values():
         assert {"loss", "Q", "C"} <= set(curve)
         assert all(len(curve[k]) == 7 for k in ("step", "loss", "Q", "C", "grad_norm"))
@@ -201,7 +201,7 @@ def test_written_files_have_expected_keys_columns_and_values(tmp_path):
     with open(paths["curves"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert len(rows) == 3 * 7
+    assert len(rows) == 4 * 7
     for row in rows:
         curve = data["curves"][row["optimizer"]]
         step = int(row["step"])
@@ -238,7 +238,9 @@ def test_failed_rewrite_leaves_no_complete_looking_result(tmp_path, monkeypatch)
 def _oracle(problem, cfg, method, steps, beta=None):
     """Losses and Q of ``steps`` steps by hand (numpy float64, docs/design.md, section 1): the base
     (plain GD, heavy-ball, or Adam with torch's defaults), SAM on it, DAS (sam-matched, group norm,
-    clamp [0.5, 2]) on it, with the balance factor when ``beta`` is given."""
+    clamp [0.5, 2]) on it, with the balance factor when ``beta`` is given, DAS in gradient form
+    (``g_k + c_k w_k``, ``c_k = -alpha (gamma_k - gamma_bar) / (||g|| n_k)``) and MSAM (the step's gradient
+    at ``w - rho m / ||m||``, m the momentum buffer or Adam's first moment; the curve at ``w``)."""
     w = list(_cores(problem))
     y = problem.target.numpy()
     eta, mu, (b1, b2, eps) = cfg.eta, 0.9, (0.9, 0.999, 1e-8)
@@ -254,6 +256,15 @@ def _oracle(problem, cfg, method, steps, beta=None):
         gnorm = math.sqrt(sum(float((d**2).sum()) for d in g))
         if method == "SAM":  # the base steps with the gradient at w + rho g / ||g||
             g = _grads(*[x + cfg.rho * d / gnorm for x, d in zip(w, g)], y)[1]
+        if method == "MSAM" and t > 0:  # the gradient at w - rho m / ||m||
+            m = buf if cfg.base == "momentum" else m1
+            mnorm = math.sqrt(sum(float((x**2).sum()) for x in m))
+            g = _grads(*[x - cfg.msam_radius * d / (mnorm + 1e-12) for x, d in zip(w, m)], y)[1]
+        if method == "DAS-gradient":
+            n = np.array([float((x**2).sum()) for x in w])
+            gam = np.array([float((d**2).sum()) for d in g])
+            c = np.clip(-cfg.das_alpha * (gam - gam.mean()) / (gnorm * n), -3 / (2 * eta), 0.75 / (2 * eta))
+            g = [d + ck * x for d, ck, x in zip(g, c, w)]
         if method == "DAS":
             n = np.array([float((x**2).sum()) for x in w])
             gam = np.array([float((d**2).sum()) for d in g])
@@ -281,14 +292,15 @@ def test_default_study_matches_an_independent_float64_recomputation():
     cfg = DynamicsConfig(steps=3)
     assert cfg.base == "sgd" and cfg.balance is None
     res = run_dynamics(cfg)
-    assert list(res.curves) == ["GD", "SAM", "DAS"]
+    assert list(res.curves) == ["GD", "SAM", "DAS", "DAS-gradient"]
     p = make_problem(cfg)
-    for name in ("GD", "SAM", "DAS"):
+    for name in ("GD", "SAM", "DAS", "DAS-gradient"):
         losses, qs = _oracle(p, cfg, name, 3)
         np.testing.assert_allclose(res.curves[name].loss, losses, rtol=1e-12)
         np.testing.assert_allclose(res.curves[name].Q, qs, rtol=1e-10)
     assert res.setup["base_optimizer"] == "SGD (lr=eta, no momentum)"
-    assert [r["base"] for r in res.records()] == ["sgd"] * 3
+    assert [r["base"] for r in res.records()] == ["sgd"] * 4
+    assert [r["method"] for r in res.records()] == ["base", "sam", "das", "das-gradient"]
     assert {r["momentum"] for r in res.records()} == {0.0}
 
 
@@ -297,9 +309,10 @@ def test_base_choice_is_the_optimizer_actually_used(base):
     cfg = DynamicsConfig(steps=4, base=base, eta=5e-3, **SMALL)
     res = run_dynamics(cfg)
     first = {"momentum": "momentum", "adam": "Adam"}[base]
-    assert list(res.curves) == [first, "SAM", "DAS"]
+    names = [first, "SAM", "DAS", "DAS-gradient", "MSAM"]
+    assert list(res.curves) == names
     p = make_problem(cfg)
-    for name, method in ((first, "GD"), ("SAM", "SAM"), ("DAS", "DAS")):
+    for name, method in zip(names, ["GD", *names[1:]]):
         losses, qs = _oracle(p, cfg, method, 4)
         np.testing.assert_allclose(res.curves[name].loss, losses, rtol=1e-10)
         np.testing.assert_allclose(res.curves[name].Q, qs, rtol=1e-8)
@@ -309,7 +322,7 @@ def test_base_choice_is_the_optimizer_actually_used(base):
     # the base optimizer's own state is present in every wrapper
     model = p.model
     (group,) = model.core_groups()
-    for name in (first, "SAM", "DAS"):
+    for name in names:
         opt = dyn._optimizer(name, model, group, cfg)
         p.loss(model).backward()
         if name == "SAM":
@@ -322,7 +335,7 @@ def test_base_choice_is_the_optimizer_actually_used(base):
         assert ("exp_avg" in state) == (base == "adam")
         assert ("momentum_buffer" in state and state["momentum_buffer"] is not None) == (base == "momentum")
         opt.zero_grad()
-    assert [r["base"] for r in res.records()] == ["adam" if base == "adam" else "sgd"] * 3
+    assert [r["base"] for r in res.records()] == ["adam" if base == "adam" else "sgd"] * 5
 
 
 def test_invalid_base_is_one_clear_line():
@@ -400,7 +413,7 @@ def test_balance_curve_has_its_own_line_style():
     res = run_dynamics(DynamicsConfig(steps=2, balance=0.1, **SMALL))
     fig = dyn.plot_dynamics(res)
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-    assert set(lines) == {"GD", "SAM", "DAS", dyn.BALANCED}
+    assert set(lines) == {"GD", "SAM", "DAS", "DAS-gradient", dyn.BALANCED}
     assert (lines[dyn.BALANCED].get_color(), lines[dyn.BALANCED].get_linestyle()) == dyn.BALANCE_STYLE
     assert lines[dyn.BALANCED].get_color() != lines["GD"].get_color()
     assert "balance" in fig.get_suptitle() and "0.1" in fig.get_suptitle()

@@ -155,7 +155,7 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["das", "sam", "looksam"])
+@pytest.mark.parametrize("method", ["das", "sam", "looksam", "msam", "das-gradient"])
 def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path, method):
     """Random mini-batches drawn from the plan's own generator: its state travels in the checkpoint."""
     config = OptimizerConfig(method=method, base="adam", lr=0.02, alpha=0.3, alpha_schedule="cosine")

@@ -25,7 +25,8 @@ from tensordas.adapters import FLoRALinear, LoRETTALinear  # noqa: E402
 from tensordas.cli import main  # noqa: E402
 from tensordas.tasks import finetune as ft  # noqa: E402
 from tensordas.tasks.finetune import FinetuneConfig, FinetuneExperiment, run_finetune, write_finetune  # noqa: E402
-from tensordas.training import engine  # noqa: E402
+from tensordas.training import compared_methods, engine  # noqa: E402
+from tensordas.training.methods import METHODS  # noqa: E402
 
 GOOD = ["great", "good", "happy", "excellent", "love", "wonderful", "nice", "best"]
 BAD = ["awful", "bad", "sad", "terrible", "hate", "horrible", "worst", "ugly"]
@@ -168,9 +169,7 @@ def test_cli_compare_end_to_end(tiny_model, easy_csv, tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 0, captured.err
     records = json.loads((out / "results.json").read_text())["records"]
-    assert [r["optimizer"] for r in records] == [
-        "adamw", "sam(adamw)", "das(adamw)", "looksam(adamw)", "jreg(adamw)", "saf(adamw)"
-    ]  # fmt: skip
+    assert [r["optimizer"] for r in records] == [METHODS[m].label("adamw") for m in compared_methods()]
     assert "das(adamw)" in captured.out and "relative to the base optimizer" in captured.out
 
 

@@ -206,6 +206,10 @@ def test_decaying_alpha_uses_trainer_steps_and_bad_settings_raise(tmp_path):
         hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, method="adam")
     with pytest.raises(ValueError, match="-1"):
         hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, alpha=-1.0)
+    for method in ("msam", "msam-das"):  # their weights rest at a perturbed point the Trainer would evaluate
+        assert method not in hf.METHODS
+        with pytest.raises(ValueError, match=f"method '{method}'.*perturbed point"):
+            hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, method=method)
 
 
 def test_decaying_alpha_schedule_trains_and_resumes_exactly(tmp_path):

@@ -17,6 +17,7 @@ from tensordas.reporting.stats import VERDICTS
 from tensordas.reproduce import run_reproduce
 from tensordas.reproduce.specs import parse_spec
 from tensordas.tasks import TASKS
+from tensordas.training import compared_methods
 
 SYNTH = "synthetic:shape=9x8x7,rank=2,noise=0.1,seed=1"
 ARGS = ["complete", "--data", SYNTH, "--model", "tucker", "--rank", "2", "--steps", "12", "--eval-every", "6"]
@@ -40,7 +41,8 @@ def test_complete_writes_records_and_a_summary_recomputable_from_them(tmp_path, 
     (entry,) = data["summary"]
     assert entry["experiment"] == "completion" and entry["metric"] == "test_r2" and entry["higher_is_better"]
     assert entry["match_tolerance"] == 0.5 and entry["n_seeds"] == 3
-    assert set(entry["mean"]) == {"base", "sam", "das", "looksam"}  # ...but are not paired
+    compared = compared_methods(supplies=())  # completion supplies no loss-term context: no jreg, saf
+    assert set(entry["mean"]) == set(compared)  # ...but are not paired
     value = {(r["method"], r["seed"]): r["test_r2"] for r in records if r["method"] is not None}
     for pair in ("sam-base", "das-base", "das-sam", "looksam-base", "looksam-sam"):
         a, b = pair.split("-")
@@ -48,7 +50,7 @@ def test_complete_writes_records_and_a_summary_recomputable_from_them(tmp_path, 
         assert entry["diff"][pair]["mean"] == pytest.approx(np.mean(d), abs=1e-12)
         assert entry["diff"][pair]["ci95"] == [pytest.approx(x, abs=1e-12) for x in t_interval(d)]
     assert entry["verdict"] in VERDICTS and entry["note"] is None
-    assert set(entry["verdicts"]) == {"das", "looksam"} and set(entry["verdicts"].values()) <= set(VERDICTS)
+    assert set(entry["verdicts"]) == set(compared) - {"base", "sam"} and set(entry["verdicts"].values()) <= set(VERDICTS)
     printed = capsys.readouterr().out
     table = printed[printed.index("Verdicts: does each method") : printed.index("\nwrote ")]
     assert all(len(line) <= 80 for line in table.splitlines()), table

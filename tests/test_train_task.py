@@ -12,6 +12,7 @@ import torch
 from tensordas.cli import main
 from tensordas.data import load_classification
 from tensordas.tasks.noisy import NoisyConfig, NoisyExperiment, run_noisy, write_noisy
+from tensordas.training import compared_methods
 
 SMALL = ["--hidden", "16,16", "--train-size", "200", "--test-size", "100"]
 FAST = ["--model", "tt-mlp", "--rank", "3", *SMALL]
@@ -113,7 +114,7 @@ def test_cli_train_compare_writes_results_and_prints_a_table(tmp_path, capsys):
         assert word in printed
     assert "final test acc" in printed
     records = json.loads((out / "results.json").read_text())["records"]
-    assert len(records) == 12 and {r["noise_type"] for r in records} == {"symmetric"}
+    assert len(records) == 2 * len(compared_methods()) and {r["noise_type"] for r in records} == {"symmetric"}
     assert json.loads((out / "config.json").read_text())["noise"] == 0.4
 
 

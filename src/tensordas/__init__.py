@@ -8,13 +8,14 @@ from .layers import TensorizedConv2d, TensorizedLinear, from_dense, tensorize
 from .metrics import GroupStats, group_stats, norm_deviation, norm_grad_covariance
 from .models import CPModel, TRModel, TTModel, TuckerModel
 from .networks import available_networks, build_network
-from .optim import BAR, DAS, SAM
+from .optim import BAR, DAS, MSAM, SAM
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BAR",
     "DAS",
+    "MSAM",
     "SAM",
     "CoreGroup",
     "CPModel",

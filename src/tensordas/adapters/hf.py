@@ -63,15 +63,23 @@ from ..training.methods import OPTIONS, Method, MethodOptions, get_method, metho
 __all__ = ["DASTrainer", "das_optimizer_cls_and_kwargs", "trainer_methods"]
 
 
+def _moves_for_evaluation(m: Method) -> bool:
+    """Its optimizer keeps the weights away from the point to evaluate between steps (MSAM): the Trainer's
+    evaluation and checkpoints have no hook for :meth:`BaseOptimizerWrapper.evaluation_point`."""
+    return m.cls is not None and m.cls.evaluation_point is not BaseOptimizerWrapper.evaluation_point
+
+
 def trainer_methods() -> tuple[str, ...]:
     """The registry's methods the Trainer can run, read when asked (a method registered later is included):
     one-pass methods, and two-pass ones with SAM's phases (training_step runs both passes of each micro-batch
-    through first_step/restore). Not the methods with a loss term: the Trainer computes the loss itself and
-    exposes no features to add it to."""
+    through first_step/restore). Not the methods with a loss term (the Trainer computes the loss itself and
+    exposes no features to add it to), nor those whose weights rest at a perturbed point between steps."""
     return tuple(
         m.name
         for m in REGISTRY.values()
-        if m.loss_term is None and (not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM)))
+        if m.loss_term is None
+        and (not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM)))
+        and not _moves_for_evaluation(m)
     )
 
 
@@ -87,8 +95,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``).
-_KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name}
+# Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``); a keyword
+# that is an option's own name stays that option (``alpha`` is DAS's, not das-gradient's ``das_gradient_alpha``).
+_KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name and o.kwarg not in OPTIONS}
 _UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
 
 
@@ -165,6 +174,12 @@ def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, Metho
             f"Trainer's own loss does not expose; use `tensordas finetune --optimizer {method}`"
         )
     runnable = trainer_methods()
+    if method in REGISTRY and _moves_for_evaluation(REGISTRY[method]):
+        raise ValueError(
+            f"DASTrainer does not run method {method!r} (its weights rest at a perturbed point between steps and "
+            "the Trainer's evaluation and checkpoints would see them there); use one of "
+            f"{', '.join(runnable)}, or `tensordas finetune --optimizer {method}`"
+        )
     if method in REGISTRY and method not in runnable:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
         raise ValueError(
             f"DASTrainer does not run method {method!r} (its step is not wired into the Trainer's micro-batches); "

@@ -30,6 +30,9 @@ def dynamics_command(
     balance: Annotated[
         float | None, typer.Option(help="Add a 4th curve: DAS with balance=BETA (>= 0); default: none.")
     ] = None,
+    msam_rho: Annotated[
+        float | None, typer.Option(help="MSAM radius (>= 0; curve on the momentum and adam bases); default: rho.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder (created if needed).")] = Path("runs/dynamics"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
 ) -> None:
@@ -55,5 +58,6 @@ def dynamics_command(
         target_rank=target_rank,
         base=base,
         balance=balance,
+        msam_rho=msam_rho,
     )
     run_task(TASKS["dynamics"], config, out, resume=False, progress=progress)

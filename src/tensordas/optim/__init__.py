@@ -1,16 +1,19 @@
-"""Optimizers: DAS and its relatives (BAR), and the SAM baseline."""
+"""Optimizers: DAS and its relatives (BAR), the SAM baseline and Momentum-SAM (MSAM, one pass)."""
 
 from ._nonfinite import NONFINITE_MODES
 from ._wrapper import BaseOptimizerWrapper
 from .amp import sam_amp_step
 from .bar import BAR
 from .das import DAS
+from .msam import MSAM, MSAMDAS
 from .sam import SAM
 from .schedules import ALPHA_SCHEDULES, scheduled_alpha
 
 __all__ = [
     "DAS",
     "SAM",
+    "MSAM",
+    "MSAMDAS",
     "BAR",
     "BaseOptimizerWrapper",
     "ALPHA_SCHEDULES",

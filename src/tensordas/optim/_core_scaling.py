@@ -66,6 +66,11 @@ def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.T
     return t.to(device)
 
 
+def equivalent_scale(eta: float, c: float) -> float:
+    """The weight-form scale whose norm drift the gradient term ``c G_k`` gives to first order."""
+    return math.sqrt(max(1.0 - 2.0 * eta * c, 0.0))
+
+
 def squared_norms(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
     """``||t||_F^2`` of each tensor, accumulated in ``dtype``, by one fused kernel (two on old torch)."""
     if _POWSUM is not None:
@@ -173,15 +178,19 @@ class _ExpandBatch:
         source = s[self.index[0] : self.index[0] + len(self.index)] if self.positions is None else None
         return out, parts, source
 
-    def __call__(self, members: list[torch.Tensor], s: torch.Tensor, buffer: torch.Tensor) -> None:
-        """Write each core's scale into its elements of the shared buffer, then multiply."""
+    def expand(self, s: torch.Tensor, buffer: torch.Tensor) -> list[torch.Tensor]:
+        """Write each core's scale into its elements of the shared buffer; the per-core views of it."""
         out, parts, source = self._make_views(s, buffer) if _fresh_views() else self._views
         if self.element_index is not None:  # the single-batch layout: one gather
             torch.index_select(s, 0, self.element_index, out=out)
         else:
             source = source if source is not None else s.index_select(0, self.positions)
             out.copy_(torch.repeat_interleave(source, self.counts, output_size=self.total))
-        torch._foreach_mul_(members, parts)
+        return parts
+
+    def __call__(self, members: list[torch.Tensor], s: torch.Tensor, buffer: torch.Tensor) -> None:
+        """Multiply each member by its scale (expanded through the shared buffer)."""
+        torch._foreach_mul_(members, self.expand(s, buffer))
 
 
 class _ApplyLayout:
@@ -233,6 +242,16 @@ class _ApplyLayout:
         if self.large:
             views = self._large_views(self.s) if _fresh_views() else self.large_views
             torch._foreach_mul_([cores[i] for i in self.large], views)
+
+    def add_scaled(self, targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+        """``targets[k] += s_k * sources[k]`` with the same constant number of operators (DAS's gradient
+        form adds ``c_k G_k`` to the gradients; the gradient tensors change between steps, so none is kept)."""
+        for b in self.batches:
+            parts = b.expand(self.s, self.buffer)
+            torch._foreach_addcmul_([targets[i] for i in b.index], [sources[i] for i in b.index], parts)
+        if self.large:
+            views = self._large_views(self.s) if _fresh_views() else self.large_views
+            torch._foreach_addcmul_([targets[i] for i in self.large], [sources[i] for i in self.large], views)
 
 
 class _FlatViews:
@@ -317,6 +336,7 @@ class _RunState:
         self.plan_key: tuple | None = None
         self.plan: _Plan | None = None
         self.record: _Record | None = None
+        self.record_eta: Any = None  # the gradient form: each core's learning rate at the recorded step
         self.schedule_warned = False
         self.host_max_dev = 0.0
 
@@ -545,6 +565,10 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         """The readable per-group reference path (``foreach=False``)."""
         raise NotImplementedError
 
+    # True: the step adds ``c_k G_k`` to each core's gradient (the values computed are c_k) instead of
+    # multiplying the core by ``s_k`` (DAS's gradient form).
+    _adds_to_grads = False
+
     # Subclasses that implement _host_scales get the CPU path; tests switch it off to compare paths.
     _host_path = False
 
@@ -579,13 +603,22 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         v = f.views()
         squared_norms_into(tensors, dtype, v.reduced)
         self._reduce_shards(plan, v.reduced)
-        finite = self._device_scales(f, plan, alpha, self._eta(plan, dtype, f.s.device))
+        eta = self._eta(plan, dtype, f.s.device)
+        finite = self._device_scales(f, plan, alpha, eta)
         self._skips.sub_finite_(finite)
-        torch.maximum(self._max_dev, torch.dist(f.s, f.ones, math.inf), out=self._max_dev)
-        if plan.sharded:
-            f.apply([local(c) for c in plan.cores], fixed=False)
+        if self._adds_to_grads:
+            # f.s holds c_k; the weight form's equivalent scale deviation is |eta_k c_k| (first order)
+            dev = f.s.abs().max() * eta.value if eta.is_scalar else torch.mul(f.s, eta.value).abs_().max()
+            torch.maximum(self._max_dev, dev.to(self._max_dev.dtype), out=self._max_dev)
+            cores = [local(c) for c in plan.cores] if plan.sharded else plan.cores
+            f.apply.add_scaled([c.grad for c in cores], cores)
+            self._run.record_eta = eta
         else:
-            f.apply(plan.cores, fixed=True)
+            torch.maximum(self._max_dev, torch.dist(f.s, f.ones, math.inf), out=self._max_dev)
+            if plan.sharded:
+                f.apply([local(c) for c in plan.cores], fixed=False)
+            else:
+                f.apply(plan.cores, fixed=True)
         self._run.record = _Record("flat", (plan, f))
 
     def _host_rescale(self, plan: _Plan, alpha: float) -> None:
@@ -602,11 +635,17 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
             self._skips.add_(skipped)
             if self.nonfinite == "warn":
                 self._skips.warn_names([g for g, s in zip(self._skips.names, skipped) if s], self._nonfinite_message)
-        deviation = max(abs(s - 1.0) for s in scales)
+        if self._adds_to_grads:  # scales are the coefficients c_k of the gradient form
+            deviation = max(abs(e * c) for e, c in zip(eta, scales))
+            cores = [local(c) for c in plan.cores]
+            torch._foreach_add_([c.grad for c in cores], torch._foreach_mul(cores, scales))
+            self._run.record_eta = eta
+        else:
+            deviation = max(abs(s - 1.0) for s in scales)
+            torch._foreach_mul_([local(c) for c in plan.cores], scales)
         if deviation > self._run.host_max_dev:  # a lower bound of _max_dev: touch the tensor only when it grows
             self._run.host_max_dev = deviation
             self._max_dev.clamp_min_(deviation)
-        torch._foreach_mul_([local(c) for c in plan.cores], scales)
         self._run.record = _Record("host", (plan, n, gamma, scales, skipped))
 
     @torch.no_grad()
@@ -718,9 +757,10 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
         """Per core group name, what the last scaling step did (computed now, in float64, from the
         O(cores) values the step kept; reading them back syncs a GPU, nothing was read inside ``step()``).
 
-        Each entry: ``scale_min``/``scale_max`` (the applied ``s_k``), ``Q`` and ``C`` (the norm
-        deviation and norm-gradient covariance of the squared core and gradient norms the step saw,
-        before scaling) and
+        Each entry: ``scale_min``/``scale_max`` (the applied ``s_k``; DAS's gradient form, which scales
+        nothing, reports the equivalent ``sqrt(1 - 2 eta_k c_k)``: same norm drift to first order), ``Q``
+        and ``C`` (the norm deviation and norm-gradient covariance of the squared core and gradient norms
+        the step saw, before scaling) and
         ``grad_norm`` (the group's ``||g||``), over the group's cores that had a gradient, and
         ``skipped`` (True when a non-finite gradient left the group unscaled). Groups without a
         gradient are absent. Empty before the first scaling step, after a skipped step, and when
@@ -745,6 +785,11 @@ class CoreScalingOptimizer(BaseOptimizerWrapper):
                 skipped = [not math.isfinite(x) for x in v.S.tolist()]
             else:
                 plan, n, gamma, s, skipped = rec.data
+            if self._adds_to_grads:  # report the equivalent scale sqrt(1 - 2 eta_k c_k)
+                eta = self._run.record_eta
+                if isinstance(eta, Eta):
+                    eta = [eta.value] * len(s) if eta.is_scalar else eta.value.tolist()
+                s = [equivalent_scale(e, c) for e, c in zip(eta, s)]
             for gi, nk, gk, sk in zip(plan.group_index_list, n, gamma, s):
                 rows.setdefault(gi, []).append((nk, gk, sk))
         return {self.core_groups[gi].name: _group_summary(values, skipped[gi]) for gi, values in sorted(rows.items())}

@@ -8,6 +8,7 @@ the wrapper, so momentum and Adam moments survive a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from typing import Any
@@ -88,6 +89,16 @@ class BaseOptimizerWrapper(Optimizer):
         """Call the base optimizer's ``eval()`` if it has one (see :meth:`train`)."""
         if callable(getattr(self.base_optimizer, "eval", None)):
             self.base_optimizer.eval()
+
+    def evaluation_point(self) -> contextlib.AbstractContextManager:
+        """A context inside which the parameters are the point to evaluate, copy and save. For SAM, DAS
+        and BAR that is where they are; MSAM keeps them at a perturbed point between steps and moves
+        back inside. Training loops wrap evaluation and checkpointing in it (the engine does)."""
+        return contextlib.nullcontext()
+
+    def settle(self) -> None:
+        """After the last step: leave the parameters at the evaluation point for good (MSAM moves back;
+        the others do nothing)."""
 
     # Wrapper-specific state lives in one extra section of the base optimizer's state dict.
     def _extra_state(self) -> dict[str, Any]:

@@ -13,6 +13,19 @@ first-order norm drift with ``rho`` replaced by ``alpha``, at no extra forward/b
 ``s_k = clamp(1 + alpha eta (gamma_k - gamma_bar) / (||g|| ||G_k||), s_min, s_max)``
 (``||G_k||`` rather than ``||G_k||^2`` and no square root; the clamp is ours).
 
+``variant="gradient"`` acts through the base optimizer instead of on the weights: before the base
+step it adds to each core's gradient the term whose plain gradient step gives the sam-matched drift::
+
+    c_k = -alpha_t (gamma_k - gamma_bar) / (||g|| n_k)
+    g_k <- g_k + c_k G_k
+
+Under plain GD with step ``eta``, ``n_k`` changes by ``-2 eta c_k n_k = 2 alpha eta (gamma_k - gamma_bar)
+/ ||g||`` more than under GD (to first order): the weight form's drift. Under momentum or Adam the term
+enters the buffers and moments, as SAM's extra gradient term does (the weight form bypasses them).
+With ``balance`` it adds ``(beta / 2)(log n_k - mean_j log n_j)`` to ``c_k`` (again the weight form's
+first-order drift). The clamp keeps the equivalent squared scale ``1 - 2 eta c_k`` in
+``[s_min^2, s_max^2]``; a core that the weight form leaves at ``s_k = 1`` gets ``c_k = 0``.
+
 ``balance=beta > 0`` (off by default) multiplies each scale by the function-preserving factor::
 
     b_k = exp(-(beta eta_t / 2) (log n_k - mean_j log n_j))
@@ -42,7 +55,7 @@ from ._wrapper import check_non_negative
 
 __all__ = ["DAS", "das_scales_flat", "das_scales_host", "das_scales_single_group"]
 
-VARIANTS = ("sam-matched", "reference")
+VARIANTS = ("sam-matched", "reference", "gradient")
 GRAD_NORMS = ("group", "global")
 
 
@@ -74,7 +87,8 @@ def das_scales_flat(
     Non-finite values do the bookkeeping instead of masks: a skipped group's ``gamma_bar`` is NaN,
     a zero-norm core divides by zero, and the last operator maps every non-finite scale to 1.
     """
-    coef, bcoef, lo, hi, root = _factors(variant, alpha, balance, s_min, s_max)
+    gradient = variant == "gradient"
+    coef, bcoef, lo, hi, root = _factors("sam-matched" if gradient else variant, alpha, balance, s_min, s_max)
     v = f.views()
     n, gamma, S, idx = v.n, v.gamma, v.S, f.group_index
     if balance:
@@ -101,6 +115,9 @@ def das_scales_flat(
     torch.index_select(f.pg, 1, idx, out=f.pk)
     d = torch.sub(gamma, gbar_k)
     d.mul_(inv)
+    if gradient:
+        _gradient_coefficients_flat(f, d, n, ln0 if balance else None, v.pk_rows[-1], alpha, balance, eta, s_min, s_max)
+        return torch.lt(S, math.inf)
     if eta.is_scalar:
         coef *= eta.value
     else:
@@ -117,6 +134,39 @@ def das_scales_flat(
     return torch.lt(S, math.inf)  # S >= 0: finite unless inf or NaN (one operator, torch.isfinite takes four)
 
 
+def _coefficient_bounds(eta: float, s_min: float, s_max: float) -> tuple[float, float]:
+    """The gradient form's clamp: ``c_k`` such that the equivalent squared scale ``1 - 2 eta c_k`` lies in
+    ``[s_min^2, s_max^2]`` (the weight form's clamp; it bites only on pathological steps)."""
+    return (1.0 - s_max**2) / (2.0 * eta), (1.0 - s_min**2) / (2.0 * eta)
+
+
+def _gradient_coefficients_flat(
+    f: _Flat,
+    d: torch.Tensor,
+    n: torch.Tensor,
+    log_n: torch.Tensor | None,
+    mean_log_n: torch.Tensor,
+    alpha: float,
+    balance: float,
+    eta: Eta,
+    s_min: float,
+    s_max: float,
+) -> None:
+    """``f.s <- c_k = -alpha d_k / n_k [+ (beta/2)(log n_k - mean log n)]`` (``d_k = (gamma_k - gamma_bar)
+    / ||g||``), clamped, every non-finite value (a zero-norm core, a skipped group) mapped to 0."""
+    c = torch.div(d, n)
+    c.mul_(-alpha)
+    if log_n is not None:
+        e = torch.sub(log_n, mean_log_n)
+        c.add_(e, alpha=balance / 2.0)
+    torch.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0, out=f.s)
+    if eta.is_scalar:
+        if eta.value > 0:
+            f.s.clamp_(*_coefficient_bounds(eta.value, s_min, s_max))
+    else:
+        f.s.clamp_(min=(1.0 - s_max**2) / (2.0 * eta.value), max=(1.0 - s_min**2) / (2.0 * eta.value))
+
+
 def _mean_log_norms(n: list[float], group_index: list[int], num_groups: int) -> list[float]:
     """Per group: mean of log n_k over its cores with n_k > 0; NaN when a core norm is not finite."""
     total, count = [0.0] * num_groups, [0] * num_groups
@@ -127,6 +177,32 @@ def _mean_log_norms(n: list[float], group_index: list[int], num_groups: int) -> 
             total[g] += math.log(n_k)
             count[g] += 1
     return [t / c if c else math.nan for t, c in zip(total, count)]
+
+
+def _gradient_coefficient(
+    n_k: float,
+    deviation: float,
+    norm: float,
+    skipped: bool,
+    mean_log: float | None,
+    eta: float,
+    alpha: float,
+    balance: float,
+    s_min: float,
+    s_max: float,
+) -> float:
+    """One core's ``c_k`` of the gradient form on Python floats (0 where it is not defined)."""
+    if skipped or not n_k > 0:
+        return 0.0
+    c = -alpha * deviation / (norm * n_k) if norm > 0 else 0.0
+    if mean_log is not None:
+        c += balance / 2.0 * (math.log(n_k) - mean_log)  # NaN when a core norm is not finite
+    if not math.isfinite(c):
+        return 0.0
+    if eta > 0:
+        lo, hi = _coefficient_bounds(eta, s_min, s_max)
+        c = min(max(c, lo), hi)
+    return c
 
 
 def das_scales_host(
@@ -157,6 +233,14 @@ def das_scales_host(
     scales = []
     for g, n_k, gamma_k, eta_k in zip(group_index, n, gamma, eta):
         norm = math.sqrt(gamma_sum[g] if global_sq_norm is None else global_sq_norm)
+        if variant == "gradient":
+            scales.append(
+                _gradient_coefficient(
+                    n_k, gamma_k - gamma_sum[g] / count[g], norm, skipped[g], mean_log and mean_log[g],
+                    eta_k, alpha, balance, s_min, s_max,
+                )
+            )  # fmt: skip
+            continue
         if skipped[g] or not n_k > 0:
             scales.append(1.0)
             continue
@@ -202,6 +286,10 @@ def das_scales_single_group(
     eta_t = torch.tensor([e for c, e in zip(cores, eta) if c.grad is not None], dtype=dtype, device=n.device)
     norm = (gamma.sum() if global_sq_norm is None else global_sq_norm.to(dtype)).sqrt()
     deviation = gamma - gamma.mean()
+    if variant == "gradient":
+        c = _gradient_coefficients_single_group(n, deviation, norm, skipped, eta_t, alpha, balance, s_min, s_max)
+        it = iter(c.unbind())
+        return [next(it) if core.grad is not None else None for core in cores], skipped, (n, gamma)
     x = 1 + coef * eta_t * deviation / (norm * (n if root else n.sqrt()))
     x = torch.where(norm > 0, x, torch.ones_like(x))  # ||g|| = 0: the DAS factor is 1
     defined = (n > 0) & ~skipped
@@ -218,6 +306,32 @@ def das_scales_single_group(
     return [next(it) if c.grad is not None else None for c in cores], skipped, (n, gamma)
 
 
+def _gradient_coefficients_single_group(
+    n: torch.Tensor,
+    deviation: torch.Tensor,
+    norm: torch.Tensor,
+    skipped: torch.Tensor,
+    eta: torch.Tensor,
+    alpha: float,
+    balance: float,
+    s_min: float,
+    s_max: float,
+) -> torch.Tensor:
+    """The gradient form's ``c_k`` of one group's cores with a gradient (reference path)."""
+    c = -alpha * deviation / (norm * n)
+    c = torch.where(norm > 0, c, torch.zeros_like(c))  # ||g|| = 0: no DAS term
+    defined = (n > 0) & ~skipped
+    if balance:
+        positive = n > 0
+        log_n = torch.where(positive, n.log(), torch.zeros_like(n))
+        c = c + balance / 2.0 * (log_n - log_n.sum() / positive.sum())
+        defined &= torch.isfinite(n).all()
+    defined &= torch.isfinite(c)
+    lo, hi = (1.0 - s_max**2) / (2.0 * eta), (1.0 - s_min**2) / (2.0 * eta)  # +-inf where eta = 0
+    c = torch.minimum(torch.maximum(c, lo), hi)
+    return torch.where(defined, c, torch.zeros_like(c))
+
+
 class DAS(CoreScalingOptimizer):
     """Deviation-Aware Scaling around any ``torch.optim.Optimizer``.
 
@@ -232,7 +346,9 @@ class DAS(CoreScalingOptimizer):
         total_steps: required by the decaying schedules.
         grad_norm: ``"group"`` normalises by the group's gradient norm, ``"global"`` by the
             norm of all gradients the optimizer holds (the norm SAM uses).
-        variant: ``"sam-matched"`` (default, drift equals SAM's) or ``"reference"`` (authors' code).
+        variant: ``"sam-matched"`` (default, drift equals SAM's), ``"reference"`` (authors' code) or
+            ``"gradient"`` (the sam-matched drift as a term added to each core's gradient before the base
+            step, so momentum and Adam's moments carry it as they carry SAM's extra term; module docstring).
         s_min, s_max: clamp of the per-step scale, ``0 < s_min <= 1 <= s_max``; they bite
             only on pathological steps.
         foreach: ``False`` selects the readable per-group reference path; also passed to the
@@ -267,7 +383,7 @@ class DAS(CoreScalingOptimizer):
         if grad_norm not in GRAD_NORMS:
             raise ValueError(f"Invalid grad_norm: {grad_norm!r} (expected 'group' or 'global')")
         if variant not in VARIANTS:
-            raise ValueError(f"Invalid variant: {variant!r} (expected 'sam-matched' or 'reference')")
+            raise ValueError(f"Invalid variant: {variant!r} (expected one of {', '.join(map(repr, VARIANTS))})")
         if not (0 < s_min <= 1 <= s_max) or s_max == float("inf"):
             raise ValueError(f"Invalid clamp s_min={s_min}, s_max={s_max} (need 0 < s_min <= 1 <= s_max < inf)")
         check_non_negative("balance", balance)
@@ -319,6 +435,10 @@ class DAS(CoreScalingOptimizer):
 
     _host_path = True
 
+    @property
+    def _adds_to_grads(self) -> bool:
+        return self.variant == "gradient"
+
     def _host_scales(self, n, gamma, plan, eta, alpha, global_sq):
         return das_scales_host(
             n,
@@ -353,14 +473,22 @@ class DAS(CoreScalingOptimizer):
                 balance=self.balance,
             )
             self._skips.acc[gi] += skipped.to(self._skips.acc.device, torch.int64)
-            applied = []
+            applied, deviations = [], []
             for core, s in zip(group.cores, scales):
-                if s is not None:
+                if s is None:
+                    continue
+                if self.variant == "gradient":  # s is c_k: add c_k G_k to the gradient
+                    eta = float(lr_of[id(core)])
+                    core.grad.add_(core * s.to(core.dtype))
+                    deviations.append((eta * s).abs())  # the equivalent |s_k - 1| to first order
+                    s = (1 - 2 * eta * s).clamp_min(0).sqrt()  # recorded: the equivalent scale
+                else:
                     core.mul_(s)
-                    applied.append(s)
+                    deviations.append((s - 1).abs())
+                applied.append(s)
             if applied:
                 s_all = torch.stack(applied)
-                torch.maximum(self._max_dev, (s_all - 1).abs().max().to(self._max_dev), out=self._max_dev)
+                torch.maximum(self._max_dev, torch.stack(deviations).max().to(self._max_dev), out=self._max_dev)
                 self._run.record.data.append((gi, *norms, s_all, skipped))
 
     def _extra_state(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-r"""Norm dynamics of GD, SAM and DAS on a Tucker-2 model (the paper's Figure 1).
+r"""Norm dynamics of GD, SAM, DAS (weight and gradient form) and MSAM on a Tucker-2 model (the paper's Figure 1).
 
 A Tucker-2 matrix model ``X = A G B^T`` (:class:`tensordas.TuckerModel` with two modes; core group
 ``[G, A, B]``) is fitted by full-batch descent on the squared loss ``L = 0.5 ||X - Y||_F^2`` to a
@@ -9,8 +9,11 @@ noisy low-rank target ``Y = T + a N``:
 
 The base optimizer (``base``): plain GD (``torch.optim.SGD`` without momentum, the default),
 heavy-ball momentum 0.9 (``"momentum"``) or Adam (``"adam"``, torch's defaults), all with learning rate
-``eta``. The base alone, SAM and DAS (both on that base) and, with ``balance`` set, DAS with that
-balance (docs/design.md, section 1) start from the same initialisation whose core norms are
+``eta``. The base alone, SAM, DAS in weight form (``DAS``) and in gradient form (``DAS-gradient``, its
+drift added to the gradient, so the base's momentum/moments carry it), MSAM where the base has a
+momentum (``momentum``, ``adam``; evaluated at its unperturbed weights), all on that base, and, with
+``balance`` set, DAS with that balance (docs/design.md, section 1) start from the same initialisation
+whose core norms are
 deliberately unbalanced (``core_scales``), so that the norm deviation ``Q`` is clearly non-zero. Every
 iteration records the loss, ``Q``, ``C`` and ``||g||`` at the current weights, in float64.
 
@@ -48,6 +51,7 @@ from ..optim import DAS
 from ..reporting import ProgressFn, ensure_dir, line_panels, results_table, save_figure, write_csv, write_json
 from ..training import OptimizerConfig, build_optimizer
 from ..training.methods import BASE_OPTIMIZERS
+from ..training.optimizers import evaluation_point, settle
 from .protocol import Task
 
 if TYPE_CHECKING:
@@ -75,6 +79,9 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("GD", "SAM", "DAS")
+GRADIENT_FORM = "DAS-gradient"  # DAS's drift as a gradient term (variant="gradient"), on every base
+MSAM_CURVE = "MSAM"  # Momentum-SAM, on the bases with a momentum
+MSAM_BASES = ("momentum", "adam")
 BALANCED = "DAS+balance"  # the fourth curve, with ``balance`` set
 BALANCE_STYLE = ("#c44e52", "-.")  # its colour and line style in the figure
 MOMENTUM = 0.9  # heavy-ball momentum of the ``momentum`` base
@@ -92,6 +99,8 @@ SETUP = {
     "base_optimizer": "SGD (lr=eta, no momentum)",
     "sam": "SAM(rho), perturbation rho * g / ||g||",
     "das": "DAS(alpha), variant sam-matched, grad_norm group",
+    "das_gradient": "DAS-gradient: DAS(alpha), variant gradient (the drift as a gradient term), grad_norm group",
+    "msam": "MSAM(msam_rho): gradient at w - msam_rho * m / ||m|| (momentum bases only); curves at w",
     "dtype": "float64",
     "dq_ratio": "(dQ_X - dQ_GD) / (4 * eta * rho_X * C / ||g||) at step 1 (rho_DAS = alpha)",
 }
@@ -158,7 +167,8 @@ class DynamicsConfig:
             relative to a balanced start; their product is the output's extra scale.
         base: the base optimizer, one of :data:`BASES` (``sgd``: plain GD, ``momentum``: heavy-ball
             0.9, ``adam``).
-        balance: ``beta >= 0`` adds a fourth curve, DAS with ``balance=beta``; ``None``: no such curve.
+        balance: ``beta >= 0`` adds a curve, DAS with ``balance=beta``; ``None``: no such curve.
+        msam_rho: MSAM's radius (>= 0; momentum and adam bases); ``None`` means ``rho``.
     """
 
     steps: int = 1000
@@ -174,6 +184,7 @@ class DynamicsConfig:
     core_scales: tuple[float, float, float] = (2.0, 1.0, 0.5)
     base: str = "sgd"
     balance: float | None = None
+    msam_rho: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -205,6 +216,8 @@ class DynamicsConfig:
             raise ValueError(f"Invalid base value: {self.base!r} (expected one of {', '.join(BASES)})")
         if self.balance is not None:
             set_(self, "balance", _float("balance", self.balance, positive=False))
+        if self.msam_rho is not None:
+            set_(self, "msam_rho", _float("msam_rho", self.msam_rho, positive=False))
 
     @property
     def das_alpha(self) -> float:
@@ -212,10 +225,17 @@ class DynamicsConfig:
         return self.rho if self.alpha is None else self.alpha
 
     @property
+    def msam_radius(self) -> float:
+        """MSAM's radius: ``msam_rho``, or ``rho`` when not set."""
+        return self.rho if self.msam_rho is None else self.msam_rho
+
+    @property
     def optimizers(self) -> tuple[str, ...]:
-        """The curves' names: the base alone, ``SAM``, ``DAS`` and, with ``balance`` set, ``DAS+balance``."""
-        extra = () if self.balance is None else (BALANCED,)
-        return (BASES[self.base][0], "SAM", "DAS", *extra)
+        """The curves' names: the base alone, ``SAM``, ``DAS``, ``DAS-gradient``, ``MSAM`` (momentum bases)
+        and, with ``balance`` set, ``DAS+balance``."""
+        extra = (MSAM_CURVE,) if self.base in MSAM_BASES else ()
+        extra += () if self.balance is None else (BALANCED,)
+        return (BASES[self.base][0], "SAM", "DAS", GRADIENT_FORM, *extra)
 
     @property
     def clean_rank(self) -> int:
@@ -226,6 +246,7 @@ class DynamicsConfig:
         """Plain settings with ``alpha`` and ``target_rank`` resolved; ``DynamicsConfig(**d)`` rebuilds it."""
         d = asdict(self)
         d.update(alpha=self.das_alpha, target_rank=self.clean_rank, size=list(self.size), rank=list(self.rank))
+        d["msam_rho"] = self.msam_radius
         d["core_scales"] = list(self.core_scales)
         return d
 
@@ -445,13 +466,20 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-_METHOD = {"SAM": "sam", "DAS": "das", BALANCED: "das"}  # any other name: the base alone
+_METHOD = {"SAM": "sam", "DAS": "das", GRADIENT_FORM: "das-gradient", MSAM_CURVE: "msam", BALANCED: "das"}
+# any other name: the base alone
 
 
 def _optimizer(name: str, model: torch.nn.Module, group: CoreGroup, config: DynamicsConfig) -> torch.optim.Optimizer:
     """The base optimizer (:data:`BASES`) with step ``eta``, or SAM / DAS / DAS with balance on it."""
     opt_config = OptimizerConfig(
-        method=_METHOD.get(name, "base"), lr=config.eta, rho=config.rho, alpha=config.das_alpha, **BASES[config.base][2]
+        method=_METHOD.get(name, "base"),
+        lr=config.eta,
+        rho=config.rho,
+        alpha=config.das_alpha,
+        das_gradient_alpha=config.das_alpha,
+        msam_rho=config.msam_radius,
+        **BASES[config.base][2],
     )
     if name != BALANCED:
         return build_optimizer(opt_config, model.parameters(), core_groups=[group])
@@ -480,10 +508,11 @@ def train_curve(
     losses, qs, cs, norms = [], [], [], []
     n_initial = None
     for t in range(config.steps + 1):
-        opt.zero_grad(set_to_none=True)
-        loss = problem.loss(model)
-        loss.backward()
-        stats = group_stats(group)  # at the weights after t steps
+        with evaluation_point(opt):  # MSAM: the curves follow its unperturbed weights
+            opt.zero_grad(set_to_none=True)
+            loss = problem.loss(model)
+            loss.backward()
+            stats = group_stats(group)  # at the weights after t steps
         losses.append(loss.detach())
         qs.append(stats.Q)
         cs.append(stats.C)
@@ -500,10 +529,15 @@ def train_curve(
             opt.first_step(zero_grad=True)
             problem.loss(model).backward()
             opt.second_step(zero_grad=True)
+        elif name == MSAM_CURVE:  # its gradient is taken at the perturbed weights (the curve's was at w)
+            opt.zero_grad(set_to_none=True)
+            problem.loss(model).backward()
+            opt.step()
         else:
             opt.step()
         if progress is not None:
             progress(name, t + 1, config.steps)
+    settle(opt)
     return Curve(
         step=list(range(config.steps + 1)),
         loss=torch.stack(losses).tolist(),
@@ -518,7 +552,7 @@ def train_curve(
 def _first_step(curves: Mapping[str, Curve], config: DynamicsConfig) -> FirstStep:
     gd = curves[config.optimizers[0]]
     q0, c0, g0 = gd.Q[0], gd.C[0], gd.grad_norm[0]
-    strengths = {"SAM": config.rho, "DAS": config.das_alpha}
+    strengths = {"SAM": config.rho, "DAS": config.das_alpha, GRADIENT_FORM: config.das_alpha}
     predicted, measured, ratio = {}, {}, {}
     for name, strength in strengths.items():
         predicted[name] = 4 * config.eta * strength * c0 / g0 if g0 > 0 else 0.0

@@ -26,6 +26,9 @@ callback; optional early stopping on a validation metric that restores the best 
 optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state, the loss
 term's state (SAF's memory, MESA's teacher) and history are written atomically, and a resumed run ends
 with exactly the numbers of an uninterrupted one.
+Evaluation, the early-stopping copy and checkpoints happen inside the optimizer's evaluation point
+(:func:`~tensordas.training.optimizers.evaluation_point`: MSAM's unperturbed weights, the weights as they
+are for every other method), and the trained model is left there (:func:`~tensordas.training.optimizers.settle`).
 
 Loss terms. A method with a :attr:`~tensordas.training.methods.Method.loss_term` adds it to the family's
 loss before ``backward()`` (one pass; the reported training loss stays the family's own loss, so it
@@ -60,7 +63,7 @@ from ..metrics import norm_deviation
 from ..optim.watch import CHECK_AFTER, ScaleWatch
 from ..reporting import ProgressFn, atomic_open, ensure_dir
 from .lossterms import CONTEXT_FIELDS, HeadTap, LossContext
-from .optimizers import OptimizerConfig, build_optimizer, optimizer_step, synchronize
+from .optimizers import OptimizerConfig, build_optimizer, evaluation_point, optimizer_step, settle, synchronize
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -457,7 +460,8 @@ def train(
         resumed_from = int(state["round"])
         term_state.update({k: v.to(device) for k, v in (state.get("loss_term") or {}).items()})
     else:
-        history = [row(0, 0, None, {}, 0.0)]
+        with evaluation_point(opt):
+            history = [row(0, 0, None, {}, 0.0)]
         start, steps, wall_before, diverged, stopped, step_times, resumed_from = 1, 0, 0.0, False, False, [], 0
     if progress is not None:
         progress(label, steps, total_steps)
@@ -499,38 +503,41 @@ def train(
         train_loss = float(loss_sum) / weight
         diverged = not math.isfinite(train_loss)
         counts = {k: float(v) / weight for k, v in count_sums.items()}
-        history.append(row(round_, steps, train_loss, counts, time.perf_counter() - tick))
-        if monitor is not None:
-            score = history[-1][monitor.metric]
-            if monitor.better(score, best["value"]):
-                best = {"value": score, "state": copy.deepcopy(model.state_dict()), "step": steps, "waited": 0}
-            else:
-                best["waited"] += 1
-                stopped = monitor.patience is not None and best["waited"] >= monitor.patience
-        if checkpoint is not None:
-            _save(
-                checkpoint.path,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "tag": checkpoint.tag,
-                    "settings": checkpoint.settings,
-                    "meta": dict(checkpoint.meta),
-                    "round": round_,
-                    "steps": steps,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": None if sched is None else sched.state_dict(),
-                    "plan": plan.state_dict(),
-                    "loss_term": term_state,
-                    "rng": _rng_state(device),
-                    "history": history,
-                    "step_times": step_times,
-                    "best": best,
-                    "wall_time_s": wall_before + time.perf_counter() - session_start,
-                    "diverged": diverged,
-                    "stopped": stopped,
-                },
-            )
+        # Evaluation, the early-stopping copy and the checkpoint see the point to evaluate (MSAM: unperturbed).
+        with evaluation_point(opt):
+            history.append(row(round_, steps, train_loss, counts, time.perf_counter() - tick))
+            if monitor is not None:
+                score = history[-1][monitor.metric]
+                if monitor.better(score, best["value"]):
+                    best = {"value": score, "state": copy.deepcopy(model.state_dict()), "step": steps, "waited": 0}
+                else:
+                    best["waited"] += 1
+                    stopped = monitor.patience is not None and best["waited"] >= monitor.patience
+            if checkpoint is not None:
+                _save(
+                    checkpoint.path,
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "tag": checkpoint.tag,
+                        "settings": checkpoint.settings,
+                        "meta": dict(checkpoint.meta),
+                        "round": round_,
+                        "steps": steps,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": None if sched is None else sched.state_dict(),
+                        "plan": plan.state_dict(),
+                        "loss_term": term_state,
+                        "rng": _rng_state(device),
+                        "history": history,
+                        "step_times": step_times,
+                        "best": best,
+                        "wall_time_s": wall_before + time.perf_counter() - session_start,
+                        "diverged": diverged,
+                        "stopped": stopped,
+                    },
+                )
+    settle(opt)  # MSAM: the trained model is the unperturbed point
     if best["state"] is not None:  # early stopping: end with the weights of the best evaluation
         model.load_state_dict(best["state"])
     _, _, per_group = q_stats(groups)

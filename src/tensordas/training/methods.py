@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from ..optim import BAR, DAS, SAM
+from ..optim import BAR, DAS, MSAM, MSAMDAS, SAM
 from ..optim.das import GRAD_NORMS, VARIANTS
 from ..optim.schedules import ALPHA_SCHEDULES
 from ._looksam import looksam_class, looksam_step
@@ -228,33 +228,37 @@ ALPHA_SCHEDULE = Option(
     choices=ALPHA_SCHEDULES,
 )  # fmt: skip
 RHO = Option("rho", 0.05, "SAM/LookSAM radius.", minimum=0)
-
-DAS_OPTIONS: tuple[Option, ...] = (
-    ALPHA,
-    ALPHA_SCHEDULE,
-    Option("grad_norm", "group", "DAS normaliser: group | global (SAM's norm).", choices=GRAD_NORMS),
-    Option(
-        "das_variant",
-        "sam-matched",
-        "DAS formula: sam-matched (drift equals SAM's) | reference (authors').",
-        keyword="variant",
-        choices=VARIANTS,
-    ),
-    Option(
-        "s_min",
-        0.5,
-        "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).",
-        minimum=0,
-        maximum=1,
-    ),
-    Option("s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1),
-    Option(
-        "balance",
-        0.0,
-        "DAS: function-preserving pull toward equal core norms, beta >= 0 (experimental: docs/dynamics.md).",
-        minimum=0,
-    ),
+GRAD_NORM = Option("grad_norm", "group", "DAS normaliser: group | global (SAM's norm).", choices=GRAD_NORMS)
+DAS_VARIANT = Option(
+    "das_variant",
+    "sam-matched",
+    "DAS formula: sam-matched (drift equals SAM's) | reference (authors') | gradient (the drift as a gradient "
+    "term, through the base optimizer).",
+    keyword="variant",
+    choices=VARIANTS,
 )
+S_MIN = Option(
+    "s_min", 0.5, "DAS: smallest per-step core scale, in (0, 1] (a clamp for pathological steps).", minimum=0, maximum=1
+)
+S_MAX = Option("s_max", 2.0, "DAS: largest per-step core scale, >= 1 (a clamp for pathological steps).", minimum=1)
+DAS_GRADIENT_ALPHA = Option(
+    "das_gradient_alpha", 1.0, "das-gradient strength (DAS's alpha, tuned on its own).", keyword="alpha", minimum=0
+)
+MSAM_RHO = Option(
+    "msam_rho",
+    3.0,
+    "MSAM radius along -m/||m|| (its own scale: the authors use 3, not SAM's rho).",
+    keyword="rho",
+    minimum=0,
+)
+BALANCE = Option(
+    "balance",
+    0.0,
+    "DAS: function-preserving pull toward equal core norms, beta >= 0 (experimental: docs/dynamics.md).",
+    minimum=0,
+)
+
+DAS_OPTIONS: tuple[Option, ...] = (ALPHA, ALPHA_SCHEDULE, GRAD_NORM, DAS_VARIANT, S_MIN, S_MAX, BALANCE)
 
 # The loss terms' options (docs/design.md: the terms' math and where the defaults come from).
 JREG_LAMBDA = Option(
@@ -316,6 +320,49 @@ METHODS: dict[str, Method] = {
             needs_core_groups=True,
             scheduled=True,
             compared=True,
+        ),
+        Method(
+            "das-gradient",
+            "DAS in gradient form: DAS's drift added to the core gradients, carried by the base optimizer (one pass)",
+            DAS,
+            options=(DAS_GRADIENT_ALPHA, ALPHA_SCHEDULE, GRAD_NORM, S_MIN, S_MAX, BALANCE),
+            strength="das_gradient_alpha",
+            needs_core_groups=True,
+            scheduled=True,
+            compared=True,
+            grid=(0.1, 1.0, 10.0),
+            fixed={"variant": "gradient"},
+        ),
+        Method(
+            "msam",
+            "MSAM (Momentum-SAM): SAM's perturbation along the negative momentum, one pass",
+            MSAM,
+            options=(MSAM_RHO,),
+            strength="msam_rho",
+            compared=True,
+            grid=(0.3, 1.0, 3.0),
+        ),
+        Method(
+            "msam-das",
+            "MSAM whose base step is DAS in gradient form (one pass; rho from --msam-rho)",
+            MSAMDAS,
+            options=(
+                Option(
+                    "msam_das_alpha",
+                    1.0,
+                    "msam-das: strength of its DAS gradient term (tuned on its own).",
+                    keyword="alpha",
+                    minimum=0,
+                ),
+                MSAM_RHO,
+                ALPHA_SCHEDULE,
+                GRAD_NORM,
+                BALANCE,
+            ),  # fmt: skip
+            strength="msam_das_alpha",
+            needs_core_groups=True,
+            scheduled=True,
+            grid=(0.1, 1.0, 10.0),
         ),
         Method(
             "bar",
@@ -480,10 +527,14 @@ def compared_methods(supplies: Iterable[str] | None = None) -> tuple[str, ...]:
 
 
 def method_of(optimizer: Optimizer) -> Method:
-    """The registered method whose class ``optimizer`` is an instance of (``base`` if none).
+    """The registered method whose class ``optimizer`` is an instance of (``base`` if none); of several,
+    the one with the most derived class (``msam-das``'s subclasses ``msam``'s), then the one with the most
+    :attr:`Method.fixed` keywords that ``optimizer`` has (read as its attributes of those names: a preset
+    such as ``das-gradient`` shares ``das``'s class).
 
     A loss term is not part of the optimizer: the optimizer of ``jreg`` is the base optimizer's (``base``),
     that of ``das+jreg`` is DAS's (``das``)."""
+    found = []
     for method in METHODS.values():
         if not method.wraps or method.loss_term is not None:
             continue
@@ -491,6 +542,7 @@ def method_of(optimizer: Optimizer) -> Method:
             cls = method.wrapper
         except ImportError:  # an optional dependency that is missing: not what built ``optimizer``
             continue
-        if isinstance(optimizer, cls):
-            return method
-    return METHODS["base"]
+        fits = all(getattr(optimizer, k, None) == v for k, v in method.fixed.items())
+        if isinstance(optimizer, cls) and fits:
+            found.append((len(cls.__mro__), len(method.fixed), method))
+    return max(found, key=lambda t: t[:2], default=(0, 0, METHODS["base"]))[2]

@@ -7,6 +7,7 @@ registry, and :func:`optimizer_step` takes one step with it (one pass, or two fo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ __all__ = [
     "build_optimizer",
     "check_device",
     "compared_optimizers",
+    "evaluation_point",
     "optimizer_step",
+    "settle",
     "synchronize",
 ]
 
@@ -205,3 +208,17 @@ def optimizer_step(
     loss = closure()
     optimizer.step()
     return loss
+
+
+def evaluation_point(optimizer: Optimizer) -> contextlib.AbstractContextManager:
+    """The context in which ``optimizer``'s parameters are the point to evaluate, copy and save (MSAM moves
+    back from its perturbed point inside); a no-op for optimizers without one (the base, LookSAM)."""
+    method = getattr(optimizer, "evaluation_point", None)
+    return method() if callable(method) else contextlib.nullcontext()
+
+
+def settle(optimizer: Optimizer) -> None:
+    """After training: leave the parameters at the evaluation point for good (see :func:`evaluation_point`)."""
+    method = getattr(optimizer, "settle", None)
+    if callable(method):
+        method()
