@@ -50,7 +50,8 @@ def test_complete_writes_records_and_a_summary_recomputable_from_them(tmp_path, 
         assert entry["diff"][pair]["mean"] == pytest.approx(np.mean(d), abs=1e-12)
         assert entry["diff"][pair]["ci95"] == [pytest.approx(x, abs=1e-12) for x in t_interval(d)]
     assert entry["verdict"] in VERDICTS and entry["note"] is None
-    assert set(entry["verdicts"]) == set(compared) - {"base", "sam"} and set(entry["verdicts"].values()) <= set(VERDICTS)
+    assert set(entry["verdicts"]) == set(compared) - {"base", "sam"}
+    assert set(entry["verdicts"].values()) <= set(VERDICTS)
     printed = capsys.readouterr().out
     table = printed[printed.index("Verdicts: does each method") : printed.index("\nwrote ")]
     assert all(len(line) <= 80 for line in table.splitlines()), table
