@@ -93,7 +93,7 @@ def test_every_registered_method_builds_and_steps_through_the_registry():
         groups = td.find_core_groups(m)
         if name == "bar":  # two-core groups only: a Tucker-2 group has three cores
             continue
-        opt = build_optimizer(OptimizerConfig(method=name, lr=0.01), m.parameters(), groups)
+        opt = build_optimizer(OptimizerConfig(method=name, lr=0.01, total_steps=10), m.parameters(), groups)
         assert method_of(opt) is spec
         calls = []
 
@@ -118,11 +118,11 @@ def test_each_option_has_one_name_and_reaches_the_optimizer_under_its_keyword():
     opt = build_optimizer(cfg, m.parameters(), td.find_core_groups(m))
     assert (opt.variant, opt.grad_norm, opt.s_min, opt.s_max, opt.balance) == ("reference", "global", 0.25, 3.0, 0.01)
     assert cfg.record_fields() == {
-        "alpha": 0.05, "alpha_schedule": "constant", "grad_norm": "global", "das_variant": "reference",
+        "lr": 0.01, "alpha": 0.05, "alpha_schedule": "constant", "grad_norm": "global", "das_variant": "reference",
         "s_min": 0.25, "s_max": 3.0, "balance": 0.01,
     }  # fmt: skip
-    assert OptimizerConfig(method="sam").record_fields() == {"rho": 0.05, "adaptive": False}
-    assert OptimizerConfig(method="base").record_fields() == {}
+    assert OptimizerConfig(method="sam").record_fields() == {"lr": 0.01, "rho": 0.05, "adaptive": False}
+    assert OptimizerConfig(method="base").record_fields() == {"lr": 0.01}
     fields = set(ComparisonSettings.__dataclass_fields__)
     assert set(OPTIONS) <= fields and "variant" not in fields  # one name: das_variant
 
@@ -135,7 +135,7 @@ def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
     entry = Method("sam2", "SAM again", td.SAM, options=(RHO,), strength="rho", needs_closure=True)
     monkeypatch.setitem(METHODS, "sam2", entry)
     cfg = OptimizerConfig(method="sam2", rho=0.1)
-    assert cfg.label == "sam2(sgd)" and cfg.record_fields() == {"rho": 0.1}
+    assert cfg.label == "sam2(sgd)" and cfg.record_fields() == {"lr": 0.01, "rho": 0.1}
     m = model()
     opt = build_optimizer(cfg, m.parameters())
     assert type(opt) is td.SAM and opt.param_groups[0]["rho"] == 0.1

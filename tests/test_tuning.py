@@ -68,57 +68,73 @@ def grid_settings(**kw) -> ComparisonSettings:
 
 
 def test_run_grid_picks_each_strength_on_validation_and_resumes_each_candidate(tmp_path):
-    settings = grid_settings(alpha=(1.0, 10.0, 1000.0), rho=(0.01, 0.1, 1.0))
+    settings = grid_settings(alpha=(1.0, 10.0, 1000.0), rho=(0.01, 0.1, 1.0), lr=(0.02, 0.005, 0.01))
     settings.check_options()
     configs = compared_optimizers(settings)
-    assert [(c.method, c.strength) for c in configs if c.method != "base"] == [
+    assert [(c.method, c.strength) for c in configs] == [("base", ("lr", v)) for v in (0.02, 0.005, 0.01)] + [
         ("das", ("alpha", v)) for v in (1.0, 10.0, 1000.0)
     ] + [("sam", ("rho", v)) for v in (0.01, 0.1, 1.0)]
+    assert {c.lr for c in configs if c.method != "base"} == {0.01}  # the others train at the list's middle lr
     calls = []
     results = run_grid("t", {}, configs, [0, 1], fake_runs(calls), out_dir=tmp_path, select=ACC)
-    assert len(calls) == 2 * 7  # every (method, value, seed)
+    assert len(calls) == 2 * 9  # every (method, value, seed)
     records = [r.record for r in results]
     assert [(r["method"], r["seed"]) for r in records] == [(m, s) for s in (0, 1) for m in ("base", "das", "sam")]
     by = {(r["method"], r["seed"]): r for r in records}
     for seed in (0, 1):
-        assert by["das", seed]["selected"] == {"alpha": 10.0} and by["das", seed]["alpha"] == 10.0
-        assert by["sam", seed]["selected"] == {"rho": 0.1}
-        assert by["base", seed]["selected"] == {} and "candidates" not in by["base", seed]
+        assert by["das", seed]["selected"] == {"alpha": 10.0, "edge": False} and by["das", seed]["alpha"] == 10.0
+        assert by["sam", seed]["selected"] == {"rho": 0.1, "edge": False}
+        # fake_runs' base validation accuracy falls with lr: the smallest, an edge of its grid
+        assert by["base", seed]["selected"] == {"lr": 0.005, "edge": True} and by["base", seed]["lr"] == 0.005
         assert results[[*by].index(("das", seed))].curve == [{"step": 0, "v": 10.0}]  # the picked run's curve
     # reproducible from the records alone
     for r in records:
-        if r["method"] != "base":
-            i = select_candidate(r["candidates"], "val_acc", ACC.higher_is_better)
-            assert r["selected"] == {"alpha" if r["method"] == "das" else "rho": r["candidates"][i]["value"]}
-            assert len(r["candidates"]) == 3
-    assert (tmp_path / "runs" / f"{run_key(configs[2], 0)}.json").is_file()
-    assert run_key(configs[2], 0) == "das-sgd-alpha10-seed0"
+        i = select_candidate(r["candidates"], "val_acc", ACC.higher_is_better)
+        name = {"base": "lr", "das": "alpha", "sam": "rho"}[r["method"]]
+        assert r["selected"][name] == r["candidates"][i]["value"]
+        assert len(r["candidates"]) == 3
+    assert (tmp_path / "runs" / f"{run_key(configs[4], 0)}.json").is_file()
+    assert run_key(configs[4], 0) == "das-sgd-alpha10-seed0"
+    assert run_key(configs[0], 0) == "base-sgd-lr0.02-seed0"
     again = []
     assert [r.record for r in run_grid("t", {}, configs, [0, 1], fake_runs(again), out_dir=tmp_path, select=ACC)] == (
         records
     )
     assert again == []  # every candidate reused
     lower = run_grid("t", {}, configs, [0], fake_runs([]), select=RMSE_ON_ACC)
-    assert lower[1].record["selected"] == {"alpha": 1000.0}  # lower is better: the worst accuracy (0.8) wins
+    assert lower[1].record["selected"] == {"alpha": 1000.0, "edge": True}  # lower is better: the worst accuracy wins
 
 
 RMSE_ON_ACC = Metric("test_acc", "accuracy read as a cost", higher_is_better=False)
 
 
 def test_a_grid_without_a_selection_metric_is_refused():
-    settings = grid_settings(alpha=(1.0, 2.0))
+    settings = ComparisonSettings(optimizers=("das",), alpha=(1.0, 2.0))
     settings.check_options()
     with pytest.raises(ValueError, match="validation metric"):
         run_grid("t", {}, compared_optimizers(settings), [0], fake_runs([]))
 
 
-def test_grids_keep_their_own_sizes():
+def test_an_unequal_tuning_budget_is_refused():
+    """Equal budget: every compared method gets as many candidates per seed as every other."""
     settings = grid_settings(alpha=(1.0, 2.0, 3.0, 4.0), rho=0.05)
     settings.check_options()
-    methods = [c.method for c in compared_optimizers(settings)]
-    assert methods.count("das") == 4 and methods.count("sam") == 1  # not padded
-    cfg = NoisyConfig(optimizers=("base", "das", "sam", "looksam"), alpha=[1, 2, 3], rho=[0.1, 0.2], seeds=(0, 1))
-    assert TASKS["noisy"].count(cfg) == (1 + 3 + 2 + 2) * 2  # progress counts every candidate run
+    with pytest.raises(ValueError, match="unequal tuning budget: candidates per seed are base 1, das 4, sam 1"):
+        compared_optimizers(settings)
+    with pytest.raises(ValueError, match="unequal tuning budget"):
+        NoisyConfig(optimizers=("base", "das", "sam"), alpha=[1, 2, 3], rho=[0.1, 0.2, 0.3])  # the base untuned
+    cfg = NoisyConfig(optimizers=("base", "das", "sam", "looksam"), lr=[0.02, 0.05, 0.1], alpha=[1, 2, 3],
+                      rho=[0.1, 0.2, 0.3], seeds=(0, 1))  # fmt: skip
+    assert TASKS["noisy"].count(cfg) == 4 * 3 * 2  # progress counts every candidate run
+    # A LookSAM alpha list is tuned on the middle of the shared rho list: 3 candidates, like SAM's
+    both = NoisyConfig(optimizers=("sam", "looksam"), rho=[0.1, 0.2, 0.3], looksam_alpha=[0.5, 0.7, 0.9])
+    looksam = [(c.rho, c.looksam_alpha) for c in both.optimizer_configs if c.method == "looksam"]
+    assert looksam == [(0.2, 0.5), (0.2, 0.7), (0.2, 0.9)]
+    assert [c.rho for c in both.optimizer_configs if c.method == "sam"] == [0.1, 0.2, 0.3]
+    keys = {run_key(c, 0) for c in both.optimizer_configs}
+    assert len(keys) == 6 and "looksam-sgd-rho0.2-looksam_alpha0.5-seed0" in keys
+    with pytest.raises(ValueError, match="sam 3, looksam 2"):
+        NoisyConfig(optimizers=("sam", "looksam"), rho=[0.1, 0.2, 0.3], looksam_alpha=[0.5, 0.7])
 
 
 @pytest.mark.parametrize(
@@ -341,11 +357,12 @@ def test_a_tuned_and_an_untuned_base_run_are_different_stored_runs(tmp_path):
     stored run must not be reused across the two, or the pairing compares different training sets."""
     from tensordas.tasks.finetune import FinetuneConfig
 
-    tuned, untuned = tiny(optimizers=("base", "das")), tiny(optimizers=("base", "das"), alpha=0.1, rho=0.05)
+    tuned = tiny(optimizers=("base", "das"), lr=(0.025, 0.05))
+    untuned = tiny(optimizers=("base", "das"), alpha=0.1, rho=0.05)
     assert (tuned.validation_fraction, untuned.validation_fraction) == (0.2, 0.0)
     assert tuned.settings() != untuned.settings()
     assert tuned.settings()["validation"] == 0.2 and untuned.settings()["validation"] == 0.0
-    ft = [FinetuneConfig(optimizers=("base", "das"), alpha=a) for a in ((0.1, 1.0), 0.1)]
+    ft = [FinetuneConfig(optimizers=("base", "das"), alpha=a, lr=lr) for a, lr in (((0.1, 1.0), (1e-3, 5e-3)), (0.1, 5e-3))]
     assert ft[0].settings()["validation"] == 0.2 and ft[1].settings()["validation"] == 0.0
     first = run_noisy(tuned, out_dir=tmp_path)
     again = run_noisy(untuned, out_dir=tmp_path)

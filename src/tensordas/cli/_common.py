@@ -188,6 +188,11 @@ def _option(name: str, kind: Any, default: Any, *flags: str, help: str, **kw: An
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
+def _shown(default: float | tuple[float, ...]) -> str:
+    """A strength's default as its flag takes it: ``0.1`` or ``0.1,0.2``."""
+    return ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else f"{default:g}"
+
+
 def _method_option(option: Any, default: Any) -> inspect.Parameter:
     """The CLI parameter of a method registry option: its flag, type and help come from the registry.
     A strength is text: one number, or a comma list of the values a tuning grid tries."""
@@ -195,9 +200,8 @@ def _method_option(option: Any, default: Any) -> inspect.Parameter:
     if option.type is bool:
         flag = f"{flag}/--no-{flag[2:]}"
     if option.name in STRENGTHS:
-        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else f"{default:g}"
         grid = " A comma list (e.g. 0.01,0.1,1) is a grid: each method picks its value on --validation data."
-        return _option(option.name, str, shown, flag, help=option.help + grid)
+        return _option(option.name, str, _shown(default), flag, help=option.help + grid)
     return _option(option.name, option.type, default, flag, help=option.help)
 
 
@@ -219,7 +223,11 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
     compared = ", ".join(m.upper() if m != "base" else m for m in compared_methods())
     parameters = (
         _option("base", str, defaults["base"], "--base", help=f"Base optimizer: {' | '.join(BASE_OPTIMIZERS)}."),
-        _option("lr", float, defaults["lr"], "--lr", help="Learning rate of the base optimizer."),
+        _option(
+            "lr", str, _shown(defaults["lr"]), "--lr",
+            help="Learning rate of the base optimizer. A comma list (e.g. 0.025,0.05,0.1) tunes the base "
+            "method over it on --validation data; the other methods then train at its middle value.",
+        ),
         _option("momentum", float, defaults["momentum"], "--momentum", help="SGD momentum."),
         _option("weight_decay", float, defaults["weight_decay"], "--weight-decay", help="Base optimizer weight decay."),
         _option(
@@ -228,6 +236,12 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
             + "; ".join(f"{m.name}: {m.title}" for m in METHODS.values()) + ".",
         ),
         _option("compare", bool, False, "--compare", help=f"Run {compared} (overrides --optimizer)."),
+        _option(
+            "tune", bool, False, "--tune",
+            help="Tune every method, the base included, over its default grid of 3 values (base: --lr x "
+            "0.5, 1, 2; the others: docs/experiments.md) on --validation data; a value picked at a grid's "
+            "edge gets one more candidate past it. A strength given as a list keeps that list.",
+        ),
         *(_method_option(o, defaults[o.name]) for o in OPTIONS.values()),
         _option("seeds", str, "0", "--seeds", help=seeds_help),
         _option("device", str, defaults["device"], "--device", help="cpu | cuda | cuda:N."),
@@ -245,7 +259,7 @@ def _comparison_options(defaults: dict[str, Any], out: str, resume_help: str, se
     def settings(values: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in values.items() if k not in ("optimizer", "compare", *_RUN)}
         out.update(optimizers=parse_methods(values["optimizer"], values["compare"]), seeds=parse_seeds(values["seeds"]))
-        out.update({k: parse_strength(values[k], OPTIONS[k].flag) for k in STRENGTHS})
+        out.update({k: parse_strength(values[k], OPTIONS[k].flag if k in OPTIONS else "--lr") for k in STRENGTHS})
         return out
 
     return OptionGroup(parameters, settings)

@@ -60,6 +60,7 @@ from ..training import (
     ComparisonSettings,
     Epochs,
     OptimizerConfig,
+    Strength,
     check_device,
     compared_optimizers,
     engine,
@@ -125,7 +126,7 @@ class FinetuneConfig(ComparisonSettings):
     epochs: int = 3
     batch_size: int = 32
     base: str = "adamw"
-    lr: float = 5e-3
+    lr: Strength = 5e-3
     noise: float = 0.0  # symmetric label flips on the training (and validation) labels, seeded
     validation: float | None = None  # share of the training texts held out for tuning (None: 0.2 if tuned, else 0)
 

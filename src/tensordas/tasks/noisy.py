@@ -105,7 +105,7 @@ class NoisyConfig(ComparisonSettings):
     epochs: int = 30
     batch_size: int = 64
     lr_schedule: str = "cosine"
-    lr: float = 0.05
+    lr: Strength = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
