@@ -109,10 +109,11 @@ def test_cli_train_compare_writes_results_and_prints_a_table(tmp_path, capsys):
     args = ["train", *FAST, "--noise", "0.4", "--epochs", "1", "--compare", "--seeds", "0,1", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    for word in ("sgd", "sam(sgd)", "das(sgd)", "looksam(sgd)", "best test acc", "final test acc", "±"):
+    methods = ("sgd", "sam(sgd)", "das(sgd)", "das-authors(sgd)", "looksam(sgd)")
+    for word in (*methods, "best test acc", "final test acc", "±"):
         assert word in printed
     records = json.loads((out / "results.json").read_text())["records"]
-    assert len(records) == 8 and {r["noise_type"] for r in records} == {"symmetric"}
+    assert len(records) == 10 and {r["noise_type"] for r in records} == {"symmetric"}  # 5 compared methods
     assert json.loads((out / "config.json").read_text())["noise"] == 0.4
 
 

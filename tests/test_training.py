@@ -1,11 +1,13 @@
 """The shared optimizer factory and step function every task uses."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import TwoGroupNet
 
 import tensordas as td
-from tensordas.training import OptimizerConfig, build_optimizer, optimizer_step
+from tensordas.training import OptimizerConfig, build_optimizer, compared_optimizers, optimizer_step
 
 
 def model():
@@ -189,3 +191,54 @@ def test_invalid_registry_entries_are_refused(entry, needle):
 def test_invalid_method_options_name_the_option_and_value(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         OptimizerConfig(**kwargs)
+
+
+def test_the_authors_das_is_its_own_compared_arm_with_its_own_strength():
+    """das-authors: td.DAS with the reference formula and alpha cosine-decayed, alpha from authors_alpha."""
+    from tensordas.cli._common import parse_methods
+    from tensordas.training import METHODS, ComparisonSettings, compared_methods, method_of
+
+    m = model()
+    cfg = OptimizerConfig(method="das-authors", authors_alpha=0.2, alpha=50.0, total_steps=10)
+    opt = build_optimizer(cfg, m.parameters(), td.find_core_groups(m))
+    assert type(opt) is td.DAS and opt.variant == "reference" and opt.alpha_schedule == "cosine"
+    assert opt.alpha == 0.2  # its own option, not DAS's alpha
+    assert method_of(opt) is METHODS["das-authors"]
+    plain = build_optimizer(OptimizerConfig(method="das", total_steps=10), m.parameters(), td.find_core_groups(m))
+    assert method_of(plain) is METHODS["das"]
+    assert "das-authors" in compared_methods() and "das-authors" in parse_methods("das", compare=True)
+    assert METHODS["das-authors"].grid == (0.03, 0.1, 0.3)
+    settings = ComparisonSettings(optimizers=("das", "das-authors"), alpha=(10.0, 100.0, 1000.0),
+                                  authors_alpha=(0.03, 0.1, 0.3))  # fmt: skip
+    settings.check_options()
+    built = [(c.method, c.strength) for c in compared_optimizers(settings)]
+    assert built == [("das", ("alpha", v)) for v in (10.0, 100.0, 1000.0)] + [
+        ("das-authors", ("authors_alpha", v)) for v in (0.03, 0.1, 0.3)
+    ]
+
+
+def test_looksam_is_labelled_per_tensor_and_its_alpha_reaches_the_optimizer():
+    from tensordas.training import METHODS, OPTIONS
+
+    assert "per-tensor" in METHODS["looksam"].title and "Liu et al." in METHODS["looksam"].title
+    assert OPTIONS["looksam_alpha"].default == 0.7 and OPTIONS["looksam_alpha"].flag == "--looksam-alpha"
+    m = model()
+    opt = build_optimizer(OptimizerConfig(method="looksam", looksam_alpha=0.4), m.parameters())
+    assert opt.alpha == 0.4
+    with pytest.raises(ValueError, match="looksam_alpha value: 1.5"):
+        OptimizerConfig(method="looksam", looksam_alpha=1.5)
+
+
+def test_every_default_grid_has_three_values_and_the_base_grid_scales_the_lr():
+    from tensordas.training import GRID_SIZE, METHODS, ComparisonSettings
+    from tensordas.training.methods import _collect_options
+
+    assert GRID_SIZE == 3
+    for name in ("base", "sam", "das", "das-authors", "looksam", "bar"):
+        assert len(METHODS[name].grid) == 3, name
+    settings = ComparisonSettings(optimizers=("base", "sam"), lr=0.04, tune=True)
+    settings.check_options()
+    assert settings.lr == (0.02, 0.04, 0.08) and settings.rho == METHODS["sam"].grid
+    entry = dataclasses.replace(METHODS["sam"], name="x", grid=(0.1, 0.2))
+    with pytest.raises(ValueError, match="its grid needs 3 distinct values"):
+        _collect_options({"x": entry})

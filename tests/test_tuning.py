@@ -362,9 +362,119 @@ def test_a_tuned_and_an_untuned_base_run_are_different_stored_runs(tmp_path):
     assert (tuned.validation_fraction, untuned.validation_fraction) == (0.2, 0.0)
     assert tuned.settings() != untuned.settings()
     assert tuned.settings()["validation"] == 0.2 and untuned.settings()["validation"] == 0.0
-    ft = [FinetuneConfig(optimizers=("base", "das"), alpha=a, lr=lr) for a, lr in (((0.1, 1.0), (1e-3, 5e-3)), (0.1, 5e-3))]
+    grids = (((0.1, 1.0), (1e-3, 5e-3)), (0.1, 5e-3))
+    ft = [FinetuneConfig(optimizers=("base", "das"), alpha=a, lr=lr) for a, lr in grids]
     assert ft[0].settings()["validation"] == 0.2 and ft[1].settings()["validation"] == 0.0
     first = run_noisy(tuned, out_dir=tmp_path)
     again = run_noisy(untuned, out_dir=tmp_path)
     base = [r.record for r in (*first, *again) if r.record["method"] == "base"]
     assert base[0]["n_train"] < base[1]["n_train"]  # recomputed on all the training data, not reused
+
+
+# --- grid edges and their extension ----------------------------------------------------------------------------
+def rising_runs(calls):
+    """run_one whose validation accuracy rises with rho (SAM) and peaks at alpha 10 (DAS): SAM's pick sits on
+    its grid's top edge, DAS's on its bottom one for a grid starting at 10."""
+
+    def run_one(opt, seed, progress):
+        calls.append((opt.method, opt.strength[1], seed))
+        value = opt.strength[1]
+        val = value if opt.method == "sam" else 1.0 - abs(math.log10(value) - 1.0) / 10
+        record = {"test_acc": 0.5, "val_acc": val, "val_loss": 1.0, "train_loss": 0.0, "Q": None, "diverged": False,
+                  "steps": 1, "step_time_ms": 1.0, "wall_time_s": 0.0}  # fmt: skip
+        return RunResult(record=record, curve=[])
+
+    return run_one
+
+
+def test_an_edge_pick_is_marked_and_without_extend_kept():
+    settings = ComparisonSettings(optimizers=("das", "sam"), alpha=(10.0, 100.0, 1000.0), rho=(0.1, 0.2, 0.3))
+    settings.check_options()
+    calls = []
+    das, sam = (r.record for r in run_grid("t", {}, compared_optimizers(settings), [0], rising_runs(calls), select=ACC))
+    assert das["selected"] == {"alpha": 10.0, "edge": True} and len(das["candidates"]) == 3
+    assert sam["selected"] == {"rho": 0.3, "edge": True} and "extended" not in sam["selected"]
+    assert len(calls) == 6
+
+
+def test_extend_runs_one_more_value_past_the_edge_and_chooses_again(tmp_path):
+    settings = ComparisonSettings(optimizers=("das", "sam"), alpha=(10.0, 100.0, 1000.0), rho=(0.1, 0.2, 0.3))
+    settings.check_options()
+    configs = compared_optimizers(settings)
+    calls = []
+    results = run_grid("t", {}, configs, [0], rising_runs(calls), out_dir=tmp_path, select=ACC, extend=True)
+    das, sam = (r.record for r in results)
+    # DAS: 10 * (10 / 100) = 1 is tried and loses; 10 is then inside the grid 1, 10, 100, 1000
+    assert ("das", 1.0, 0) in calls and das["selected"] == {"alpha": 10.0, "edge": False, "extended": True}
+    assert [c["value"] for c in das["candidates"]] == [10.0, 100.0, 1000.0, 1.0]
+    # SAM: 0.3 * (0.3 / 0.2) = 0.45 is tried and wins, again at the edge
+    assert sam["selected"]["rho"] == pytest.approx(0.45) and sam["selected"]["edge"] is True
+    assert sam["selected"]["extended"] is True and len(sam["candidates"]) == 4
+    assert len(calls) == 8  # one extension per method and seed, not a search
+    assert (tmp_path / "runs" / "sam-sgd-rho0.45-seed0.json").is_file()
+    again = []
+    rerun = run_grid("t", {}, configs, [0], rising_runs(again), out_dir=tmp_path, select=ACC, extend=True)
+    assert again == [] and [r.record for r in rerun] == [das, sam]  # the extension is resumed too
+
+
+def test_a_middle_pick_is_not_an_edge_and_is_not_extended():
+    settings = ComparisonSettings(optimizers=("das",), alpha=(1.0, 10.0, 100.0))
+    settings.check_options()
+    calls = []
+    (das,) = run_grid("t", {}, compared_optimizers(settings), [0], rising_runs(calls), select=ACC, extend=True)
+    assert das.record["selected"] == {"alpha": 10.0, "edge": False, "extended": False} and len(calls) == 3
+
+
+# --- checkpoint by validation accuracy ------------------------------------------------------------------------
+def test_the_checkpoint_is_the_epoch_of_best_validation_accuracy():
+    from tensordas.tasks.tuning import checkpoint_fields
+
+    history = [
+        {"epoch": 0, "val_acc": 0.9, "val_loss": 0.1, "test_acc": 0.95},  # before training: never chosen
+        {"epoch": 1, "val_acc": 0.5, "val_loss": 1.0, "test_acc": 0.50},
+        {"epoch": 2, "val_acc": 0.8, "val_loss": 0.6, "test_acc": 0.70},
+        {"epoch": 3, "val_acc": 0.8, "val_loss": 0.4, "test_acc": 0.72},  # ties epoch 2, lower loss: chosen
+        {"epoch": 4, "val_acc": 0.6, "val_loss": 0.9, "test_acc": 0.90},  # the best test accuracy: not read
+    ]
+    row, fields = checkpoint_fields(history, ["test_acc"])
+    assert row is history[3]
+    assert fields == {"test_acc": 0.72, "final_test_acc": 0.90, "checkpoint": "best val_acc", "checkpoint_epoch": 3}
+    no_split = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in history]
+    assert checkpoint_fields(no_split, ["test_acc"])[1]["checkpoint"] == "final epoch (no validation split)"
+    assert checkpoint_fields(no_split, ["test_acc"])[1]["test_acc"] == 0.90
+    assert checkpoint_fields(history, ["test_acc"], diverged=True)[1]["checkpoint"] == "final epoch (diverged)"
+
+
+def test_a_noisy_run_reports_test_accuracy_at_its_best_validation_epoch():
+    """End to end: the record's test_acc is the curve's at the epoch the record names, whose validation
+    accuracy (the candidate's val_acc) is the run's best; the last epoch's is final_test_acc."""
+    (das,) = run_noisy(tiny(optimizers=("das",), alpha=(0.1, 5.0), epochs=4, lr=0.2))
+    r = das.record
+    by_epoch = {row["epoch"]: row for row in das.curve}
+    assert r["checkpoint"] == "best val_acc" and 1 <= r["checkpoint_epoch"] <= 4
+    assert r["test_acc"] == by_epoch[r["checkpoint_epoch"]]["test_acc"]
+    assert r["final_test_acc"] == by_epoch[4]["test_acc"]
+    untuned = run_noisy(tiny(optimizers=("das",), alpha=0.1, rho=0.1, epochs=2))[0].record
+    assert untuned["checkpoint"] == "final epoch (no validation split)" and untuned["checkpoint_epoch"] == 2
+    assert untuned["test_acc"] == untuned["final_test_acc"]
+
+
+def test_cli_lr_list_tunes_the_base_and_tune_fills_every_grid(tmp_path):
+    args = ["train", "--model", "tt-mlp", "--rank", "3", "--hidden", "16,16", "--train-size", "150", "--test-size",
+            "50", "--epochs", "1", "--no-progress"]  # fmt: skip
+    assert main([*args, "--optimizer", "base", "--lr", "0.02,0.05", "--out", str(tmp_path / "o")]) == 0
+    (record,) = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
+    assert [c["value"] for c in record["candidates"]] == [0.02, 0.05]
+    assert record["selected"]["lr"] in (0.02, 0.05) and record["selected"]["edge"] is True  # 2 values: both edges
+    assert record["lr"] == record["selected"]["lr"]
+    cfg = NoisyConfig(optimizers=("base", "sam", "das", "das-authors", "looksam"), lr=0.05, tune=True)
+    assert cfg.lr == (0.025, 0.05, 0.1) and cfg.rho == (0.1, 0.2, 0.3) and cfg.alpha == (10.0, 100.0, 1000.0)
+    assert cfg.authors_alpha == (0.03, 0.1, 0.3) and cfg.validation_fraction == 0.2
+    counts = {}
+    for c in cfg.optimizer_configs:
+        counts[c.method] = counts.get(c.method, 0) + 1
+        assert c.method == "base" or c.lr == 0.05
+    assert counts == dict.fromkeys(cfg.optimizers, 3)
+    kept = NoisyConfig(optimizers=("base", "sam"), lr=0.05, rho=[0.05, 0.1, 0.2], tune=True)
+    assert kept.rho == (0.05, 0.1, 0.2)  # a list given by the user is kept
+    assert NoisyConfig(lr=0.05, tune=True).settings() == NoisyConfig(lr=0.05).settings() | {"validation": 0.2}

@@ -75,7 +75,7 @@ from .grid import (
     summary_table,
 )
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, validation_fields, validation_fraction
+from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
 
 __all__ = [
     "TASK",
@@ -513,6 +513,7 @@ class FinetuneExperiment:
             label=f"{optimizer.label} s{seed}",
             loss_dtype=torch.float32,  # the running loss this family always summed in
         )
+        chosen, checkpoint = checkpoint_fields(result.history, ["test_acc", "test_f1"], diverged=result.diverged)
         record = {
             "adapter": cfg.adapter,
             "rank": cfg.rank,
@@ -521,8 +522,7 @@ class FinetuneExperiment:
             "train_size": len(split.train),
             "test_size": len(split.test),
             "label_noise": split.noise_rate,
-            "test_acc": result.final["test_acc"],
-            "test_f1": result.final["test_f1"],
+            **checkpoint,  # test metrics at the epoch of best validation accuracy, final_* at the end
             "init_test_acc": result.history[0]["test_acc"],
             "trainable_params": sum(p.numel() for p in params),
             "core_groups": len(groups),
@@ -534,7 +534,7 @@ class FinetuneExperiment:
         if cfg.noise > 0:
             record["noise"] = cfg.noise
         if validation is not None:
-            record.update(validation_fields(result.final, cfg.validation_fraction, len(validation)))
+            record.update(validation_fields(chosen, cfg.validation_fraction, len(validation)))
         return RunResult(record=record, curve=[{k: row.get(k) for k in CURVE_COLUMNS} for row in result.history])
 
 
@@ -564,6 +564,7 @@ def run_finetune(
         resume=resume,
         progress=progress,
         select=TEST_ACC if config.validation_fraction > 0 else None,
+        extend=config.tune,
     )
 
 

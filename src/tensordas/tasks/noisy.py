@@ -7,10 +7,13 @@ checkpoint per epoch in ``OUT/checkpoints/``; an interrupted experiment resumes 
 ``OUT/runs/`` and the unfinished one from its last epoch.
 
 Records (``results.json``, one per optimizer and seed; the shared keys of :mod:`tensordas.tasks.records`):
-``test_acc`` (clean test accuracy at the end), ``best_test_acc`` (of the best epoch, reported, never
-used to select), ``train_acc`` (on the noisy labels), ``noise_rate_realized``, memorisation on the
-corrupted training samples at the end (``memorized``: predicted as their noisy label; ``recovered``:
-predicted as their true label), ``Q`` (the norm deviation, mean over core groups), times and the settings.
+``test_acc`` (clean test accuracy at the epoch of best validation accuracy, the checkpoint every
+method is reported at; the last epoch without a validation split: ``checkpoint``, ``checkpoint_epoch``),
+``final_test_acc`` (at the last epoch), ``val_acc``/``val_loss`` (at the checkpoint),
+``best_test_acc`` (of the best epoch by test accuracy, reported, never used to select), ``train_acc``
+(on the noisy labels, at the end), ``noise_rate_realized``, memorisation on the corrupted training
+samples at the end (``memorized``: predicted as their noisy label; ``recovered``: predicted as their
+true label), ``Q`` (the norm deviation, mean over core groups, at the end), times and the settings.
 
 The CLI command that runs this family is ``tensordas train``.
 """
@@ -53,7 +56,7 @@ from .grid import (
     summary_table,
 )
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, validation_fields, validation_fraction
+from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
 
 __all__ = [
     "TASK",
@@ -84,7 +87,9 @@ CURVE_COLUMNS = [
     "time_s",
 ]
 CHECKPOINTS_DIR = "checkpoints"
-TEST_ACC = Metric("test_acc", "final clean test accuracy")  # the default metric: tuning selects by val_acc
+# The default metric, at the epoch of best validation accuracy (the final one without a split): tuning
+# selects by val_acc at that epoch.
+TEST_ACC = Metric("test_acc", "clean test accuracy at the best-validation epoch")
 
 
 @dataclass(frozen=True)
@@ -304,6 +309,7 @@ class NoisyExperiment:
             label=f"{optimizer.label} s{seed}",
         )
         final, best = result.final, result.best_row("test_acc")
+        chosen, checkpoint = checkpoint_fields(result.history, ["test_acc"], diverged=result.diverged)
         record = {
             "model": cfg.model,
             "rank": cfg.rank,
@@ -315,7 +321,7 @@ class NoisyExperiment:
             "noise_rate_realized": noisy.realized_rate,
             "n_corrupted": noisy.n_corrupted,
             "params": sum(p.numel() for p in model.parameters()),
-            "test_acc": final["test_acc"],
+            **checkpoint,  # test_acc at the epoch of best validation accuracy, final_test_acc at the end
             "best_test_acc": best["test_acc"],
             "best_epoch": best["epoch"],
             "train_acc": final["train_acc"],
@@ -326,7 +332,7 @@ class NoisyExperiment:
             **result.record_fields(),  # wall time: training and per-epoch evaluation, over resumed sessions too
         }
         if validation is not None:
-            record.update(validation_fields(final, cfg.validation_fraction, len(validation[1])))
+            record.update(validation_fields(chosen, cfg.validation_fraction, len(validation[1])))
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
 
@@ -350,6 +356,7 @@ def run_noisy(
         resume=resume,
         progress=progress,
         select=TEST_ACC if config.validation_fraction > 0 else None,
+        extend=config.tune,
     )
 
 

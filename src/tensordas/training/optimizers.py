@@ -207,7 +207,7 @@ def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = 
     shared = {k: getattr(settings, k) for k in ("base", *_BASE_SETTINGS, *OPTIONS)}
     grids = {k: v for k, v in shared.items() if isinstance(v, tuple) and k in STRENGTHS}
     shared.update({k: v[0] for k, v in grids.items()})
-    shared["lr"] = method_lr(getattr(settings, "lr"))
+    shared["lr"] = method_lr(settings.lr)
     out = []
     counts: dict[str, int] = {}
     for m in names:
