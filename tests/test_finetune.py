@@ -276,5 +276,7 @@ def test_strength_lists_are_tuned_on_noisy_training_texts(tiny_model, easy_csv):
     r = result.record
     assert [c["value"] for c in r["candidates"]] == [0.1, 50.0]
     assert set(r["candidates"][0]) == {"value", "val_acc", "val_loss"}
-    assert r["selected"] == {"alpha": r["alpha"], "edge": True} and r["n_val"] > 0 and r["noise"] == 0.2  # 2 values: edges
+    assert (
+        r["selected"] == {"alpha": r["alpha"], "edge": True} and r["n_val"] > 0 and r["noise"] == 0.2
+    )  # 2 values: edges
     assert r["n_val"] == pytest.approx(0.25 * r["train_size"], abs=3)  # 20% of the training texts held out

@@ -478,3 +478,17 @@ def test_cli_lr_list_tunes_the_base_and_tune_fills_every_grid(tmp_path):
     kept = NoisyConfig(optimizers=("base", "sam"), lr=0.05, rho=[0.05, 0.1, 0.2], tune=True)
     assert kept.rho == (0.05, 0.1, 0.2)  # a list given by the user is kept
     assert NoisyConfig(lr=0.05, tune=True).settings() == NoisyConfig(lr=0.05).settings() | {"validation": 0.2}
+
+
+def test_the_report_names_looksam_as_pytorch_optimizers_per_tensor_variant_and_lists_edge_picks():
+    from tensordas.reproduce.report import methods_note
+
+    records = [
+        {"method": "base", "optimizer": "sgd", "seed": 0, "selected": {"lr": 0.05, "edge": False}},
+        {"method": "looksam", "optimizer": "looksam(sgd)", "seed": 1, "selected": {"rho": 0.45, "edge": True,
+                                                                                   "extended": True}},
+    ]  # fmt: skip
+    note = methods_note(records)
+    assert "pytorch-optimizer's LookSAM (per-tensor rescaling" in note
+    assert "edge of its grid" in note and "looksam(sgd) seed 1: rho 0.45 (after extending the grid)" in note
+    assert "sgd seed 0" not in note

@@ -22,6 +22,7 @@ from ..reporting import format_value, line_panels, save_figure, summarize
 from ..reporting.verdicts import SUMMARY_COLUMNS, summary_cells
 from ..tasks import TASKS, RunResult
 from ..tasks.grid import CURVES_CSV, mean_curves
+from ..training import METHODS
 from .families import FamilyOutcome, family_metric
 from .paper import PAPER, PAPER_ITERATIONS, PAPER_TABLES
 from .specs import ExperimentSpec
@@ -196,6 +197,25 @@ def _protocol_note(spec: ExperimentSpec, outcome: FamilyOutcome) -> str | None:
     return f"The paper's Table 1 protocol with **{steps:,} iterations** (the paper ran {PAPER_ITERATIONS:,})."
 
 
+def methods_note(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """What each trained method is (its registry title, e.g. LookSAM's per-tensor variant), and the
+    runs whose tuned value sits at the edge of its grid (``"edge": true`` in ``selected``)."""
+    seen = dict.fromkeys(r.get("method") for r in records if r.get("method") in METHODS)
+    if not seen:
+        return None
+    lines = ["Methods: " + "; ".join(f"`{m}`: {METHODS[m].title}" for m in seen) + "."]
+    edges = []
+    for r in records:
+        chosen = r.get("selected") or {}
+        if chosen.get("edge"):
+            values = ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k not in ("edge", "extended"))
+            extended = " (after extending the grid)" if chosen.get("extended") else ""
+            edges.append(f"{r.get('optimizer')} seed {r.get('seed')}: {values}{extended}")
+    if edges:
+        lines.append("Picked at the edge of its grid (the optimum may lie outside it): " + "; ".join(edges) + ".")
+    return "\n\n".join(lines)
+
+
 def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Path, report_dir: Path) -> str:
     """The report section of one experiment."""
     records = outcome.records
@@ -217,6 +237,9 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
             lines.append(f"DAS/SAM time ratio ({ratio[1]}): **{ratio[0]:.3f}**")
     if task.note:
         lines.append(task.note)
+    methods = methods_note(records)
+    if methods:
+        lines += ["", methods]
     note = _protocol_note(spec, outcome)
     if note:
         lines += ["", note]

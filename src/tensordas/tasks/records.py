@@ -20,8 +20,10 @@ RECORD_KEYS: dict[str, str] = {
     "base": "the base optimizer (sgd, adam, adamw); None for a reference row",
     "optimizer": "the row's label in tables and plots: sgd, sam(sgd), das(adam), als (tensorly)",
     "seed": "the seed: initialisation, split and data order are shared by every method on it",
-    "selected": "the strength chosen on validation data, e.g. {'alpha': 0.1}; {} when none was tuned (a tuned "
-    "record adds 'candidates': each value tried with its validation metric and loss)",
+    "selected": "the strength (the base: its lr) chosen on validation data, e.g. {'alpha': 0.1, 'edge': False}; "
+    "'edge': true when it is the smallest or largest value of its grid, 'extended' under --tune (the grid was "
+    "extended once past that edge); {} when none was tuned (a tuned record adds 'candidates': each value tried "
+    "with its validation metric and loss)",
     "train_loss": "the training loss at the end",
     "Q": "the norm deviation at the end, mean over core groups (None: no core group)",
     "diverged": "a non-finite training loss stopped the run",
