@@ -40,7 +40,7 @@ def test_complete_writes_records_and_a_summary_recomputable_from_them(tmp_path, 
     (entry,) = data["summary"]
     assert entry["experiment"] == "completion" and entry["metric"] == "test_r2" and entry["higher_is_better"]
     assert entry["match_tolerance"] == 0.5 and entry["n_seeds"] == 3
-    assert set(entry["mean"]) == {"base", "sam", "das", "looksam"}  # ...but are not paired
+    assert set(entry["mean"]) == {"base", "sam", "das", "das-authors", "looksam"}  # ...but are not paired
     value = {(r["method"], r["seed"]): r["test_r2"] for r in records if r["method"] is not None}
     for pair in ("sam-base", "das-base", "das-sam"):
         a, b = pair.split("-")

@@ -67,8 +67,9 @@ __all__ = ["METHODS", "DASTrainer", "das_optimizer_cls_and_kwargs"]
 METHODS = tuple(
     m.name for m in REGISTRY.values() if not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM))
 )
-# Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``).
-_KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name}
+# Optimizer keywords accepted for registry option names (td.DAS's ``variant`` is ``das_variant``); a keyword
+# that is itself an option's name keeps that meaning (``alpha`` is DAS's, not the authors' DAS's or LookSAM's).
+_KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name and o.kwarg not in OPTIONS}
 _UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
 
 
