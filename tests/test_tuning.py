@@ -459,7 +459,7 @@ def test_a_noisy_run_reports_test_accuracy_at_its_best_validation_epoch():
     assert untuned["test_acc"] == untuned["final_test_acc"]
 
 
-def test_cli_lr_list_tunes_the_base_and_tune_fills_every_grid(tmp_path):
+def test_cli_lr_list_tunes_the_base_and_tune_fills_every_grid(tmp_path, capsys):
     args = ["train", "--model", "tt-mlp", "--rank", "3", "--hidden", "16,16", "--train-size", "150", "--test-size",
             "50", "--epochs", "1", "--no-progress"]  # fmt: skip
     assert main([*args, "--optimizer", "base", "--lr", "0.02,0.05", "--out", str(tmp_path / "o")]) == 0
@@ -467,6 +467,8 @@ def test_cli_lr_list_tunes_the_base_and_tune_fills_every_grid(tmp_path):
     assert [c["value"] for c in record["candidates"]] == [0.02, 0.05]
     assert record["selected"]["lr"] in (0.02, 0.05) and record["selected"]["edge"] is True  # 2 values: both edges
     assert record["lr"] == record["selected"]["lr"]
+    err = capsys.readouterr().err
+    assert f"edge of its grid (the optimum may lie outside it): sgd seed 0: lr {record['lr']:g}" in err
     cfg = NoisyConfig(optimizers=("base", "sam", "das", "das-authors", "looksam"), lr=0.05, tune=True)
     assert cfg.lr == (0.025, 0.05, 0.1) and cfg.rho == (0.1, 0.2, 0.3) and cfg.alpha == (10.0, 100.0, 1000.0)
     assert cfg.authors_alpha == (0.03, 0.1, 0.3) and cfg.validation_fraction == 0.2

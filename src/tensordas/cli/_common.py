@@ -20,6 +20,7 @@ from rich.console import Console
 from ..reporting import ensure_dir, progress_bar
 from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
+from ..tasks.grid import edge_picks
 from ..tasks.tuning import VALIDATION_HELP
 from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, compared_methods
 
@@ -175,6 +176,9 @@ def run_task(
     diverged = diverged_runs(task.records(outcome))
     if diverged:
         print_warning(f"diverged (non-finite loss; metrics missing): {', '.join(diverged)}")
+    edges = edge_picks(task.records(outcome))
+    if edges:
+        print_warning(f"picked at the edge of its grid (the optimum may lie outside it): {'; '.join(edges)}")
     elapsed = time.perf_counter() - start
     con.print(
         f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False

@@ -21,7 +21,7 @@ import torch
 from ..reporting import format_value, line_panels, save_figure, summarize
 from ..reporting.verdicts import SUMMARY_COLUMNS, summary_cells
 from ..tasks import TASKS, RunResult
-from ..tasks.grid import CURVES_CSV, mean_curves
+from ..tasks.grid import CURVES_CSV, edge_picks, mean_curves
 from ..training import METHODS
 from .families import FamilyOutcome, family_metric
 from .paper import PAPER, PAPER_ITERATIONS, PAPER_TABLES
@@ -204,13 +204,7 @@ def methods_note(records: Sequence[Mapping[str, Any]]) -> str | None:
     if not seen:
         return None
     lines = ["Methods: " + "; ".join(f"`{m}`: {METHODS[m].title}" for m in seen) + "."]
-    edges = []
-    for r in records:
-        chosen = r.get("selected") or {}
-        if chosen.get("edge"):
-            values = ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k not in ("edge", "extended"))
-            extended = " (after extending the grid)" if chosen.get("extended") else ""
-            edges.append(f"{r.get('optimizer')} seed {r.get('seed')}: {values}{extended}")
+    edges = edge_picks(records)
     if edges:
         lines.append("Picked at the edge of its grid (the optimum may lie outside it): " + "; ".join(edges) + ".")
     return "\n\n".join(lines)

@@ -60,6 +60,7 @@ __all__ = [
     "curve_rows",
     "data_digest",
     "diverged_runs",
+    "edge_picks",
     "file_digest",
     "fingerprint",
     "mean_curves",
@@ -448,6 +449,19 @@ def summary_table(
             row["diverged"] = f"{sum(bool(r.get('diverged')) for r in mine)}/{len(mine)}"
         columns["diverged"] = "diverged"
     return results_table(rows, columns, title=title, caption=caption)
+
+
+def edge_picks(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``"OPTIMIZER seed N: NAME VALUE"`` for each record whose tuned value is at the edge of its grid
+    (``"edge": true`` in ``selected``; ``(after extending the grid)`` where ``--tune`` extended it)."""
+    out = []
+    for r in records:
+        chosen = r.get("selected") or {}
+        if chosen.get("edge"):
+            values = ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k not in ("edge", "extended"))
+            extended = " (after extending the grid)" if chosen.get("extended") else ""
+            out.append(f"{r.get('optimizer')} seed {r.get('seed')}: {values}{extended}")
+    return out
 
 
 def diverged_runs(records: Sequence[Mapping[str, Any]]) -> list[str]:
