@@ -133,8 +133,9 @@ class Method:
         grid: the default candidate values of ``strength`` that ``--tune`` tries (empty: none declared);
             the base's strength is its learning rate, and its grid holds *multipliers* of the family's
             ``lr`` (so one grid serves every family: ``lr x (0.5, 1, 2)``).
-        also_tuned: options beside ``strength`` that a list may tune too (LookSAM's ``looksam_alpha``);
-            the candidates are then every combination of the listed values.
+        also_tuned: options beside ``strength`` that a list may tune instead (LookSAM's ``looksam_alpha``):
+            the method is then tuned over that list at the middle value of its strength's list, so it
+            gets as many candidates as the others (:func:`~tensordas.training.compared_optimizers`).
         fixed: keyword arguments the wrapper always gets, not options the user sets: a preset of another
             method's class (the authors' DAS is ``td.DAS`` with ``variant="reference"``).
     """

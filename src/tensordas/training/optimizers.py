@@ -38,6 +38,8 @@ __all__ = [
     "check_device",
     "compared_optimizers",
     "method_lr",
+    "middle",
+    "tune_grids",
     "optimizer_step",
     "synchronize",
 ]
@@ -125,11 +127,11 @@ class ComparisonSettings(MethodOptions):
     optimizers: tuple[str, ...] = ("das",)
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
-    tune: bool = False  # tune every method over its registry grid (``apply_tune``)
+    tune: bool = False  # tune every method over its registry grid (:func:`tune_grids`)
 
     def check_options(self) -> None:
         """Check every method option and ``lr`` (a list of learning rates becomes a tuple), and with
-        ``tune`` fill each single-valued strength from the registry grids first (:func:`apply_tune`)."""
+        ``tune`` fill each single-valued strength from the registry grids (:func:`tune_grids`)."""
         if not isinstance(self.tune, bool):
             raise ValueError(f"Invalid tune value: {self.tune!r} (expected true or false)")
         if isinstance(self.lr, (list, tuple)):
