@@ -683,7 +683,8 @@ def compress_table(results: Sequence[RunResult], config: CompressConfig):
     return summary_table(
         results,
         {
-            "test_acc": "fine-tuned acc",
+            "test_acc": "fine-tuned acc (checkpoint)",
+            "final_test_acc": "final acc",
             "best_test_acc": "best acc",
         },
         title=f"{_title(config)}, {config.epochs} fine-tuning epochs, {len(config.seeds)} seed(s)",
@@ -704,6 +705,7 @@ TASK = Task(
     plot=plot_compress,
     metrics=(
         TEST_ACC,
+        Metric("final_test_acc", "fine-tuned test accuracy at the last epoch"),
         Metric("best_test_acc", "best fine-tuned test accuracy"),
         TRAIN_LOSS,
         Metric("decomposed_test_acc", "test accuracy right after decomposition"),

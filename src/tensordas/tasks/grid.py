@@ -233,8 +233,9 @@ def run_key(optimizer: OptimizerConfig, seed: int) -> str:
 
 
 def validation_key(metric: Metric) -> str:
-    """The record key of ``metric`` on the validation split: ``test_acc`` -> ``val_acc``."""
-    return "val_" + metric.key.removeprefix("test_").removeprefix("best_test_")
+    """The record key of ``metric`` on the validation split: ``test_acc`` (also ``best_``/``final_test_acc``)
+    -> ``val_acc``."""
+    return "val_" + metric.key.removeprefix("test_").removeprefix("best_test_").removeprefix("final_test_")
 
 
 VAL_LOSS = "val_loss"
