@@ -492,5 +492,7 @@ def test_the_report_names_looksam_as_pytorch_optimizers_per_tensor_variant_and_l
     ]  # fmt: skip
     note = methods_note(records)
     assert "pytorch-optimizer's LookSAM (per-tensor rescaling" in note
+    (run,) = run_grid("t", {}, [OptimizerConfig(method="looksam")], [0], fake_runs([]))
+    assert run.record["method_title"].startswith("pytorch-optimizer's LookSAM (per-tensor rescaling")
     assert "edge of its grid" in note and "looksam(sgd) seed 1: rho 0.45 (after extending the grid)" in note
     assert "sgd seed 0" not in note

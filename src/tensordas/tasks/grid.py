@@ -389,6 +389,7 @@ def _fetch(
     def compute() -> RunResult:
         done = run_one(opt, seed, progress)
         done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed, selected={})
+        done.record["method_title"] = opt.spec.title  # what ran, e.g. LookSAM's per-tensor variant
         done.record.update(opt.record_fields())
         check_record(done.record, f"{task} run {opt.label} seed {seed}")
         return done

@@ -1,10 +1,13 @@
 """The record schema: one flat dict per (method, seed) run, the same key for the same quantity in every family.
 
-Every family's record holds the keys of :data:`RECORD_KEYS`; the trained families also hold the method's
-options (``alpha``, ``rho``, ``das_variant``, ... as named in the method registry), and each family adds
-its own test metrics (its :class:`~tensordas.tasks.protocol.Task` lists them with their direction) and
-extras (data sizes, ranks, memorisation, ...). :func:`check_record` is called on every record a run
-produces, so a family cannot drift from the schema silently.
+Every family's record holds the keys of :data:`RECORD_KEYS`; the trained families also hold
+``method_title`` (the method registry's description of what ran, e.g. pytorch-optimizer's per-tensor
+LookSAM), ``lr`` and the method's options (``alpha``, ``rho``, ``das_variant``, ... as named in the
+method registry), and each family adds its own test metrics (its :class:`~tensordas.tasks.protocol.Task`
+lists them with their direction) and extras (data sizes, ranks, memorisation, ...). The classifier
+families read their test metrics at a validation-chosen checkpoint and add the keys of
+:data:`tensordas.tasks.tuning.CHECKPOINT_KEYS` (``checkpoint``, ``checkpoint_epoch``, ``final_test_acc``).
+:func:`check_record` is called on every record a run produces, so a family cannot drift from the schema silently.
 """
 
 from __future__ import annotations
