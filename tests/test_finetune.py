@@ -170,6 +170,7 @@ def test_cli_compare_end_to_end(tiny_model, easy_csv, tmp_path, capsys):
     assert status == 0, captured.err
     records = json.loads((out / "results.json").read_text())["records"]
     assert [r["optimizer"] for r in records] == [METHODS[m].label("adamw") for m in compared_methods()]
+    assert records[0]["checkpoint"] == "final epoch (no validation split)"  # untuned: no split
     assert "das(adamw)" in captured.out and "relative to the base optimizer" in captured.out
 
 
@@ -277,5 +278,7 @@ def test_strength_lists_are_tuned_on_noisy_training_texts(tiny_model, easy_csv):
     r = result.record
     assert [c["value"] for c in r["candidates"]] == [0.1, 50.0]
     assert set(r["candidates"][0]) == {"value", "val_acc", "val_loss"}
-    assert r["selected"] == {"alpha": r["alpha"]} and r["n_val"] > 0 and r["noise"] == 0.2
+    assert (
+        r["selected"] == {"alpha": r["alpha"], "edge": True} and r["n_val"] > 0 and r["noise"] == 0.2
+    )  # 2 values: edges
     assert r["n_val"] == pytest.approx(0.25 * r["train_size"], abs=3)  # 20% of the training texts held out

@@ -12,7 +12,7 @@ import torch
 from tensordas.cli import main
 from tensordas.data import load_classification
 from tensordas.tasks.noisy import NoisyConfig, NoisyExperiment, run_noisy, write_noisy
-from tensordas.training import compared_methods
+from tensordas.training import METHODS, compared_methods
 
 SMALL = ["--hidden", "16,16", "--train-size", "200", "--test-size", "100"]
 FAST = ["--model", "tt-mlp", "--rank", "3", *SMALL]
@@ -110,7 +110,8 @@ def test_cli_train_compare_writes_results_and_prints_a_table(tmp_path, capsys):
     args = ["train", *FAST, "--noise", "0.4", "--epochs", "1", "--compare", "--seeds", "0,1", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    for word in ("sgd", "sam(sgd)", "das(sgd)", "looksam(sgd)", "jreg(sgd)", "saf(sgd)", "best test acc", "±"):
+    methods = [METHODS[m].label("sgd") for m in compared_methods()]
+    for word in (*methods, "best test acc", "final test acc", "±"):
         assert word in printed
     assert "final test acc" in printed
     records = json.loads((out / "results.json").read_text())["records"]

@@ -1,11 +1,13 @@
 """The shared optimizer factory and step function every task uses."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import TwoGroupNet
 
 import tensordas as td
-from tensordas.training import OptimizerConfig, build_optimizer, optimizer_step
+from tensordas.training import OptimizerConfig, build_optimizer, compared_optimizers, optimizer_step
 
 
 def model():
@@ -93,7 +95,7 @@ def test_every_registered_method_builds_and_steps_through_the_registry():
         groups = td.find_core_groups(m)
         if name == "bar":  # two-core groups only: a Tucker-2 group has three cores
             continue
-        opt = build_optimizer(OptimizerConfig(method=name, lr=0.01), m.parameters(), groups)
+        opt = build_optimizer(OptimizerConfig(method=name, lr=0.01, total_steps=10), m.parameters(), groups)
         # a loss term is not in the optimizer: jreg's is the base optimizer's, das+jreg's is DAS's
         optimizer_method = {None: spec, "jreg": METHODS["base"], "saf": METHODS["base"], "mesa": METHODS["base"]}
         assert method_of(opt) is optimizer_method.get(name if spec.loss_term else None, METHODS["das"]), name
@@ -120,11 +122,11 @@ def test_each_option_has_one_name_and_reaches_the_optimizer_under_its_keyword():
     opt = build_optimizer(cfg, m.parameters(), td.find_core_groups(m))
     assert (opt.variant, opt.grad_norm, opt.s_min, opt.s_max, opt.balance) == ("reference", "global", 0.25, 3.0, 0.01)
     assert cfg.record_fields() == {
-        "alpha": 0.05, "alpha_schedule": "constant", "grad_norm": "global", "das_variant": "reference",
+        "lr": 0.01, "alpha": 0.05, "alpha_schedule": "constant", "grad_norm": "global", "das_variant": "reference",
         "s_min": 0.25, "s_max": 3.0, "balance": 0.01,
     }  # fmt: skip
-    assert OptimizerConfig(method="sam").record_fields() == {"rho": 0.05, "adaptive": False}
-    assert OptimizerConfig(method="base").record_fields() == {}
+    assert OptimizerConfig(method="sam").record_fields() == {"lr": 0.01, "rho": 0.05, "adaptive": False}
+    assert OptimizerConfig(method="base").record_fields() == {"lr": 0.01}
     fields = set(ComparisonSettings.__dataclass_fields__)
     assert set(OPTIONS) <= fields and "variant" not in fields  # one name: das_variant
 
@@ -137,7 +139,7 @@ def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
     entry = Method("sam2", "SAM again", td.SAM, options=(RHO,), strength="rho", needs_closure=True)
     monkeypatch.setitem(METHODS, "sam2", entry)
     cfg = OptimizerConfig(method="sam2", rho=0.1)
-    assert cfg.label == "sam2(sgd)" and cfg.record_fields() == {"rho": 0.1}
+    assert cfg.label == "sam2(sgd)" and cfg.record_fields() == {"lr": 0.01, "rho": 0.1}
     m = model()
     opt = build_optimizer(cfg, m.parameters())
     assert type(opt) is td.SAM and opt.param_groups[0]["rho"] == 0.1
@@ -191,3 +193,54 @@ def test_invalid_registry_entries_are_refused(entry, needle):
 def test_invalid_method_options_name_the_option_and_value(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         OptimizerConfig(**kwargs)
+
+
+def test_the_authors_das_is_its_own_compared_arm_with_its_own_strength():
+    """das-authors: td.DAS with the reference formula and alpha cosine-decayed, alpha from authors_alpha."""
+    from tensordas.cli._common import parse_methods
+    from tensordas.training import METHODS, ComparisonSettings, compared_methods, method_of
+
+    m = model()
+    cfg = OptimizerConfig(method="das-authors", authors_alpha=0.2, alpha=50.0, total_steps=10)
+    opt = build_optimizer(cfg, m.parameters(), td.find_core_groups(m))
+    assert type(opt) is td.DAS and opt.variant == "reference" and opt.alpha_schedule == "cosine"
+    assert opt.alpha == 0.2  # its own option, not DAS's alpha
+    assert method_of(opt) is METHODS["das-authors"]
+    plain = build_optimizer(OptimizerConfig(method="das", total_steps=10), m.parameters(), td.find_core_groups(m))
+    assert method_of(plain) is METHODS["das"]
+    assert "das-authors" in compared_methods() and "das-authors" in parse_methods("das", compare=True)
+    assert METHODS["das-authors"].grid == (0.03, 0.1, 0.3)
+    settings = ComparisonSettings(optimizers=("das", "das-authors"), alpha=(10.0, 100.0, 1000.0),
+                                  authors_alpha=(0.03, 0.1, 0.3))  # fmt: skip
+    settings.check_options()
+    built = [(c.method, c.strength) for c in compared_optimizers(settings)]
+    assert built == [("das", ("alpha", v)) for v in (10.0, 100.0, 1000.0)] + [
+        ("das-authors", ("authors_alpha", v)) for v in (0.03, 0.1, 0.3)
+    ]
+
+
+def test_looksam_is_labelled_per_tensor_and_its_alpha_reaches_the_optimizer():
+    from tensordas.training import METHODS, OPTIONS
+
+    assert "per-tensor" in METHODS["looksam"].title and "Liu et al." in METHODS["looksam"].title
+    assert OPTIONS["looksam_alpha"].default == 0.7 and OPTIONS["looksam_alpha"].flag == "--looksam-alpha"
+    m = model()
+    opt = build_optimizer(OptimizerConfig(method="looksam", looksam_alpha=0.4), m.parameters())
+    assert opt.alpha == 0.4
+    with pytest.raises(ValueError, match="looksam_alpha value: 1.5"):
+        OptimizerConfig(method="looksam", looksam_alpha=1.5)
+
+
+def test_every_default_grid_has_three_values_and_the_base_grid_scales_the_lr():
+    from tensordas.training import GRID_SIZE, METHODS, ComparisonSettings
+    from tensordas.training.methods import _collect_options
+
+    assert GRID_SIZE == 3
+    for name in ("base", "sam", "das", "das-authors", "looksam", "bar"):
+        assert len(METHODS[name].grid) == 3, name
+    settings = ComparisonSettings(optimizers=("base", "sam"), lr=0.04, tune=True)
+    settings.check_options()
+    assert settings.lr == (0.02, 0.04, 0.08) and settings.rho == METHODS["sam"].grid
+    entry = dataclasses.replace(METHODS["sam"], name="x", grid=(0.1, 0.2))
+    with pytest.raises(ValueError, match="its grid needs 3 distinct values"):
+        _collect_options({"x": entry})

@@ -68,57 +68,73 @@ def grid_settings(**kw) -> ComparisonSettings:
 
 
 def test_run_grid_picks_each_strength_on_validation_and_resumes_each_candidate(tmp_path):
-    settings = grid_settings(alpha=(1.0, 10.0, 1000.0), rho=(0.01, 0.1, 1.0))
+    settings = grid_settings(alpha=(1.0, 10.0, 1000.0), rho=(0.01, 0.1, 1.0), lr=(0.02, 0.005, 0.01))
     settings.check_options()
     configs = compared_optimizers(settings)
-    assert [(c.method, c.strength) for c in configs if c.method != "base"] == [
+    assert [(c.method, c.strength) for c in configs] == [("base", ("lr", v)) for v in (0.02, 0.005, 0.01)] + [
         ("das", ("alpha", v)) for v in (1.0, 10.0, 1000.0)
     ] + [("sam", ("rho", v)) for v in (0.01, 0.1, 1.0)]
+    assert {c.lr for c in configs if c.method != "base"} == {0.01}  # the others train at the list's middle lr
     calls = []
     results = run_grid("t", {}, configs, [0, 1], fake_runs(calls), out_dir=tmp_path, select=ACC)
-    assert len(calls) == 2 * 7  # every (method, value, seed)
+    assert len(calls) == 2 * 9  # every (method, value, seed)
     records = [r.record for r in results]
     assert [(r["method"], r["seed"]) for r in records] == [(m, s) for s in (0, 1) for m in ("base", "das", "sam")]
     by = {(r["method"], r["seed"]): r for r in records}
     for seed in (0, 1):
-        assert by["das", seed]["selected"] == {"alpha": 10.0} and by["das", seed]["alpha"] == 10.0
-        assert by["sam", seed]["selected"] == {"rho": 0.1}
-        assert by["base", seed]["selected"] == {} and "candidates" not in by["base", seed]
+        assert by["das", seed]["selected"] == {"alpha": 10.0, "edge": False} and by["das", seed]["alpha"] == 10.0
+        assert by["sam", seed]["selected"] == {"rho": 0.1, "edge": False}
+        # fake_runs' base validation accuracy falls with lr: the smallest, an edge of its grid
+        assert by["base", seed]["selected"] == {"lr": 0.005, "edge": True} and by["base", seed]["lr"] == 0.005
         assert results[[*by].index(("das", seed))].curve == [{"step": 0, "v": 10.0}]  # the picked run's curve
     # reproducible from the records alone
     for r in records:
-        if r["method"] != "base":
-            i = select_candidate(r["candidates"], "val_acc", ACC.higher_is_better)
-            assert r["selected"] == {"alpha" if r["method"] == "das" else "rho": r["candidates"][i]["value"]}
-            assert len(r["candidates"]) == 3
-    assert (tmp_path / "runs" / f"{run_key(configs[2], 0)}.json").is_file()
-    assert run_key(configs[2], 0) == "das-sgd-alpha10-seed0"
+        i = select_candidate(r["candidates"], "val_acc", ACC.higher_is_better)
+        name = {"base": "lr", "das": "alpha", "sam": "rho"}[r["method"]]
+        assert r["selected"][name] == r["candidates"][i]["value"]
+        assert len(r["candidates"]) == 3
+    assert (tmp_path / "runs" / f"{run_key(configs[4], 0)}.json").is_file()
+    assert run_key(configs[4], 0) == "das-sgd-alpha10-seed0"
+    assert run_key(configs[0], 0) == "base-sgd-lr0.02-seed0"
     again = []
     assert [r.record for r in run_grid("t", {}, configs, [0, 1], fake_runs(again), out_dir=tmp_path, select=ACC)] == (
         records
     )
     assert again == []  # every candidate reused
     lower = run_grid("t", {}, configs, [0], fake_runs([]), select=RMSE_ON_ACC)
-    assert lower[1].record["selected"] == {"alpha": 1000.0}  # lower is better: the worst accuracy (0.8) wins
+    assert lower[1].record["selected"] == {"alpha": 1000.0, "edge": True}  # lower is better: the worst accuracy wins
 
 
 RMSE_ON_ACC = Metric("test_acc", "accuracy read as a cost", higher_is_better=False)
 
 
 def test_a_grid_without_a_selection_metric_is_refused():
-    settings = grid_settings(alpha=(1.0, 2.0))
+    settings = ComparisonSettings(optimizers=("das",), alpha=(1.0, 2.0))
     settings.check_options()
     with pytest.raises(ValueError, match="validation metric"):
         run_grid("t", {}, compared_optimizers(settings), [0], fake_runs([]))
 
 
-def test_grids_keep_their_own_sizes():
+def test_an_unequal_tuning_budget_is_refused():
+    """Equal budget: every compared method gets as many candidates per seed as every other."""
     settings = grid_settings(alpha=(1.0, 2.0, 3.0, 4.0), rho=0.05)
     settings.check_options()
-    methods = [c.method for c in compared_optimizers(settings)]
-    assert methods.count("das") == 4 and methods.count("sam") == 1  # not padded
-    cfg = NoisyConfig(optimizers=("base", "das", "sam", "looksam"), alpha=[1, 2, 3], rho=[0.1, 0.2], seeds=(0, 1))
-    assert TASKS["noisy"].count(cfg) == (1 + 3 + 2 + 2) * 2  # progress counts every candidate run
+    with pytest.raises(ValueError, match="unequal tuning budget: candidates per seed are base 1, das 4, sam 1"):
+        compared_optimizers(settings)
+    with pytest.raises(ValueError, match="unequal tuning budget"):
+        NoisyConfig(optimizers=("base", "das", "sam"), alpha=[1, 2, 3], rho=[0.1, 0.2, 0.3])  # the base untuned
+    cfg = NoisyConfig(optimizers=("base", "das", "sam", "looksam"), lr=[0.02, 0.05, 0.1], alpha=[1, 2, 3],
+                      rho=[0.1, 0.2, 0.3], seeds=(0, 1))  # fmt: skip
+    assert TASKS["noisy"].count(cfg) == 4 * 3 * 2  # progress counts every candidate run
+    # A LookSAM alpha list is tuned on the middle of the shared rho list: 3 candidates, like SAM's
+    both = NoisyConfig(optimizers=("sam", "looksam"), rho=[0.1, 0.2, 0.3], looksam_alpha=[0.5, 0.7, 0.9])
+    looksam = [(c.rho, c.looksam_alpha) for c in both.optimizer_configs if c.method == "looksam"]
+    assert looksam == [(0.2, 0.5), (0.2, 0.7), (0.2, 0.9)]
+    assert [c.rho for c in both.optimizer_configs if c.method == "sam"] == [0.1, 0.2, 0.3]
+    keys = {run_key(c, 0) for c in both.optimizer_configs}
+    assert len(keys) == 6 and "looksam-sgd-rho0.2-looksam_alpha0.5-seed0" in keys
+    with pytest.raises(ValueError, match="sam 3, looksam 2"):
+        NoisyConfig(optimizers=("sam", "looksam"), rho=[0.1, 0.2, 0.3], looksam_alpha=[0.5, 0.7])
 
 
 @pytest.mark.parametrize(
@@ -341,13 +357,142 @@ def test_a_tuned_and_an_untuned_base_run_are_different_stored_runs(tmp_path):
     stored run must not be reused across the two, or the pairing compares different training sets."""
     from tensordas.tasks.finetune import FinetuneConfig
 
-    tuned, untuned = tiny(optimizers=("base", "das")), tiny(optimizers=("base", "das"), alpha=0.1, rho=0.05)
+    tuned = tiny(optimizers=("base", "das"), lr=(0.025, 0.05))
+    untuned = tiny(optimizers=("base", "das"), alpha=0.1, rho=0.05)
     assert (tuned.validation_fraction, untuned.validation_fraction) == (0.2, 0.0)
     assert tuned.settings() != untuned.settings()
     assert tuned.settings()["validation"] == 0.2 and untuned.settings()["validation"] == 0.0
-    ft = [FinetuneConfig(optimizers=("base", "das"), alpha=a) for a in ((0.1, 1.0), 0.1)]
+    grids = (((0.1, 1.0), (1e-3, 5e-3)), (0.1, 5e-3))
+    ft = [FinetuneConfig(optimizers=("base", "das"), alpha=a, lr=lr) for a, lr in grids]
     assert ft[0].settings()["validation"] == 0.2 and ft[1].settings()["validation"] == 0.0
     first = run_noisy(tuned, out_dir=tmp_path)
     again = run_noisy(untuned, out_dir=tmp_path)
     base = [r.record for r in (*first, *again) if r.record["method"] == "base"]
     assert base[0]["n_train"] < base[1]["n_train"]  # recomputed on all the training data, not reused
+
+
+# --- grid edges and their extension ----------------------------------------------------------------------------
+def rising_runs(calls):
+    """run_one whose validation accuracy rises with rho (SAM) and peaks at alpha 10 (DAS): SAM's pick sits on
+    its grid's top edge, DAS's on its bottom one for a grid starting at 10."""
+
+    def run_one(opt, seed, progress):
+        calls.append((opt.method, opt.strength[1], seed))
+        value = opt.strength[1]
+        val = value if opt.method == "sam" else 1.0 - abs(math.log10(value) - 1.0) / 10
+        record = {"test_acc": 0.5, "val_acc": val, "val_loss": 1.0, "train_loss": 0.0, "Q": None, "diverged": False,
+                  "steps": 1, "step_time_ms": 1.0, "wall_time_s": 0.0}  # fmt: skip
+        return RunResult(record=record, curve=[])
+
+    return run_one
+
+
+def test_an_edge_pick_is_marked_and_without_extend_kept():
+    settings = ComparisonSettings(optimizers=("das", "sam"), alpha=(10.0, 100.0, 1000.0), rho=(0.1, 0.2, 0.3))
+    settings.check_options()
+    calls = []
+    das, sam = (r.record for r in run_grid("t", {}, compared_optimizers(settings), [0], rising_runs(calls), select=ACC))
+    assert das["selected"] == {"alpha": 10.0, "edge": True} and len(das["candidates"]) == 3
+    assert sam["selected"] == {"rho": 0.3, "edge": True} and "extended" not in sam["selected"]
+    assert len(calls) == 6
+
+
+def test_extend_runs_one_more_value_past_the_edge_and_chooses_again(tmp_path):
+    settings = ComparisonSettings(optimizers=("das", "sam"), alpha=(10.0, 100.0, 1000.0), rho=(0.1, 0.2, 0.3))
+    settings.check_options()
+    configs = compared_optimizers(settings)
+    calls = []
+    results = run_grid("t", {}, configs, [0], rising_runs(calls), out_dir=tmp_path, select=ACC, extend=True)
+    das, sam = (r.record for r in results)
+    # DAS: 10 * (10 / 100) = 1 is tried and loses; 10 is then inside the grid 1, 10, 100, 1000
+    assert ("das", 1.0, 0) in calls and das["selected"] == {"alpha": 10.0, "edge": False, "extended": True}
+    assert [c["value"] for c in das["candidates"]] == [10.0, 100.0, 1000.0, 1.0]
+    # SAM: 0.3 * (0.3 / 0.2) = 0.45 is tried and wins, again at the edge
+    assert sam["selected"]["rho"] == pytest.approx(0.45) and sam["selected"]["edge"] is True
+    assert sam["selected"]["extended"] is True and len(sam["candidates"]) == 4
+    assert len(calls) == 8  # one extension per method and seed, not a search
+    assert (tmp_path / "runs" / "sam-sgd-rho0.45-seed0.json").is_file()
+    again = []
+    rerun = run_grid("t", {}, configs, [0], rising_runs(again), out_dir=tmp_path, select=ACC, extend=True)
+    assert again == [] and [r.record for r in rerun] == [das, sam]  # the extension is resumed too
+
+
+def test_a_middle_pick_is_not_an_edge_and_is_not_extended():
+    settings = ComparisonSettings(optimizers=("das",), alpha=(1.0, 10.0, 100.0))
+    settings.check_options()
+    calls = []
+    (das,) = run_grid("t", {}, compared_optimizers(settings), [0], rising_runs(calls), select=ACC, extend=True)
+    assert das.record["selected"] == {"alpha": 10.0, "edge": False, "extended": False} and len(calls) == 3
+
+
+# --- checkpoint by validation accuracy ------------------------------------------------------------------------
+def test_the_checkpoint_is_the_epoch_of_best_validation_accuracy():
+    from tensordas.tasks.tuning import checkpoint_fields
+
+    history = [
+        {"epoch": 0, "val_acc": 0.9, "val_loss": 0.1, "test_acc": 0.95},  # before training: never chosen
+        {"epoch": 1, "val_acc": 0.5, "val_loss": 1.0, "test_acc": 0.50},
+        {"epoch": 2, "val_acc": 0.8, "val_loss": 0.6, "test_acc": 0.70},
+        {"epoch": 3, "val_acc": 0.8, "val_loss": 0.4, "test_acc": 0.72},  # ties epoch 2, lower loss: chosen
+        {"epoch": 4, "val_acc": 0.6, "val_loss": 0.9, "test_acc": 0.90},  # the best test accuracy: not read
+    ]
+    row, fields = checkpoint_fields(history, ["test_acc"])
+    assert row is history[3]
+    assert fields == {"test_acc": 0.72, "final_test_acc": 0.90, "checkpoint": "best val_acc", "checkpoint_epoch": 3}
+    no_split = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in history]
+    assert checkpoint_fields(no_split, ["test_acc"])[1]["checkpoint"] == "final epoch (no validation split)"
+    assert checkpoint_fields(no_split, ["test_acc"])[1]["test_acc"] == 0.90
+    assert checkpoint_fields(history, ["test_acc"], diverged=True)[1]["checkpoint"] == "final epoch (diverged)"
+
+
+def test_a_noisy_run_reports_test_accuracy_at_its_best_validation_epoch():
+    """End to end: the record's test_acc is the curve's at the epoch the record names, whose validation
+    accuracy (the candidate's val_acc) is the run's best; the last epoch's is final_test_acc."""
+    (das,) = run_noisy(tiny(optimizers=("das",), alpha=(0.1, 5.0), epochs=4, lr=0.2))
+    r = das.record
+    by_epoch = {row["epoch"]: row for row in das.curve}
+    assert r["checkpoint"] == "best val_acc" and 1 <= r["checkpoint_epoch"] <= 4
+    assert r["test_acc"] == by_epoch[r["checkpoint_epoch"]]["test_acc"]
+    assert r["final_test_acc"] == by_epoch[4]["test_acc"]
+    untuned = run_noisy(tiny(optimizers=("das",), alpha=0.1, rho=0.1, epochs=2))[0].record
+    assert untuned["checkpoint"] == "final epoch (no validation split)" and untuned["checkpoint_epoch"] == 2
+    assert untuned["test_acc"] == untuned["final_test_acc"]
+
+
+def test_cli_lr_list_tunes_the_base_and_tune_fills_every_grid(tmp_path, capsys):
+    args = ["train", "--model", "tt-mlp", "--rank", "3", "--hidden", "16,16", "--train-size", "150", "--test-size",
+            "50", "--epochs", "1", "--no-progress"]  # fmt: skip
+    assert main([*args, "--optimizer", "base", "--lr", "0.02,0.05", "--out", str(tmp_path / "o")]) == 0
+    (record,) = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
+    assert [c["value"] for c in record["candidates"]] == [0.02, 0.05]
+    assert record["selected"]["lr"] in (0.02, 0.05) and record["selected"]["edge"] is True  # 2 values: both edges
+    assert record["lr"] == record["selected"]["lr"]
+    err = capsys.readouterr().err
+    assert f"edge of its grid (the optimum may lie outside it): sgd seed 0: lr {record['lr']:g}" in err
+    cfg = NoisyConfig(optimizers=("base", "sam", "das", "das-authors", "looksam"), lr=0.05, tune=True)
+    assert cfg.lr == (0.025, 0.05, 0.1) and cfg.rho == (0.1, 0.2, 0.3) and cfg.alpha == (10.0, 100.0, 1000.0)
+    assert cfg.authors_alpha == (0.03, 0.1, 0.3) and cfg.validation_fraction == 0.2
+    counts = {}
+    for c in cfg.optimizer_configs:
+        counts[c.method] = counts.get(c.method, 0) + 1
+        assert c.method == "base" or c.lr == 0.05
+    assert counts == dict.fromkeys(cfg.optimizers, 3)
+    kept = NoisyConfig(optimizers=("base", "sam"), lr=0.05, rho=[0.05, 0.1, 0.2], tune=True)
+    assert kept.rho == (0.05, 0.1, 0.2)  # a list given by the user is kept
+    assert NoisyConfig(lr=0.05, tune=True).settings() == NoisyConfig(lr=0.05).settings() | {"validation": 0.2}
+
+
+def test_the_report_names_looksam_as_pytorch_optimizers_per_tensor_variant_and_lists_edge_picks():
+    from tensordas.reproduce.report import methods_note
+
+    records = [
+        {"method": "base", "optimizer": "sgd", "seed": 0, "selected": {"lr": 0.05, "edge": False}},
+        {"method": "looksam", "optimizer": "looksam(sgd)", "seed": 1, "selected": {"rho": 0.45, "edge": True,
+                                                                                   "extended": True}},
+    ]  # fmt: skip
+    note = methods_note(records)
+    assert "pytorch-optimizer's LookSAM (per-tensor rescaling" in note
+    (run,) = run_grid("t", {}, [OptimizerConfig(method="looksam")], [0], fake_runs([]))
+    assert run.record["method_title"].startswith("pytorch-optimizer's LookSAM (per-tensor rescaling")
+    assert "edge of its grid" in note and "looksam(sgd) seed 1: rho 0.45 (after extending the grid)" in note
+    assert "sgd seed 0" not in note

@@ -21,6 +21,7 @@ from ..data import DATASETS
 from ..reporting import ensure_dir, progress_bar
 from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
+from ..tasks.grid import edge_picks
 from ..tasks.tuning import VALIDATION_HELP
 from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, compared_methods
 
@@ -177,6 +178,9 @@ def run_task(
     diverged = diverged_runs(task.records(outcome))
     if diverged:
         print_warning(f"diverged (non-finite loss; metrics missing): {', '.join(diverged)}")
+    edges = edge_picks(task.records(outcome))
+    if edges:
+        print_warning(f"picked at the edge of its grid (the optimum may lie outside it): {'; '.join(edges)}")
     elapsed = time.perf_counter() - start
     con.print(
         f"wrote {paths['results']}, {paths['curves'].name}, {paths['figure'].name} in {elapsed:.1f} s", highlight=False
@@ -190,6 +194,11 @@ def _option(name: str, kind: Any, default: Any, *flags: str, help: str, **kw: An
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
+def _shown(default: float | tuple[float, ...]) -> str:
+    """A strength's default as its flag takes it: ``0.1`` or ``0.1,0.2``."""
+    return ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else f"{default:g}"
+
+
 def _method_option(option: Any, default: Any) -> inspect.Parameter:
     """The CLI parameter of a method registry option: its flag, type and help come from the registry.
     A strength is text: one number, or a comma list of the values a tuning grid tries."""
@@ -197,9 +206,8 @@ def _method_option(option: Any, default: Any) -> inspect.Parameter:
     if option.type is bool:
         flag = f"{flag}/--no-{flag[2:]}"
     if option.name in STRENGTHS:
-        shown = ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else f"{default:g}"
         grid = " A comma list (e.g. 0.01,0.1,1) is a grid: each method picks its value on --validation data."
-        return _option(option.name, str, shown, flag, help=option.help + grid)
+        return _option(option.name, str, _shown(default), flag, help=option.help + grid)
     return _option(option.name, option.type, default, flag, help=option.help)
 
 
@@ -223,7 +231,11 @@ def _comparison_options(
     compared = ", ".join(m.upper() if m != "base" else m for m in compared_methods(supplies))
     parameters = (
         _option("base", str, defaults["base"], "--base", help=f"Base optimizer: {' | '.join(BASE_OPTIMIZERS)}."),
-        _option("lr", float, defaults["lr"], "--lr", help="Learning rate of the base optimizer."),
+        _option(
+            "lr", str, _shown(defaults["lr"]), "--lr",
+            help="Learning rate of the base optimizer. A comma list (e.g. 0.025,0.05,0.1) tunes the base "
+            "method over it on --validation data; the other methods then train at its middle value.",
+        ),
         _option("momentum", float, defaults["momentum"], "--momentum", help="SGD momentum."),
         _option("weight_decay", float, defaults["weight_decay"], "--weight-decay", help="Base optimizer weight decay."),
         _option(
@@ -232,6 +244,12 @@ def _comparison_options(
             + "; ".join(f"{m.name}: {m.title}" for m in METHODS.values()) + ".",
         ),
         _option("compare", bool, False, "--compare", help=f"Run {compared} (overrides --optimizer)."),
+        _option(
+            "tune", bool, False, "--tune",
+            help="Tune every method, the base included, over its default grid of 3 values (base: --lr x "
+            "0.5, 1, 2; the others: docs/experiments.md) on --validation data; a value picked at a grid's "
+            "edge gets one more candidate past it. A strength given as a list keeps that list.",
+        ),
         *(_method_option(o, defaults[o.name]) for o in OPTIONS.values()),
         _option("seeds", str, "0", "--seeds", help=seeds_help),
         _option("device", str, defaults["device"], "--device", help="cpu | cuda | cuda:N."),
@@ -258,7 +276,7 @@ def _comparison_options(
                     param_hint="'--optimizer'",
                 )
         out.update(optimizers=methods, seeds=parse_seeds(values["seeds"]))
-        out.update({k: parse_strength(values[k], OPTIONS[k].flag) for k in STRENGTHS})
+        out.update({k: parse_strength(values[k], OPTIONS[k].flag if k in OPTIONS else "--lr") for k in STRENGTHS})
         return out
 
     return OptionGroup(parameters, settings)

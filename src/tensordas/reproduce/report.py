@@ -21,7 +21,8 @@ import torch
 from ..reporting import format_value, line_panels, save_figure, summarize
 from ..reporting.verdicts import summary_rows
 from ..tasks import TASKS, RunResult
-from ..tasks.grid import CURVES_CSV, mean_curves
+from ..tasks.grid import CURVES_CSV, edge_picks, mean_curves
+from ..training import METHODS
 from .families import FamilyOutcome, family_metric
 from .paper import PAPER, PAPER_ITERATIONS, PAPER_TABLES
 from .specs import ExperimentSpec
@@ -203,6 +204,19 @@ def _protocol_note(spec: ExperimentSpec, outcome: FamilyOutcome) -> str | None:
     return f"The paper's Table 1 protocol with **{steps:,} iterations** (the paper ran {PAPER_ITERATIONS:,})."
 
 
+def methods_note(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """What each trained method is (its registry title, e.g. LookSAM's per-tensor variant), and the
+    runs whose tuned value sits at the edge of its grid (``"edge": true`` in ``selected``)."""
+    seen = dict.fromkeys(r.get("method") for r in records if r.get("method") in METHODS)
+    if not seen:
+        return None
+    lines = ["Methods: " + "; ".join(f"`{m}`: {METHODS[m].title}" for m in seen) + "."]
+    edges = edge_picks(records)
+    if edges:
+        lines.append("Picked at the edge of its grid (the optimum may lie outside it): " + "; ".join(edges) + ".")
+    return "\n\n".join(lines)
+
+
 def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Path, report_dir: Path) -> str:
     """The report section of one experiment."""
     records = outcome.records
@@ -224,6 +238,9 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
             lines.append(f"DAS/SAM time ratio ({ratio[1]}): **{ratio[0]:.3f}**")
     if task.note:
         lines.append(task.note)
+    methods = methods_note(records)
+    if methods:
+        lines += ["", methods]
     note = _protocol_note(spec, outcome)
     if note:
         lines += ["", note]

@@ -409,6 +409,7 @@ def run_completion(
         resume=resume,
         progress=progress,
         select=TEST_R2 if config.validation_fraction > 0 else None,
+        extend=config.tune,
     )
     if config.als and config.model in ALS_MODELS:
         store = run_store(out_dir)

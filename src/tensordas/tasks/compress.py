@@ -21,7 +21,8 @@ the split (the dense model's and the fine-tuning's, and the validation split's);
 clean. ``validation`` holds out a share of the training part (stratified, per split) before the dense
 model is trained, for tuning a strength list (:mod:`tensordas.tasks.tuning`). Records report the
 dense accuracy, the accuracy right after decomposition (``decomposed_test_acc``) and after
-fine-tuning (``test_acc`` at the end, ``best_test_acc``), the parameter counts and the achieved
+fine-tuning (``test_acc`` at the epoch of best validation accuracy, ``final_test_acc`` at the end,
+``best_test_acc``), the parameter counts and the achieved
 compression ratios: ``layer_ratio`` (dense weight entries / core entries of the decomposed layers,
 >= the requested ratio) and ``model_ratio`` (all parameters before / after).
 """
@@ -73,7 +74,7 @@ from .grid import (
 )
 from .noisy import CHECKPOINTS_DIR, hold_out, load_split, network_kwargs
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, validation_fields, validation_fraction
+from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
 
 __all__ = [
     "TASK",
@@ -94,7 +95,8 @@ NAME = "compress"
 DENSE_FORMAT = "tensordas-dense-model"
 DENSE_FILE = "dense.pt"
 DENSE_TRAIN_CHECKPOINT = "dense-train.pt"
-TEST_ACC = Metric("test_acc", "fine-tuned test accuracy")  # the default metric: tuning selects by val_acc
+# The default metric, at the epoch of best validation accuracy: tuning selects by val_acc at that epoch.
+TEST_ACC = Metric("test_acc", "fine-tuned test accuracy at the best-validation epoch")
 CURVE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "Q", "Q_sum", "time_s"]
 
 
@@ -579,9 +581,10 @@ class CompressExperiment:
             label=f"{optimizer.label} s{seed}",
         )
         final, best = result.final, result.best_row("test_acc")
+        chosen, checkpoint = checkpoint_fields(result.history, ["test_acc"], diverged=result.diverged)
         record = {
             **setup.facts(cfg),
-            "test_acc": final["test_acc"],
+            **checkpoint,  # test_acc at the epoch of best validation accuracy, final_test_acc at the end
             "best_test_acc": best["test_acc"],
             "best_epoch": best["epoch"],
             "epochs": final["epoch"],
@@ -593,7 +596,7 @@ class CompressExperiment:
                 noise=cfg.noise, noise_type=cfg.noise_type, split_seed=cfg.split_of(seed), n_train=len(train[1])
             )
         if validation is not None:
-            record.update(validation_fields(final, cfg.validation_fraction, len(validation[1])))
+            record.update(validation_fields(chosen, cfg.validation_fraction, len(validation[1])))
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
     @cached_property
@@ -632,6 +635,7 @@ def run_compress(
         resume=resume,
         progress=progress,
         select=TEST_ACC if config.validation_fraction > 0 else None,
+        extend=config.tune,
     )
 
 
@@ -680,7 +684,8 @@ def compress_table(results: Sequence[RunResult], config: CompressConfig):
     return summary_table(
         results,
         {
-            "test_acc": "fine-tuned acc",
+            "test_acc": "fine-tuned acc (checkpoint)",
+            "final_test_acc": "final acc",
             "best_test_acc": "best acc",
         },
         title=f"{_title(config)}, {config.epochs} fine-tuning epochs, {len(config.seeds)} seed(s)",
@@ -701,6 +706,7 @@ TASK = Task(
     plot=plot_compress,
     metrics=(
         TEST_ACC,
+        Metric("final_test_acc", "fine-tuned test accuracy at the last epoch"),
         Metric("best_test_acc", "best fine-tuned test accuracy"),
         TRAIN_LOSS,
         Metric("decomposed_test_acc", "test accuracy right after decomposition"),

@@ -6,14 +6,20 @@ atomically, with a fingerprint of everything that determines it), so an interrup
 without recomputing finished runs, and a changed setting recomputes exactly the runs it affects. Each
 record gets the schema's shared keys (:mod:`tensordas.tasks.records`) and is checked against it.
 
-Tuning: a strength given as a list (``alpha = [0.1, 1, 10]``) makes one candidate run per (method,
-value, seed), each stored under its own key (``das-sgd-alpha10-seed0``) and recording a validation
-metric (``val_acc``) measured on a split carved from the training data. :func:`select_candidate` picks,
-per method and seed, the value with the best validation metric in the family's direction (ties: the
-lower ``val_loss``, then the first value); the picked run's record becomes the method's record for
-that seed, with ``selected`` (``{"alpha": 10.0}``) and ``candidates`` (every value tried with its
-validation metric and loss), so the selection can be redone from the records alone. Test metrics are
-never read by the selection.
+Tuning: a strength given as a list (``alpha = [0.1, 1, 10]``; the base's is its learning rate,
+``lr = [0.025, 0.05, 0.1]``) makes one candidate run per (method, value, seed), each stored under its
+own key (``das-sgd-alpha10-seed0``, ``base-sgd-lr0.05-seed0``) and recording a validation metric
+(``val_acc``) measured on a split carved from the training data. :func:`select_candidate` picks, per
+method and seed, the value with the best validation metric in the family's direction (ties: the lower
+``val_loss``, then the first value); the picked run's record becomes the method's record for that
+seed, with ``selected`` (``{"alpha": 10.0, "edge": false}``) and ``candidates`` (every value tried with
+its validation metric and loss), so the selection can be redone from the records alone. Test metrics
+are never read by the selection.
+
+Grid edges: a value picked at the smallest or largest value of its grid is marked ``"edge": true`` in
+``selected``. With ``extend`` (``--tune``), the grid is then extended once past that edge, by one more
+value in the same geometric progression (the edge value times its ratio to its neighbour), that
+candidate is run, and the choice is made again over all candidates (``"extended": true``).
 
 :func:`write_experiment` then writes the common format:
 
@@ -27,6 +33,7 @@ never read by the selection.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,7 +46,7 @@ from typing import Any
 from rich.table import Table
 
 from ..reporting import ProgressFn, ensure_dir, json_ready, results_table, save_figure, summarize, write_csv, write_json
-from ..training import OptimizerConfig
+from ..training import OPTIONS, OptimizerConfig
 from .protocol import Metric
 from .records import check_record
 
@@ -53,6 +60,7 @@ __all__ = [
     "curve_rows",
     "data_digest",
     "diverged_runs",
+    "edge_picks",
     "file_digest",
     "fingerprint",
     "mean_curves",
@@ -211,16 +219,23 @@ def run_store(out_dir: str | Path | None) -> RunStore:
 
 def run_key(optimizer: OptimizerConfig, seed: int) -> str:
     """File-name-safe key of one run, e.g. ``das-adam-seed0``; a grid candidate's names its strength
-    value, e.g. ``das-adam-alpha10-seed0``."""
+    value, e.g. ``das-adam-alpha10-seed0`` (``base-adam-lr0.01-seed0``), and a second tuned option's
+    value where it is not the option's default (``looksam-sgd-rho0.1-looksam_alpha0.5-seed0``)."""
     if optimizer.grid and optimizer.strength is not None:
-        name, value = optimizer.strength
-        return f"{optimizer.method}-{optimizer.base}-{name}{value:.12g}-seed{seed}"
+        strength = optimizer.spec.strength
+        parts = [
+            f"{name}{value:.12g}"
+            for name, value in optimizer.tuned_values().items()
+            if name == strength or value != OPTIONS[name].default
+        ]
+        return f"{optimizer.method}-{optimizer.base}-{'-'.join(parts)}-seed{seed}"
     return f"{optimizer.method}-{optimizer.base}-seed{seed}"
 
 
 def validation_key(metric: Metric) -> str:
-    """The record key of ``metric`` on the validation split: ``test_acc`` -> ``val_acc``."""
-    return "val_" + metric.key.removeprefix("test_").removeprefix("best_test_")
+    """The record key of ``metric`` on the validation split: ``test_acc`` (also ``best_``/``final_test_acc``)
+    -> ``val_acc``."""
+    return "val_" + metric.key.removeprefix("test_").removeprefix("best_test_").removeprefix("final_test_")
 
 
 VAL_LOSS = "val_loss"
@@ -246,19 +261,61 @@ def select_candidate(candidates: Sequence[Mapping[str, Any]], key: str, higher_i
     return min(range(len(candidates)), key=rank)
 
 
+def _grid_values(runs: Sequence[tuple[OptimizerConfig, RunResult]]) -> dict[str, list[float]]:
+    """The sorted values each tuned setting of one method's candidates took: its strength always, a
+    second tuned option (LookSAM's alpha) where the candidates vary it."""
+    spec = runs[0][0].spec
+    out = {}
+    for name in spec.tuned_options:
+        values = sorted({getattr(opt, name) for opt, _ in runs})
+        if name == spec.strength or len(values) > 1:
+            out[name] = values
+    return out
+
+
 def _select(task: str, runs: Sequence[tuple[OptimizerConfig, RunResult]], metric: Metric) -> RunResult:
-    """The picked run of one method and seed, its record naming the choice and every candidate."""
+    """The picked run of one method and seed, its record naming the choice (with ``edge`` where a
+    grid was tried) and every candidate."""
     key = validation_key(metric)
-    name = runs[0][0].spec.strength
+    grids = _grid_values(runs)
+    strength = runs[0][0].spec.strength
     candidates = []
     for opt, run in runs:
         if key not in run.record:
             raise ValueError(f"{task} run {opt.label}: the record has no {key!r} (no validation split?)")
         loss = {VAL_LOSS: run.record[VAL_LOSS]} if VAL_LOSS in run.record else {}  # completion has none
-        candidates.append({"value": getattr(opt, name), key: run.record[key], **loss})
-    best = runs[select_candidate(candidates, key, metric.higher_is_better)][1]
-    record = {**best.record, "selected": {name: best.record[name]}, "candidates": candidates}
+        others = {n: getattr(opt, n) for n in grids if n != strength}
+        candidates.append({"value": getattr(opt, strength), **others, key: run.record[key], **loss})
+    best_opt, best = runs[select_candidate(candidates, key, metric.higher_is_better)]
+    selected: dict[str, Any] = {n: getattr(best_opt, n) for n in grids}
+    if any(len(v) > 1 for v in grids.values()):
+        selected["edge"] = bool(_edges(selected, grids))
+    record = {**best.record, "selected": selected, "candidates": candidates}
     return RunResult(record=record, curve=best.curve)
+
+
+def _edges(selected: Mapping[str, Any], grids: Mapping[str, Sequence[float]]) -> list[str]:
+    """The tuned settings whose selected value is the smallest or largest of a grid of several values."""
+    return [n for n, v in grids.items() if len(v) > 1 and selected[n] in (v[0], v[-1])]
+
+
+def _extension(runs: Sequence[tuple[OptimizerConfig, RunResult]], chosen: Mapping[str, Any]) -> OptimizerConfig | None:
+    """The one candidate past the grid's edge that ``chosen`` sits on (its strength's edge first): the
+    edge value times its ratio to its neighbour, the other settings as chosen. None when no value is
+    at an edge, or the progression has no ratio (a value of 0) or leaves the option's valid range."""
+    grids = _grid_values(runs)
+    for name in _edges(chosen, grids):
+        values = grids[name]
+        edge = chosen[name]
+        near = values[-2] if edge == values[-1] else values[1]
+        if not (edge > 0 and near > 0):
+            continue
+        best = next(opt for opt, _ in runs if all(getattr(opt, n) == chosen[n] for n in grids))
+        try:
+            return dataclasses.replace(best, **{name: edge * (edge / near)})
+        except ValueError:  # past the option's range (e.g. LookSAM's alpha above 1)
+            continue
+    return None
 
 
 def run_grid(
@@ -272,6 +329,7 @@ def run_grid(
     resume: bool = True,
     progress: ProgressFn | None = None,
     select: Metric | None = None,
+    extend: bool = False,
 ) -> list[RunResult]:
     """Run every optimizer on every seed (seed-major, so partial results already compare methods).
 
@@ -280,7 +338,9 @@ def run_grid(
     fingerprint matches. Candidates of one method (several strength values, ``grid=True``) need
     ``select``: the metric whose validation value (:func:`validation_key`) picks one per seed
     (module docstring); with ``select``, every method with a strength records ``selected`` and
-    ``candidates``. Returns one result per (method, seed).
+    ``candidates``; the base does where its ``lr`` is a list. With ``extend`` (``--tune``), a value picked at
+    a grid's edge gets one more candidate past it before the choice is final (module docstring).
+    Returns one result per (method, seed).
     """
     if not optimizers:
         raise ValueError("no optimizer to run")
@@ -300,10 +360,17 @@ def run_grid(
     for seed in seeds:
         for group in groups.values():
             runs = [(opt, _fetch(task, settings, opt, seed, run_one, store, resume, progress)) for opt in group]
-            if select is not None and group[0].strength is not None:
-                results.append(_select(task, runs, select))
-            else:
-                results.append(runs[0][1])
+            if select is None or group[0].strength is None or (len(group) == 1 and group[0].spec.is_base):
+                results.append(runs[0][1])  # an untuned base keeps its plain record
+                continue
+            result = _select(task, runs, select)
+            if extend and "edge" in result.record["selected"]:
+                extra = _extension(runs, result.record["selected"])
+                if extra is not None:
+                    runs.append((extra, _fetch(task, settings, extra, seed, run_one, store, resume, progress)))
+                    result = _select(task, runs, select)
+                result.record["selected"]["extended"] = extra is not None
+            results.append(result)
     return results
 
 
@@ -322,6 +389,7 @@ def _fetch(
     def compute() -> RunResult:
         done = run_one(opt, seed, progress)
         done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed, selected={})
+        done.record["method_title"] = opt.spec.title  # what ran, e.g. LookSAM's per-tensor variant
         done.record.update(opt.record_fields())
         check_record(done.record, f"{task} run {opt.label} seed {seed}")
         return done
@@ -383,6 +451,19 @@ def summary_table(
             row["diverged"] = f"{sum(bool(r.get('diverged')) for r in mine)}/{len(mine)}"
         columns["diverged"] = "diverged"
     return results_table(rows, columns, title=title, caption=caption)
+
+
+def edge_picks(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``"OPTIMIZER seed N: NAME VALUE"`` for each record whose tuned value is at the edge of its grid
+    (``"edge": true`` in ``selected``; ``(after extending the grid)`` where ``--tune`` extended it)."""
+    out = []
+    for r in records:
+        chosen = r.get("selected") or {}
+        if chosen.get("edge"):
+            values = ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k not in ("edge", "extended"))
+            extended = " (after extending the grid)" if chosen.get("extended") else ""
+            out.append(f"{r.get('optimizer')} seed {r.get('seed')}: {values}{extended}")
+    return out
 
 
 def diverged_runs(records: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -7,10 +7,13 @@ checkpoint per epoch in ``OUT/checkpoints/``; an interrupted experiment resumes 
 ``OUT/runs/`` and the unfinished one from its last epoch.
 
 Records (``results.json``, one per optimizer and seed; the shared keys of :mod:`tensordas.tasks.records`):
-``test_acc`` (clean test accuracy at the end), ``best_test_acc`` (of the best epoch, reported, never
-used to select), ``train_acc`` (on the noisy labels), ``noise_rate_realized``, memorisation on the
-corrupted training samples at the end (``memorized``: predicted as their noisy label; ``recovered``:
-predicted as their true label), ``Q`` (the norm deviation, mean over core groups), times and the settings.
+``test_acc`` (clean test accuracy at the epoch of best validation accuracy, the checkpoint every
+method is reported at; the last epoch without a validation split: ``checkpoint``, ``checkpoint_epoch``),
+``final_test_acc`` (at the last epoch), ``val_acc``/``val_loss`` (at the checkpoint),
+``best_test_acc`` (of the best epoch by test accuracy, reported, never used to select), ``train_acc``
+(on the noisy labels, at the end), ``noise_rate_realized``, memorisation on the corrupted training
+samples at the end (``memorized``: predicted as their noisy label; ``recovered``: predicted as their
+true label), ``Q`` (the norm deviation, mean over core groups, at the end), times and the settings.
 
 The CLI command that runs this family is ``tensordas train``.
 """
@@ -53,7 +56,7 @@ from .grid import (
     summary_table,
 )
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, validation_fields, validation_fraction
+from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
 
 __all__ = [
     "TASK",
@@ -84,7 +87,9 @@ CURVE_COLUMNS = [
     "time_s",
 ]
 CHECKPOINTS_DIR = "checkpoints"
-TEST_ACC = Metric("test_acc", "final clean test accuracy")  # the default metric: tuning selects by val_acc
+# The default metric, at the epoch of best validation accuracy (the final one without a split): tuning
+# selects by val_acc at that epoch.
+TEST_ACC = Metric("test_acc", "clean test accuracy at the best-validation epoch")
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class NoisyConfig(ComparisonSettings):
     epochs: int = 30
     batch_size: int = 64
     lr_schedule: str = "cosine"
-    lr: float = 0.05
+    lr: Strength = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
@@ -306,6 +311,7 @@ class NoisyExperiment:
             label=f"{optimizer.label} s{seed}",
         )
         final, best = result.final, result.best_row("test_acc")
+        chosen, checkpoint = checkpoint_fields(result.history, ["test_acc"], diverged=result.diverged)
         record = {
             "model": cfg.model,
             "rank": cfg.rank,
@@ -317,7 +323,7 @@ class NoisyExperiment:
             "noise_rate_realized": noisy.realized_rate,
             "n_corrupted": noisy.n_corrupted,
             "params": sum(p.numel() for p in model.parameters()),
-            "test_acc": final["test_acc"],
+            **checkpoint,  # test_acc at the epoch of best validation accuracy, final_test_acc at the end
             "best_test_acc": best["test_acc"],
             "best_epoch": best["epoch"],
             "train_acc": final["train_acc"],
@@ -328,7 +334,7 @@ class NoisyExperiment:
             **result.record_fields(),  # wall time: training and per-epoch evaluation, over resumed sessions too
         }
         if validation is not None:
-            record.update(validation_fields(final, cfg.validation_fraction, len(validation[1])))
+            record.update(validation_fields(chosen, cfg.validation_fraction, len(validation[1])))
         return RunResult(record=record, curve=[{k: row[k] for k in CURVE_COLUMNS} for row in result.history])
 
 
@@ -352,6 +358,7 @@ def run_noisy(
         resume=resume,
         progress=progress,
         select=TEST_ACC if config.validation_fraction > 0 else None,
+        extend=config.tune,
     )
 
 
@@ -378,11 +385,13 @@ def plot_noisy(results: Sequence[RunResult], config: NoisyConfig):
 
 
 def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
-    """Mean ± std over seeds: best/final clean test accuracy, memorisation, realised noise, Q, times."""
+    """Mean ± std over seeds: clean test accuracy at the checkpoint (best validation accuracy), at the end
+    and at its best, memorisation, realised noise, Q, times."""
     return summary_table(
         results,
         {
-            "test_acc": "final test acc",
+            "test_acc": "test acc (checkpoint)",
+            "final_test_acc": "final test acc",
             "best_test_acc": "best test acc",
             "recovered": "true-label acc (corrupted)",
             "memorized": "memorized",
@@ -405,6 +414,7 @@ TASK = Task(
     plot=plot_noisy,
     metrics=(
         TEST_ACC,
+        Metric("final_test_acc", "clean test accuracy at the last epoch"),
         Metric("best_test_acc", "best clean test accuracy"),
         Metric("train_acc", "accuracy on the noisy training labels"),
         TRAIN_LOSS,

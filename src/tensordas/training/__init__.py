@@ -25,6 +25,8 @@ from .engine import (
 from .loop import LR_SCHEDULES, LoopConfig, evaluate, train_classifier
 from .methods import (
     BASE_OPTIMIZERS,
+    BASE_STRENGTH,
+    GRID_SIZE,
     METHODS,
     OPTIONS,
     STRENGTHS,
@@ -42,12 +44,15 @@ from .optimizers import (
     build_optimizer,
     check_device,
     compared_optimizers,
+    method_lr,
     optimizer_step,
     synchronize,
 )
 
 __all__ = [
     "BASE_OPTIMIZERS",
+    "BASE_STRENGTH",
+    "GRID_SIZE",
     "CHECKPOINT_FORMAT",
     "LR_SCHEDULES",
     "METHODS",
@@ -71,6 +76,7 @@ __all__ = [
     "check_device",
     "compared_methods",
     "compared_optimizers",
+    "method_lr",
     "core_groups_or_none",
     "evaluate",
     "get_method",

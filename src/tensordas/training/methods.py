@@ -19,6 +19,7 @@ options a run used). Adding a method is one entry below (with its new options) p
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from .lossterms import JREG, MESA, SAF, LossTerm
 
 __all__ = [
     "BASE_OPTIMIZERS",
+    "BASE_STRENGTH",
+    "GRID_SIZE",
     "METHODS",
     "OPTIONS",
     "STRENGTHS",
@@ -130,7 +133,12 @@ class Method:
         cycle: the option giving the number of steps over which the method's cost repeats (LookSAM:
             ``looksam_k``, one two-pass step in k); step times are then averaged per cycle before their
             median is taken, so the median is the method's mean cost, not its cheap steps' cost.
-        grid: the default candidate values of ``strength`` that ``--tune`` tries (empty: none declared).
+        grid: the default candidate values of ``strength`` that ``--tune`` tries (empty: none declared);
+            the base's strength is its learning rate, and its grid holds *multipliers* of the family's
+            ``lr`` (so one grid serves every family: ``lr x (0.5, 1, 2)``).
+        also_tuned: options beside ``strength`` that a list may tune instead (LookSAM's ``looksam_alpha``):
+            the method is then tuned over that list at the middle value of its strength's list, so it
+            gets as many candidates as the others (:func:`~tensordas.training.compared_optimizers`).
         fixed: keyword arguments the wrapper always gets, not options the user sets: a preset of another
             method's class (the authors' DAS is ``td.DAS`` with ``variant="reference"``).
         loss_term: a term the engine adds to the training loss, computed from what the forward pass exposes
@@ -154,6 +162,12 @@ class Method:
     grid: tuple[float, ...] = ()
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     loss_term: LossTerm | None = None
+    also_tuned: tuple[str, ...] = ()
+
+    @property
+    def tuned_options(self) -> tuple[str, ...]:
+        """The settings a list may give this method several candidate values of: its strength first."""
+        return tuple(n for n in (self.strength, *self.also_tuned) if n is not None)
 
     @property
     def is_base(self) -> bool:
@@ -297,11 +311,22 @@ MESA_OPTIONS = (MESA_LAMBDA, SAF_TAU, MESA_DECAY, MESA_START)
 JREG_GRID = (1e-3, 3e-3, 1e-2)
 SAF_GRID = (0.3, 1.0, 3.0)
 
+# The base optimizer's strength: its learning rate (a setting of every configuration, not a registry option).
+BASE_STRENGTH = "lr"
+# Every --tune grid has this many values, so every compared method gets the same number of candidates.
+GRID_SIZE = 3
+
 # --- the methods: one entry each ---------------------------------------------------------------------
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("base", "the base optimizer alone", compared=True),
+        Method(
+            "base",
+            "the base optimizer alone",
+            compared=True,
+            strength=BASE_STRENGTH,
+            grid=(0.5, 1.0, 2.0),  # multipliers of the family's lr (docs/experiments.md)
+        ),
         Method(
             "sam",
             "SAM: two forward/backward passes per step",
@@ -310,6 +335,7 @@ METHODS: dict[str, Method] = {
             strength="rho",
             needs_closure=True,
             compared=True,
+            grid=(0.1, 0.2, 0.3),  # the noisy and compress configs' rho grid
         ),
         Method(
             "das",
@@ -320,6 +346,31 @@ METHODS: dict[str, Method] = {
             needs_core_groups=True,
             scheduled=True,
             compared=True,
+            grid=(10.0, 100.0, 1000.0),  # the noisy, compress and fine-tuning configs' alpha grid
+        ),
+        Method(
+            "das-authors",
+            "the authors' DAS: reference formula, alpha cosine-decayed (ctxGou/Tensor-SAM)",
+            DAS,
+            options=(
+                Option(
+                    "authors_alpha",
+                    0.1,
+                    "The authors' DAS strength, cosine-decayed (their label-noise default 0.1).",
+                    keyword="alpha",
+                    minimum=0,
+                ),
+            ),
+            strength="authors_alpha",
+            needs_core_groups=True,
+            scheduled=True,
+            compared=True,
+            # ctxGou/Tensor-SAM src/cifar10-label-noise.sh runs `--method gbar2 --gbar_alpha 0.1
+            # --gbar_alpha_scheduler cosine` for every noise rate; its compression search
+            # (src/optuna_cifar_trainer.py) draws gbar_alpha from {0.1, 0.05, 0.01, 0.005, 0.001}.
+            # The grid is geometric around 0.1.
+            grid=(0.03, 0.1, 0.3),
+            fixed={"variant": "reference", "alpha_schedule": "cosine"},
         ),
         Method(
             "das-gradient",
@@ -372,15 +423,28 @@ METHODS: dict[str, Method] = {
             strength="alpha",
             needs_core_groups=True,
             scheduled=True,
+            grid=(10.0, 100.0, 1000.0),  # DAS's grid: the same strength scale
         ),
         Method(
             "looksam",
-            "LookSAM (pytorch-optimizer): SAM's second pass every k-th step, 1 + 1/k passes per step",
+            "pytorch-optimizer's LookSAM (per-tensor rescaling of the reused direction, not Liu et al.'s "
+            "whole-vector form): SAM's second pass every k-th step, 1 + 1/k passes per step",
             options=(
                 RHO,
                 Option("looksam_k", 5, "LookSAM: steps between its second passes (k).", keyword="k", minimum=1),
+                Option(
+                    "looksam_alpha",
+                    0.7,
+                    "LookSAM: weight of the reused direction, in (0, 1) (pytorch-optimizer's alpha, rescaled "
+                    "per parameter tensor).",
+                    keyword="alpha",
+                    minimum=0,
+                    maximum=1,
+                ),
             ),
             strength="rho",
+            also_tuned=("looksam_alpha",),
+            grid=(0.1, 0.2, 0.3),  # SAM's: the two share rho
             needs_closure=True,
             compared=True,
             load=looksam_class,
@@ -444,8 +508,13 @@ def _collect_options(methods: Mapping[str, Method]) -> dict[str, Option]:
     out: dict[str, Option] = {}
     for method in methods.values():
         names = [o.name for o in method.options]
-        if method.strength is not None and method.strength not in names:
+        if method.strength is not None and method.strength not in (*names, BASE_STRENGTH):
             raise ValueError(f"method {method.name!r}: strength {method.strength!r} is not one of its options")
+        if method.strength == BASE_STRENGTH and not method.is_base:
+            raise ValueError(f"method {method.name!r}: only the base optimizer is tuned over its learning rate")
+        extra = sorted(set(method.also_tuned) - set(names) | ({method.strength} & set(method.also_tuned)))
+        if extra:
+            raise ValueError(f"method {method.name!r}: also_tuned {extra} are not options beside its strength")
         for option in method.options:
             if out.setdefault(option.name, option) != option:
                 raise ValueError(f"option {option.name!r} is declared twice, differently")
@@ -457,17 +526,24 @@ def _collect_options(methods: Mapping[str, Method]) -> dict[str, Option]:
         if method.grid:
             if method.strength is None:
                 raise ValueError(f"method {method.name!r}: a grid needs a strength to vary")
-            strength = next(o for o in method.options if o.name == method.strength)
-            for value in method.grid:
-                strength.check(value)
+            if method.strength == BASE_STRENGTH:
+                if not all(math.isfinite(v) and v > 0 for v in method.grid):
+                    raise ValueError(f"method {method.name!r}: learning-rate multipliers must be positive")
+            else:
+                strength = next(o for o in method.options if o.name == method.strength)
+                for value in method.grid:
+                    strength.check(value)
+            if len(method.grid) != GRID_SIZE or len(set(method.grid)) != GRID_SIZE:
+                raise ValueError(f"method {method.name!r}: its grid needs {GRID_SIZE} distinct values (equal budget)")
     return out
 
 
 OPTIONS: dict[str, Option] = _collect_options(METHODS)
 # A strength setting: one value, or the values a tuning grid tries (TOML list, CLI comma list).
 Strength = float | tuple[float, ...]
-# The options a tuning grid varies: given a list, each method picks its value on a validation split.
-STRENGTHS: tuple[str, ...] = tuple(dict.fromkeys(m.strength for m in METHODS.values() if m.strength))
+# The settings a tuning grid varies (the strengths, the base's lr, LookSAM's alpha): given a list, each
+# method picks its value on a validation split.
+STRENGTHS: tuple[str, ...] = tuple(dict.fromkeys(itertools.chain(*(m.tuned_options for m in METHODS.values()))))
 
 
 def _check_options(self: Any) -> None:
@@ -492,7 +568,7 @@ def _check_options(self: Any) -> None:
 
 
 def _tuned(self: Any) -> bool:
-    return any(isinstance(getattr(self, s), tuple) for s in STRENGTHS)
+    return any(isinstance(getattr(self, s, None), tuple) for s in STRENGTHS)
 
 
 MethodOptions: type = dataclasses.make_dataclass(

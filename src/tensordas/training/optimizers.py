@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +19,18 @@ import torch
 from torch.optim import Optimizer
 
 from ..core_groups import CoreGroup
-from .methods import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, Method, MethodOptions, get_method, method_of
+from .methods import (
+    BASE_OPTIMIZERS,
+    BASE_STRENGTH,
+    METHODS,
+    OPTIONS,
+    STRENGTHS,
+    Method,
+    MethodOptions,
+    Strength,
+    get_method,
+    method_of,
+)
 
 __all__ = [
     "ComparisonSettings",
@@ -26,6 +39,9 @@ __all__ = [
     "check_device",
     "compared_optimizers",
     "evaluation_point",
+    "method_lr",
+    "middle",
+    "tune_grids",
     "optimizer_step",
     "settle",
     "synchronize",
@@ -46,7 +62,7 @@ class OptimizerConfig(MethodOptions):
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
     total_steps: int | None = None  # the run's length, for a decaying strength schedule (the engine sets it)
-    grid: bool = False  # one candidate of a strength grid: its run key names the strength's value
+    grid: bool = False  # one candidate of a tuning grid: its run key names its tuned values
 
     def __post_init__(self) -> None:
         get_method(self.method)  # ValueError naming an unknown method
@@ -74,9 +90,14 @@ class OptimizerConfig(MethodOptions):
         """The values of the method's own options, by name (``{}`` for the base optimizer)."""
         return {o.name: getattr(self, o.name) for o in self.spec.options}
 
+    def tuned_values(self) -> dict[str, float]:
+        """The values of the settings a tuning grid may vary for this method (its strength first)."""
+        return {name: getattr(self, name) for name in self.spec.tuned_options}
+
     def record_fields(self) -> dict[str, Any]:
-        """What a result record says about the method beyond its label: its options' values."""
-        return self.options()
+        """What a result record says about the method beyond its label: its learning rate (the base's
+        strength, tuned like the others') and its options' values."""
+        return {"lr": self.lr, **self.options()}
 
     def as_dict(self) -> dict[str, Any]:
         """What determines the optimizer: method, base, its hyper-parameters and the method's options only
@@ -103,29 +124,86 @@ class ComparisonSettings(MethodOptions):
     configurations inherit them and override the defaults they need."""
 
     base: str = "sgd"
-    lr: float = 0.01
+    lr: Strength = 0.01  # a list: the base's tuning grid; the other methods train at its middle value
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0
     optimizers: tuple[str, ...] = ("das",)
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
+    tune: bool = False  # tune every method over its registry grid (:func:`tune_grids`)
+
+    def check_options(self) -> None:
+        """Check every method option and ``lr`` (a list of learning rates becomes a tuple), and with
+        ``tune`` fill each single-valued strength from the registry grids (:func:`tune_grids`)."""
+        if not isinstance(self.tune, bool):
+            raise ValueError(f"Invalid tune value: {self.tune!r} (expected true or false)")
+        if isinstance(self.lr, (list, tuple)):
+            values = tuple(self.lr)
+            if not values:
+                raise ValueError("Invalid lr value: [] (expected at least one value)")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                    raise ValueError(f"Invalid lr value: {v!r} (expected a positive number)")
+            if len(set(values)) != len(values):
+                raise ValueError(f"Invalid lr value: {list(values)!r} (a value is listed twice)")
+            object.__setattr__(self, "lr", tuple(float(v) for v in values))
+        MethodOptions.check_options(self)
+        if self.tune:
+            for name, values in tune_grids(self).items():
+                object.__setattr__(self, name, values)
 
     def run_settings(self, *drop: str) -> dict[str, Any]:
         """The task's own settings (for run fingerprints): everything but the methods, their options,
-        the base optimizer's settings and the seeds (each run's optimizer configuration holds those),
-        and the keys in ``drop``."""
+        the base optimizer's settings, the seeds and ``tune`` (each run's optimizer configuration holds
+        what they decide), and the keys in ``drop``."""
         out = dataclasses.asdict(self)
-        for key in ("optimizers", "seeds", "base", *_BASE_SETTINGS, *OPTIONS, *drop):
+        for key in ("optimizers", "seeds", "tune", "base", *_BASE_SETTINGS, *OPTIONS, *drop):
             out.pop(key)
         return out
 
 
-def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = None) -> list[OptimizerConfig]:
-    """One validated :class:`OptimizerConfig` per name in ``settings.optimizers`` and value of its strength.
+def middle(values: Sequence[float]) -> float:
+    """The middle of ``values`` sorted (of an even count, the lower middle)."""
+    return sorted(values)[(len(values) - 1) // 2]
 
-    A strength given as a list (a tuning grid) gives one candidate per value, in the list's order,
-    marked ``grid=True``; a method without that strength takes the list's first value (unused).
-    ``total_steps`` drives a decaying strength schedule; when it is not known yet, the engine sets it.
+
+def method_lr(lr: Strength) -> float:
+    """The learning rate of every method but the base: ``lr``, or the middle value of an ``lr`` list
+    (:func:`middle`). The base's ``--tune`` grid ``lr x (0.5, 1, 2)`` is so centred on the rate the
+    other methods use."""
+    return middle(lr) if isinstance(lr, tuple) else float(lr)
+
+
+def tune_grids(settings: Any) -> dict[str, tuple[float, ...]]:
+    """What ``tune`` sets: for each compared method's strength left at one value, its registry grid
+    (the base's: its grid's multipliers of ``lr``). A strength two methods share (SAM's and LookSAM's
+    ``rho``) takes the first method's grid; a strength already given as a list is kept."""
+    out: dict[str, tuple[float, ...]] = {}
+    for name in settings.optimizers:
+        spec = METHODS.get(name)
+        if spec is None or spec.strength is None or not spec.grid or spec.strength in out:
+            continue
+        value = getattr(settings, spec.strength)
+        if isinstance(value, tuple):
+            continue
+        if spec.strength == BASE_STRENGTH:
+            out[spec.strength] = tuple(float(value) * g for g in spec.grid)
+        else:
+            out[spec.strength] = tuple(spec.grid)
+    return out
+
+
+def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = None) -> list[OptimizerConfig]:
+    """One validated :class:`OptimizerConfig` per name in ``settings.optimizers`` and candidate.
+
+    A method's candidates are the values of its strength given as a list, in the list's order, marked
+    ``grid=True``; a method whose strength is one value has one candidate. The base's strength is
+    ``lr``; every other method trains at :func:`method_lr`. A method whose second tuned option is listed
+    (LookSAM's ``looksam_alpha``) is tuned over that list instead, its strength at the strength list's
+    :func:`middle`. A list no method of the comparison reads takes its first
+    value (unused). Equal budget: ``ValueError`` when the methods would get different numbers of
+    candidates. ``total_steps`` drives a decaying strength schedule; when it is not known yet, the
+    engine sets it.
     """
     names = tuple(settings.optimizers)
     bad = [m for m in names if m not in METHODS]
@@ -134,14 +212,30 @@ def compared_optimizers(settings: ComparisonSettings, total_steps: int | None = 
     shared = {k: getattr(settings, k) for k in ("base", *_BASE_SETTINGS, *OPTIONS)}
     grids = {k: v for k, v in shared.items() if isinstance(v, tuple) and k in STRENGTHS}
     shared.update({k: v[0] for k, v in grids.items()})
+    shared["lr"] = method_lr(settings.lr)
     out = []
+    counts: dict[str, int] = {}
     for m in names:
-        strength = METHODS[m].strength
-        values = grids.get(strength, ()) if strength is not None else ()
-        if not values:
-            out.append(OptimizerConfig(method=m, total_steps=total_steps, **shared))
-        for value in values:
-            out.append(OptimizerConfig(method=m, total_steps=total_steps, grid=True, **{**shared, strength: value}))
+        spec = METHODS[m]
+        # A listed second option (LookSAM's alpha) is tuned on the strength's middle value instead of the
+        # strength: one list per method, so its candidate count stays that of the others (equal budget).
+        tuned = [k for k in spec.also_tuned if k in grids]
+        fixed = {}
+        if tuned and spec.strength in grids:
+            fixed[spec.strength] = middle(grids[spec.strength])
+        elif spec.strength in grids and (spec.strength != BASE_STRENGTH or spec.is_base):
+            tuned = [spec.strength]
+        combos = list(itertools.product(*(grids[k] for k in tuned)))
+        counts[m] = len(combos)
+        for combo in combos:
+            values = {**fixed, **dict(zip(tuned, combo, strict=True))}
+            out.append(OptimizerConfig(method=m, total_steps=total_steps, grid=bool(tuned), **{**shared, **values}))
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{m} {n}" for m, n in counts.items())
+        raise ValueError(
+            f"unequal tuning budget: candidates per seed are {listed}; give every compared method the same "
+            "number (e.g. --lr 0.025,0.05,0.1 for the base beside a 3-value --rho/--alpha, or --tune)"
+        )
     return out
 
 
