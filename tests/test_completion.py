@@ -187,7 +187,9 @@ def test_cli_compare_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = json.loads((out / "results.json").read_text())["records"]
     assert {(r["optimizer"], r["seed"]) for r in records} == {
-        (o, s) for o in (*(METHODS[m].label("adam") for m in compared_methods(supplies=())), "als (tensorly)") for s in (0, 1)
+        (o, s)
+        for o in (*(METHODS[m].label("adam") for m in compared_methods(supplies=())), "als (tensorly)")
+        for s in (0, 1)
     }
     assert "das(adam)" in proc.stdout and "±" in proc.stdout
 
