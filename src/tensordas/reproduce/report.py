@@ -241,6 +241,14 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
     return "\n".join(lines)
 
 
+SEED_SET_LINES = {
+    "confirmation": "each experiment's confirmation `seeds`, disjoint from the `exploration_seeds` its settings "
+    "were chosen on (docs/experiments.md)",
+    "exploration": "each experiment's `exploration_seeds` (`--explore`): the seeds its settings are chosen on, "
+    "not a confirmation",
+}
+
+
 def render_report(
     sections: Sequence[str],
     env: Mapping[str, Any],
@@ -263,6 +271,8 @@ def render_report(
         f"- command: `{command}`" if command else "",
         f"- hardware: {hardware}",
         f"- Python {env['python']} on {env['platform']}",
+        f"- runs: {env['jobs']} worker process(es)" if "jobs" in env else None,
+        f"- seeds: {SEED_SET_LINES[env['seed_set']]}" if env.get("seed_set") in SEED_SET_LINES else None,
         f"- packages: {packages}",
         "",
         "Every experiment compares the base optimizer, SAM on that base and DAS on that base on the same seeds;",
