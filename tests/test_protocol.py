@@ -174,3 +174,15 @@ def test_bad_jobs_is_an_error(tmp_path, capsys):
     status = main(["reproduce", "--jobs", "0", "--out", str(tmp_path / "o"), "--no-progress"])
     assert status != 0 and "--jobs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_comparison_command_takes_jobs_with_the_serial_records(tmp_path, one_thread):
+    args = ["complete", "--data", "synthetic:shape=9x8x7,rank=2,noise=0.1,seed=1", "--model", "tucker", "--rank", "2",
+            "--steps", "12", "--eval-every", "6", "--compare", "--alpha", "10,1000", "--seeds", "0,1",
+            "--no-progress"]  # fmt: skip
+    records = []
+    for jobs in ("1", "2"):
+        out = tmp_path / jobs
+        assert main([*args, "--jobs", jobs, "--threads", "1", "--out", str(out)]) == 0
+        records.append([_timeless(r) for r in json.loads((out / "results.json").read_text())["records"]])
+    assert records[0] == records[1] and len(records[0]) >= 8
