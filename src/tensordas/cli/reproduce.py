@@ -29,8 +29,8 @@ def reproduce_command(
     jobs: Annotated[
         int | None,
         typer.Option(
-            help="Worker processes for the independent runs (default: the CPU cores; 1: serial). Records are the "
-            "same as a serial run with --threads 1, except wall and step times.",
+            help="Worker processes for the independent runs (default: the CPU cores; 1 with --device cuda; 1: "
+            "serial). Records are the same as a serial run with --threads 1, except wall and step times.",
             min=1,
         ),
     ] = None,

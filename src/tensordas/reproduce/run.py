@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from ..reporting import ProgressFn, atomic_open, ensure_dir, write_json
 from ..tasks import TASKS, fingerprint
-from ..tasks.grid import parallel_runs
+from ..tasks.grid import check_jobs, default_jobs, parallel_runs
 from ..training import check_device
 from .families import FamilyOutcome, family_config, family_metric, family_summary, run_family
 from .report import environment, experiment_section, paper_section, render_report, summary_section
@@ -170,9 +170,13 @@ def run_reproduce(
 ) -> ReproduceResult:
     """Run the selected experiments into ``out_dir`` and write ``results.json`` and ``report.md``.
 
-    ``jobs``: worker processes for the runs (None: one per CPU core; 1: serially in this process).
+    ``jobs``: worker processes for the runs (None: one per CPU core on the CPU, 1 on an accelerator, where
+    each worker would hold its own copy of the device context; 1: serially in this process).
     ``seed_set``: ``confirmation`` (each file's ``seeds``) or ``exploration`` (its ``exploration_seeds``)."""
     check_device(device)
+    if jobs is None:
+        jobs = default_jobs() if device == "cpu" else 1
+    check_jobs(jobs)
     specs = select_specs(profile, only, config_files, seed_set)
     configs = {s.name: family_config(s, device) for s in specs}  # every experiment's settings checked first
     out = ensure_dir(out_dir)
