@@ -186,3 +186,20 @@ def test_a_comparison_command_takes_jobs_with_the_serial_records(tmp_path, one_t
         assert main([*args, "--jobs", jobs, "--threads", "1", "--out", str(out)]) == 0
         records.append([_timeless(r) for r in json.loads((out / "results.json").read_text())["records"]])
     assert records[0] == records[1] and len(records[0]) >= 8
+
+
+def test_a_run_function_that_cannot_go_to_a_worker_runs_serially_with_a_warning(tmp_path):
+    from test_tuning import fake_runs
+
+    from tensordas.tasks.grid import parallel_runs, run_grid
+    from tensordas.tasks.protocol import Metric
+    from tensordas.training import ComparisonSettings, compared_optimizers
+
+    settings = ComparisonSettings(optimizers=("base", "das"), alpha=(1.0, 10.0))
+    configs, acc = compared_optimizers(settings), Metric("test_acc", "accuracy")
+    calls, serial_calls = [], []
+    with parallel_runs(2), pytest.warns(UserWarning, match="serially"):
+        results = run_grid("t", {}, configs, [0, 1], fake_runs(calls), out_dir=tmp_path / "a", select=acc)
+    serial = run_grid("t", {}, configs, [0, 1], fake_runs(serial_calls), out_dir=tmp_path / "b", select=acc)
+    assert calls == serial_calls and len(calls) == 2 * 3  # the closure ran here, in order
+    assert [r.record for r in results] == [r.record for r in serial]

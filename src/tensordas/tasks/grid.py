@@ -372,7 +372,7 @@ def _submitted(
         try:
             pickle.dump(run_one, f, protocol=pickle.HIGHEST_PROTOCOL)
             ok = True
-        except (pickle.PicklingError, TypeError, AttributeError) as e:
+        except Exception as e:  # pickle raises PicklingError, TypeError or AttributeError, a __reduce__ anything
             warnings.warn(f"runs go serially: the run function cannot be sent to a worker ({e})", stacklevel=3)
             ok = False
     try:
