@@ -17,8 +17,8 @@ from tensordas.tasks.grid import RunStore, check_jobs
 GOOD = (
     'family = "completion"\ntitle = "Mine"\nmetric = "test_r2"\n'
     '[settings]\ndata = "synthetic:shape=6x5x4,rank=2,noise=0.0"\nmodel = "cp"\nrank = 2\n'
-    'optimizers = ["base", "das"]\nexploration_seeds = [0, 1]\n'
-    "[profiles.smoke]\nsteps = 5\nseeds = [7, 8]\nals = false\n"
+    'optimizers = ["base", "das"]\nexploration_seeds = [0, 1]\nseeds = [7, 8]\n'
+    "[profiles.smoke]\nsteps = 5\nals = false\n"
 )
 
 
@@ -52,6 +52,12 @@ def test_overlapping_seed_sets_are_an_error_naming_file_and_seeds(tmp_path, caps
                    "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
     assert status == 1 and len(err.strip().splitlines()) == 1 and "exp.toml" in err and "[0, 1]" in err, err
+
+
+def test_the_familys_default_seeds_count_when_a_file_gives_none():
+    text = GOOD.replace("seeds = [7, 8]\n", "").replace("exploration_seeds = [0, 1]", "exploration_seeds = [0]")
+    with pytest.raises(ValueError, match=r"\[0\].*exploration_seeds"):  # completion's default seeds are (0,)
+        parse_spec(text, "exp", "smoke", source="exp.toml")
 
 
 @pytest.mark.parametrize("bad", ["3", "[0, 0]", "[-1]", '["0"]'])

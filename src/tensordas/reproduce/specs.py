@@ -16,6 +16,7 @@ seed, so a reported interval never rests on the seeds that chose the settings.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import sys
 import types
 import typing
@@ -189,16 +190,18 @@ def _seed_list(value: Any, where: str, key: str) -> list[int]:
     return value
 
 
-def _check_seed_sets(tables: Mapping[str, Mapping[str, Any]], where: str) -> None:
-    """Per profile, the confirmation ``seeds`` and the ``exploration_seeds`` must be disjoint."""
+def _check_seed_sets(family: str, tables: Mapping[str, Mapping[str, Any]], where: str) -> None:
+    """Per profile, the confirmation ``seeds`` (the family's default when not given) and the
+    ``exploration_seeds`` must be disjoint."""
+    default = next((f.default for f in dataclasses.fields(TASKS[family].config) if f.name == "seeds"), None)
     base = tables["[settings]"]
     for profile in PROFILES:
         merged = {**base, **tables.get(f"[profiles.{profile}]", {})}
-        if EXPLORATION_KEY not in merged or "seeds" not in merged:
+        if EXPLORATION_KEY not in merged:
             continue
-        seeds = merged["seeds"]
-        if not isinstance(seeds, list):
-            continue  # check_settings names the wrong type
+        seeds = merged.get("seeds", default)
+        if not isinstance(seeds, (list, tuple)):
+            continue  # check_settings names the wrong type; a family without seeds has nothing to overlap
         shared = sorted(set(seeds) & set(_seed_list(merged[EXPLORATION_KEY], where, EXPLORATION_KEY)))
         if shared:
             raise ValueError(
@@ -254,7 +257,7 @@ def parse_spec(text: str, name: str, profile: str, source: str = "", seed_set: s
             _seed_list(values[EXPLORATION_KEY], f"{where} {table}", EXPLORATION_KEY)
     task_tables = {t: {k: v for k, v in values.items() if k != EXPLORATION_KEY} for t, values in tables.items()}
     check_family(family, doc.get("metric"), doc.get("metric_label"), task_tables, where)
-    _check_seed_sets(tables, where)
+    _check_seed_sets(family, tables, where)
     chosen = {**settings, **profiles.get(profile, {})}
     exploration = chosen.pop(EXPLORATION_KEY, [])
     if seed_set == "exploration" and "seeds" in TASKS[family].settings_fields():  # dynamics has one seed
