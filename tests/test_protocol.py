@@ -117,8 +117,8 @@ def _tiny_configs(folder):
 
 
 def _timeless(row):
-    """A record or curve row without the measured times (they differ between any two runs)."""
-    return {k: v for k, v in row.items() if "time" not in k}
+    """A record or curve row without the measured times and memory (they differ between any two runs)."""
+    return {k: v for k, v in row.items() if "time" not in k and "memory" not in k}
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ T = TypeVar("T")
 THREADS_HELP = "CPU threads for torch (1 is often fastest for small models on a busy machine)."
 JOBS_HELP = (
     "Worker processes for the independent (method, seed, candidate) runs, one torch thread each (1: serial). "
-    "Records are the same as with --jobs 1 --threads 1, except wall and step times."
+    "Records are the same as with --jobs 1 --threads 1, except measured times and memory."
 )
 
 

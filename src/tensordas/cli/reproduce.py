@@ -30,7 +30,7 @@ def reproduce_command(
         int | None,
         typer.Option(
             help="Worker processes for the independent runs (default: the CPU cores; 1 with --device cuda; 1: "
-            "serial). Records are the same as a serial run with --threads 1, except wall and step times.",
+            "serial). Records are the same as a serial run with --threads 1, except measured times and memory.",
             min=1,
         ),
     ] = None,

@@ -21,7 +21,7 @@ processes (the ``spawn`` start method: torch and ``fork`` can deadlock; one torc
 assembles and selects exactly as a serial run does, in the same order. Each run depends only on its
 optimizer, seed and settings (every run seeds its own initialisation, split and data order), so the
 records are the same bit for bit as a serial run with one thread (``--jobs 1 --threads 1``), except
-the measured wall and step times. The parent stores each finished run (atomically) as it collects it;
+the measured wall and step times and peak memory. The parent stores each finished run (atomically) as it collects it;
 an interrupt stops the workers, so a rerun resumes from the stored runs.
 
 :func:`write_experiment` then writes the common format:
