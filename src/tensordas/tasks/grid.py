@@ -330,6 +330,9 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.terminate()
     for process in processes:
         process.join(timeout=10)
+        if process.is_alive():  # e.g. blocked in disk I/O while importing torch on a loaded machine
+            process.kill()
+            process.join(timeout=60)
 
 
 @contextlib.contextmanager
