@@ -420,12 +420,7 @@ def run_grid(
     check_seeds(list(seeds))
     store = run_store(out_dir)
     order = [(seed, group) for seed in seeds for group in groups.values()]
-    pending = [
-        (run_key(opt, seed), opt, seed)
-        for seed, group in order
-        for opt in group
-        if not (resume and store.load(run_key(opt, seed), fingerprint(task, settings, opt.as_dict(), seed)))
-    ]
+    pending = _pending(task, settings, order, store, resume) if _POOL.get() is not None else []
     results = []
     with _submitted(pending, run_one) as futures:
         for seed, group in order:
@@ -443,6 +438,23 @@ def run_grid(
             else:
                 results.append(runs[0][1])
     return results
+
+
+def _pending(
+    task: str,
+    settings: Mapping[str, Any],
+    order: Sequence[tuple[int, Sequence[OptimizerConfig]]],
+    store: RunStore,
+    resume: bool,
+) -> list[tuple[str, OptimizerConfig, int]]:
+    """``(key, optimizer, seed)`` of each run in ``order`` that the store does not hold (all without
+    ``resume``): what the workers of a :func:`parallel_runs` block compute."""
+    return [
+        (run_key(opt, seed), opt, seed)
+        for seed, group in order
+        for opt in group
+        if not (resume and store.load(run_key(opt, seed), fingerprint(task, settings, opt.as_dict(), seed)))
+    ]
 
 
 def _fetch(
