@@ -241,6 +241,13 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
     return "\n".join(lines)
 
 
+def _runs_line(jobs: int | None) -> str | None:
+    """How the runs were executed (``--jobs``), for the report's header."""
+    if jobs is None:
+        return None
+    return "- runs: serial, in one process" if jobs == 1 else f"- runs: {jobs} worker processes, one torch thread each"
+
+
 SEED_SET_LINES = {
     "confirmation": "each experiment's confirmation `seeds`, disjoint from the `exploration_seeds` its settings "
     "were chosen on (docs/experiments.md)",
@@ -271,7 +278,7 @@ def render_report(
         f"- command: `{command}`" if command else "",
         f"- hardware: {hardware}",
         f"- Python {env['python']} on {env['platform']}",
-        f"- runs: {env['jobs']} worker process(es)" if "jobs" in env else None,
+        _runs_line(env.get("jobs")),
         f"- seeds: {SEED_SET_LINES[env['seed_set']]}" if env.get("seed_set") in SEED_SET_LINES else None,
         f"- packages: {packages}",
         "",
