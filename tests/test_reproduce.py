@@ -130,8 +130,9 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path, monkeypa
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
 def test_killed_process_leaves_no_result_and_rerun_completes(tmp_path):
     out = tmp_path / "rep"
+    # --jobs 2: killed while worker processes run
     cmd = [sys.executable, "-m", "tensordas.cli", "reproduce", "--profile", "smoke", "--only", "completion",
-           "--out", str(out), "--no-progress"]  # fmt: skip
+           "--out", str(out), "--no-progress", "--jobs", "2"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = out / "completion" / "runs"
     deadline = time.monotonic() + 120

@@ -21,7 +21,7 @@ from ..data import DATASETS
 from ..reporting import ensure_dir, progress_bar
 from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
-from ..tasks.grid import edge_picks
+from ..tasks.grid import edge_picks, parallel_runs
 from ..tasks.tuning import VALIDATION_HELP
 from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, compared_methods
 
@@ -54,6 +54,10 @@ __all__ = [
 
 T = TypeVar("T")
 THREADS_HELP = "CPU threads for torch (1 is often fastest for small models on a busy machine)."
+JOBS_HELP = (
+    "Worker processes for the independent (method, seed, candidate) runs, one torch thread each (1: serial). "
+    "Records are the same as with --jobs 1 --threads 1, except measured times and memory."
+)
 
 
 def console() -> Console:
@@ -157,6 +161,7 @@ def run_task(
     progress: bool,
     threads: int | None = None,
     match_tolerance: float | None = None,
+    jobs: int = 1,
 ) -> None:
     """What every command does once its configuration is valid: run the task with a progress bar,
     write its files, print its table, the comparison's summary (intervals and verdict, where the
@@ -167,7 +172,7 @@ def run_task(
         torch.set_num_threads(threads)
     ensure_dir(out)  # fail before the runs, not after them
     start = time.perf_counter()
-    with progress_bar(enabled=None if progress else False) as update:
+    with progress_bar(enabled=None if progress else False) as update, parallel_runs(jobs):
         outcome = task.run(config, out_dir=out, resume=resume, progress=update)
     paths = task.write_outcome(outcome, config, out, match_tolerance=match_tolerance)
     con = console()
@@ -221,7 +226,7 @@ class OptionGroup:
 
 
 # How to run and report, not what: not settings of the configuration.
-_RUN = ("threads", "out", "resume", "progress", "match_tolerance")
+_RUN = ("threads", "jobs", "out", "resume", "progress", "match_tolerance")
 
 
 def _comparison_options(
@@ -254,6 +259,7 @@ def _comparison_options(
         _option("seeds", str, "0", "--seeds", help=seeds_help),
         _option("device", str, defaults["device"], "--device", help="cpu | cuda | cuda:N."),
         _option("threads", int | None, None, "--threads", min=1, help=THREADS_HELP),
+        _option("jobs", int, 1, "--jobs", min=1, help=JOBS_HELP),
         _option("out", Path, Path(out), "--out", help="Output folder."),
         _option("resume", bool, True, "--resume/--no-resume", help=resume_help),
         _option("progress", bool, True, "--progress/--no-progress", help="Show a progress bar (only on a terminal)."),
@@ -372,7 +378,8 @@ def comparison_command(
                 settings.update(_defaulted(presets(settings), get_current_context(silent=True)))
             config = build_config(task.config, **settings)
             run_task(task, config, given["out"], resume=given["resume"], progress=given["progress"],
-                     threads=given["threads"], match_tolerance=given["match_tolerance"])  # fmt: skip
+                     threads=given["threads"], match_tolerance=given["match_tolerance"],
+                     jobs=given["jobs"])  # fmt: skip
 
         parameters = own + [p for group in option_groups for p in group.parameters]
         command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

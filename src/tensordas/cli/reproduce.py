@@ -25,7 +25,25 @@ def reproduce_command(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce"),
     only: Annotated[str | None, typer.Option(help=f"Comma-separated families: {','.join(TASKS)}.")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help=THREADS_HELP, min=1)] = None,
+    threads: Annotated[
+        int | None, typer.Option(help=THREADS_HELP + " With --jobs > 1 each worker uses 1.", min=1)
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes for the independent runs (default: the CPU cores; 1 with --device cuda; 1: "
+            "serial). Records are the same as a serial run with --threads 1, except measured times and memory.",
+            min=1,
+        ),
+    ] = None,
+    explore: Annotated[
+        bool,
+        typer.Option(
+            "--explore",
+            help="Run each experiment's exploration_seeds (where its settings are chosen) instead of its "
+            "confirmation seeds (what is reported).",
+        ),
+    ] = False,
     config: Annotated[
         list[Path] | None, typer.Option(help="Your own experiment file(s) (TOML, as in reproduce/configs).")
     ] = None,
@@ -33,6 +51,9 @@ def reproduce_command(
     progress: Annotated[bool, typer.Option(help="Show the overall progress (only on a terminal).")] = True,
 ) -> None:
     """Run every experiment family with base, SAM, DAS (and LookSAM) on several seeds; write OUT/report.md.
+
+    The reported seeds are each experiment's confirmation seeds, disjoint from the exploration seeds its
+    settings were chosen on (--explore runs those). --jobs N runs the independent runs in N processes.
 
     Prints the summary of every comparison (a verdict per method). Also writes OUT/results.json (every
     record and the summary) and one folder per experiment with its curves,
@@ -54,6 +75,8 @@ def reproduce_command(
             resume=resume,
             progress=None if progress else False,
             command="tensordas " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+            jobs=jobs,
+            seed_set="exploration" if explore else "confirmation",
         )
     except ValueError as e:
         if "Invalid profile" in str(e) or "Invalid --only" in str(e):

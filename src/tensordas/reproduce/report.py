@@ -265,6 +265,21 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
     return "\n".join(lines)
 
 
+def _runs_line(jobs: int | None) -> str | None:
+    """How the runs were executed (``--jobs``), for the report's header."""
+    if jobs is None:
+        return None
+    return "- runs: serial, in one process" if jobs == 1 else f"- runs: {jobs} worker processes, one torch thread each"
+
+
+SEED_SET_LINES = {
+    "confirmation": "each experiment's confirmation `seeds`, disjoint from the `exploration_seeds` its settings "
+    "were chosen on (docs/experiments.md)",
+    "exploration": "each experiment's `exploration_seeds` (`--explore`): the seeds its settings are chosen on, "
+    "not a confirmation",
+}
+
+
 def render_report(
     sections: Sequence[str],
     env: Mapping[str, Any],
@@ -287,6 +302,8 @@ def render_report(
         f"- command: `{command}`" if command else "",
         f"- hardware: {hardware}",
         f"- Python {env['python']} on {env['platform']}",
+        _runs_line(env.get("jobs")),
+        f"- seeds: {SEED_SET_LINES[env['seed_set']]}" if env.get("seed_set") in SEED_SET_LINES else None,
         f"- packages: {packages}",
         "",
         "Every experiment compares the base optimizer, SAM on that base and DAS on that base on the same seeds;",

@@ -5,6 +5,11 @@ Each experiment runs in ``OUT/<experiment>/`` through its task, which keeps ever
 ``OUT/<experiment>/experiment.json`` with a fingerprint of its spec. Re-running an interrupted
 reproduction therefore continues where it stopped, and ``OUT/results.json`` and ``OUT/report.md``
 are written last.
+
+``jobs`` worker processes run the independent (method, seed, candidate) runs of each experiment
+(:func:`tensordas.tasks.grid.parallel_runs`); ``seed_set`` picks the confirmation seeds (``seeds``, what
+is reported) or the exploration seeds (``exploration_seeds``, what settings are chosen on), and every
+record says which (``seed_set``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from ..reporting import ProgressFn, atomic_open, ensure_dir, write_json
 from ..tasks import TASKS, fingerprint
+from ..tasks.grid import check_jobs, default_jobs, parallel_runs
 from ..training import check_device
 from .families import FamilyOutcome, family_config, family_metric, family_summary, run_family
 from .report import environment, experiment_section, paper_section, render_report, summary_section
@@ -41,12 +47,19 @@ class ReproduceResult:
 
 
 def select_specs(
-    profile: str, only: Sequence[str] | None = None, config_files: Sequence[str | Path] | None = None
+    profile: str,
+    only: Sequence[str] | None = None,
+    config_files: Sequence[str | Path] | None = None,
+    seed_set: str = "confirmation",
 ) -> list[ExperimentSpec]:
-    """The bundled experiments (or the user's files), restricted to the families in ``only``.
+    """The bundled experiments (or the user's files), restricted to the families in ``only``, on
+    ``seed_set``'s seeds (``confirmation`` or ``exploration``).
 
     Each experiment writes into ``OUT/<file name>/``, so two files of the same name are refused."""
-    specs = [load_spec(f, profile) for f in config_files] if config_files else bundled_specs(profile)
+    if config_files:
+        specs = [load_spec(f, profile, seed_set) for f in config_files]
+    else:
+        specs = bundled_specs(profile, seed_set)
     seen: dict[str, ExperimentSpec] = {}
     for spec in specs:
         if spec.family not in TASKS:
@@ -152,10 +165,19 @@ def run_reproduce(
     resume: bool = True,
     progress: bool | None = None,
     command: str | None = None,
+    jobs: int | None = 1,
+    seed_set: str = "confirmation",
 ) -> ReproduceResult:
-    """Run the selected experiments into ``out_dir`` and write ``results.json`` and ``report.md``."""
+    """Run the selected experiments into ``out_dir`` and write ``results.json`` and ``report.md``.
+
+    ``jobs``: worker processes for the runs (None: one per CPU core on the CPU, 1 on an accelerator, where
+    each worker would hold its own copy of the device context; 1: serially in this process).
+    ``seed_set``: ``confirmation`` (each file's ``seeds``) or ``exploration`` (its ``exploration_seeds``)."""
     check_device(device)
-    specs = select_specs(profile, only, config_files)
+    if jobs is None:
+        jobs = default_jobs() if device == "cpu" else 1
+    check_jobs(jobs)
+    specs = select_specs(profile, only, config_files, seed_set)
     configs = {s.name: family_config(s, device) for s in specs}  # every experiment's settings checked first
     out = ensure_dir(out_dir)
     for name in ("report.md", "results.json"):  # never leave an old report beside new results
@@ -164,7 +186,7 @@ def run_reproduce(
     outcomes: dict[str, FamilyOutcome] = {}
     counts = {s.name: TASKS[s.family].count(configs[s.name]) for s in specs}
     total = sum(counts.values())
-    with overall_progress(total, progress) as (update, set_experiment):
+    with overall_progress(total, progress) as (update, set_experiment), parallel_runs(jobs) as jobs_used:
         for spec in specs:
             folder = ensure_dir(out / spec.name)
             print_ = fingerprint("reproduce", asdict(spec) | {"source": None})
@@ -187,11 +209,16 @@ def run_reproduce(
                     update("finished earlier", 1, 1)
             outcomes[spec.name] = outcome
     elapsed = time.perf_counter() - start
-    env = environment(device)
-    records = [{"experiment": s.name, "family": s.family, **r} for s in specs for r in outcomes[s.name].records]
+    env = {**environment(device), "jobs": jobs_used, "seed_set": seed_set}
+    records = [
+        {"experiment": s.name, "family": s.family, "seed_set": s.seed_set, **r}
+        for s in specs
+        for r in outcomes[s.name].records
+    ]
     summary = [entry for s in specs for entry in family_summary(s, outcomes[s.name].records)]
     results = write_json(
-        out / "results.json", {"profile": profile, "environment": env, "records": records, "summary": summary}
+        out / "results.json",
+        {"profile": profile, "seed_set": seed_set, "environment": env, "records": records, "summary": summary},
     )
     sections = [experiment_section(s, outcomes[s.name], out / s.name, out) for s in specs]
     report = out / "report.md"

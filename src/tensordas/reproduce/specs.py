@@ -5,11 +5,18 @@ every profile, and ``[profiles.<name>]`` tables that override them (``smoke``, `
 optionally the ``metric`` its verdict is decided on and that verdict's ``match_tolerance`` (default:
 the metric's, see :class:`~tensordas.tasks.Metric`).
 Users can pass their own files in the same format.
+
+Seeds come in two disjoint sets (docs/experiments.md): ``exploration_seeds``, on which an experiment's
+settings are chosen, and ``seeds``, the confirmation seeds its reported comparison runs on. Both are
+keys of ``[settings]`` or of a profile's table; the parser checks, for every profile, that they share no
+seed, so a reported interval never rests on the seeds that chose the settings.
+``parse_spec(..., seed_set="exploration")`` runs the exploration seeds instead (``reproduce --explore``).
 """
 
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import sys
 import types
 import typing
@@ -19,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..tasks import TASKS, Task
+from ..tasks import TASKS, Task, check_seeds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +34,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PROFILES = ("smoke", "quick", "full")
+SEED_SETS = ("confirmation", "exploration")  # which seeds a reproduction runs: ``seeds`` or ``exploration_seeds``
+EXPLORATION_KEY = "exploration_seeds"  # a key of the file's settings tables, not of the task's configuration
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class ExperimentSpec:
     profile: str = "quick"
     extra: dict[str, Any] = field(default_factory=dict)
     in_profiles: tuple[str, ...] = PROFILES  # the bundled profiles that run it (``in_profiles`` key)
+    exploration_seeds: tuple[int, ...] = ()  # the seeds its settings were chosen on (none: not declared)
+    seed_set: str = "confirmation"  # which seeds ``settings["seeds"]`` holds: SEED_SETS
 
 
 # ------------------------------------------------------------------ checking an experiment file
@@ -168,13 +179,48 @@ def _table(value: Any, where: str, header: str) -> dict[str, Any]:
     return value
 
 
-def parse_spec(text: str, name: str, profile: str, source: str = "") -> ExperimentSpec:
+def _seed_list(value: Any, where: str, key: str) -> list[int]:
+    """``value`` as a list of distinct seeds, else a ``ValueError`` naming ``where`` and ``key``."""
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: {key!r} should be a list of seeds, not {value!r}")
+    try:
+        check_seeds(value)
+    except ValueError as e:
+        raise ValueError(f"{where}: {key}: {e}") from None
+    return value
+
+
+def _check_seed_sets(family: str, tables: Mapping[str, Mapping[str, Any]], where: str) -> None:
+    """Per profile, the confirmation ``seeds`` (the family's default when not given) and the
+    ``exploration_seeds`` must be disjoint."""
+    default = next((f.default for f in dataclasses.fields(TASKS[family].config) if f.name == "seeds"), None)
+    base = tables["[settings]"]
+    for profile in PROFILES:
+        merged = {**base, **tables.get(f"[profiles.{profile}]", {})}
+        if EXPLORATION_KEY not in merged:
+            continue
+        seeds = merged.get("seeds", default)
+        if not isinstance(seeds, (list, tuple)):
+            continue  # check_settings names the wrong type; a family without seeds has nothing to overlap
+        shared = sorted(set(seeds) & set(_seed_list(merged[EXPLORATION_KEY], where, EXPLORATION_KEY)))
+        if shared:
+            raise ValueError(
+                f"{where}: profile {profile}: seeds {shared} are both exploration_seeds and seeds "
+                f"(the confirmation seeds must be disjoint from the seeds the settings were chosen on)"
+            )
+
+
+def parse_spec(text: str, name: str, profile: str, source: str = "", seed_set: str = "confirmation") -> ExperimentSpec:
     """An :class:`ExperimentSpec` from TOML ``text`` with ``profile``'s overrides applied.
 
     The whole file is checked first (keys, types, every profile's settings against the family's
-    task, the metric against the family's records): a ``ValueError`` names the file and the key."""
+    task, the metric against the family's records, disjoint seed sets): a ``ValueError`` names the
+    file and the key. With ``seed_set="exploration"`` the spec runs the file's ``exploration_seeds``
+    as its ``seeds`` (a file without them is an error)."""
     if profile not in PROFILES:
         raise ValueError(f"Invalid profile {profile!r} (expected one of {', '.join(PROFILES)})")
+    if seed_set not in SEED_SETS:
+        raise ValueError(f"Invalid seed set {seed_set!r} (expected one of {', '.join(SEED_SETS)})")
     where = source or name
     try:
         doc = tomllib.loads(text)
@@ -206,22 +252,37 @@ def parse_spec(text: str, name: str, profile: str, source: str = "") -> Experime
         raise ValueError(f"{where}: unknown profile(s) {unknown} (expected {', '.join(PROFILES)})")
     tables = {"[settings]": settings}
     tables.update({f"[profiles.{p}]": _table(t, where, f"[profiles.{p}]") for p, t in profiles.items()})
-    check_family(family, doc.get("metric"), doc.get("metric_label"), tables, where)
+    for table, values in tables.items():
+        if EXPLORATION_KEY in values:
+            _seed_list(values[EXPLORATION_KEY], f"{where} {table}", EXPLORATION_KEY)
+    task_tables = {t: {k: v for k, v in values.items() if k != EXPLORATION_KEY} for t, values in tables.items()}
+    check_family(family, doc.get("metric"), doc.get("metric_label"), task_tables, where)
+    _check_seed_sets(family, tables, where)
+    chosen = {**settings, **profiles.get(profile, {})}
+    exploration = chosen.pop(EXPLORATION_KEY, [])
+    if seed_set == "exploration" and "seeds" in TASKS[family].settings_fields():  # dynamics has one seed
+        if not exploration:
+            raise ValueError(
+                f"{where}: no exploration_seeds in profile {profile} (needed to run the exploration seeds)"
+            )
+        chosen["seeds"] = list(exploration)
     return ExperimentSpec(
         name=name,
         family=family,
         title=doc.get("title", name),
-        settings={**settings, **profiles.get(profile, {})},
+        settings=chosen,
         metric=doc.get("metric"),
         metric_label=doc.get("metric_label"),
         match_tolerance=None if tolerance is None else float(tolerance),
         source=source,
         profile=profile,
         in_profiles=tuple(in_profiles),
+        exploration_seeds=tuple(exploration),
+        seed_set=seed_set,
     )
 
 
-def load_spec(path: str | Path, profile: str) -> ExperimentSpec:
+def load_spec(path: str | Path, profile: str, seed_set: str = "confirmation") -> ExperimentSpec:
     """Read a user's experiment file (UTF-8 TOML, with or without a byte-order mark)."""
     path = Path(path)
     if path.is_dir():
@@ -236,15 +297,16 @@ def load_spec(path: str | Path, profile: str) -> ExperimentSpec:
         raise ValueError(
             f"experiment file {path} is not UTF-8 text (byte {e.start}); TOML files must be UTF-8"
         ) from None
-    return parse_spec(text, path.stem, profile, source=str(path))
+    return parse_spec(text, path.stem, profile, source=str(path), seed_set=seed_set)
 
 
-def bundled_specs(profile: str) -> list[ExperimentSpec]:
+def bundled_specs(profile: str, seed_set: str = "confirmation") -> list[ExperimentSpec]:
     """The experiments shipped with the package that run in ``profile`` (their ``in_profiles``), in file-name
-    order. A user's own file (``--config``) always runs."""
+    order, on ``seed_set``'s seeds. A user's own file (``--config``) always runs."""
     folder = resources.files("tensordas.reproduce") / "configs"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
     specs = [
-        parse_spec(f.read_text(), f.name.removesuffix(".toml"), profile, source=f"configs/{f.name}") for f in files
+        parse_spec(f.read_text(), f.name.removesuffix(".toml"), profile, source=f"configs/{f.name}", seed_set=seed_set)
+        for f in files
     ]
     return [s for s in specs if profile in s.in_profiles]

@@ -473,6 +473,11 @@ class CompressExperiment:
     _setups: dict[int, CompressionSetup] = field(default_factory=dict, repr=False)
     _splits: dict[int, Any] = field(default_factory=dict, repr=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a worker process (``--jobs``) without the caller's progress callback, which only
+        this process can draw."""
+        return {**self.__dict__, "progress": None}
+
     def split(self, split: int) -> tuple[ClassificationData, tuple[torch.Tensor, torch.Tensor], Any]:
         """Split ``split``'s data (clean test set), the ``(inputs, labels)`` trained on (noisy with
         ``noise``) and the validation ``(inputs, labels)`` held out of them (None without one)."""

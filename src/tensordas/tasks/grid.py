@@ -21,6 +21,15 @@ Grid edges: a value picked at the smallest or largest value of its grid is marke
 value in the same geometric progression (the edge value times its ratio to its neighbour), that
 candidate is run, and the choice is made again over all candidates (``"extended": true``).
 
+Parallel runs: inside ``with parallel_runs(jobs):`` (``reproduce --jobs N``, ``--jobs`` on every
+comparison command), :func:`run_grid` first sends every run its store does not hold to ``jobs`` worker
+processes (the ``spawn`` start method: torch and ``fork`` can deadlock; one torch thread each), then
+assembles and selects exactly as a serial run does, in the same order. Each run depends only on its
+optimizer, seed and settings (every run seeds its own initialisation, split and data order), so the
+records are the same bit for bit as a serial run with one thread (``--jobs 1 --threads 1``), except
+the measured wall and step times and peak memory. The parent stores each finished run (atomically) as it collects it;
+an interrupt stops the workers, so a rerun resumes from the stored runs.
+
 :func:`write_experiment` then writes the common format:
 
 - ``OUT/curves.csv`` — one row per (optimizer, seed, step);
@@ -33,12 +42,20 @@ candidate is run, and the choice is made again over all candidates (``"extended"
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing
 import os
-from collections.abc import Callable, Mapping, Sequence
+import pickle
+import signal
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +81,7 @@ __all__ = [
     "file_digest",
     "fingerprint",
     "mean_curves",
+    "parallel_runs",
     "run_grid",
     "run_key",
     "select_candidate",
@@ -318,6 +336,111 @@ def _extension(runs: Sequence[tuple[OptimizerConfig, RunResult]], chosen: Mappin
     return None
 
 
+# ------------------------------------------------------------------ parallel runs
+_POOL: contextvars.ContextVar[ProcessPoolExecutor | None] = contextvars.ContextVar("tensordas_pool", default=None)
+
+
+def default_jobs() -> int:
+    """The number of worker processes ``--jobs`` defaults to: the CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_jobs(jobs: int) -> int:
+    """``jobs`` if it is an int >= 1, else a ``ValueError`` naming it."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"Invalid jobs {jobs!r} (expected an integer >= 1)")
+    return jobs
+
+
+def _init_worker() -> None:
+    """A worker: one torch thread (the workers share the cores), and Ctrl-C left to the parent, which
+    stops the workers itself (module docstring)."""
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+_WORKER_RUN: dict[str, Callable[..., RunResult]] = {}  # the latest unpickled run function, by file
+
+
+def _run_in_worker(path: str, opt: OptimizerConfig, seed: int) -> RunResult:
+    """Run one (optimizer, seed) in a worker with the run function pickled in ``path`` (read once per worker)."""
+    if path not in _WORKER_RUN:
+        _WORKER_RUN.clear()  # one experiment at a time: do not keep the previous one's data
+        with open(path, "rb") as f:
+            _WORKER_RUN[path] = pickle.load(f)
+    return _WORKER_RUN[path](opt, seed, None)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: cancel what has not started and end the workers' current runs (their results
+    are not stored, so a rerun redoes them)."""
+    # ProcessPoolExecutor has no public way to end running calls; its worker processes are in _processes
+    # (taken before shutdown, which forgets them).
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():  # e.g. blocked in disk I/O while importing torch on a loaded machine
+            process.kill()
+            process.join(timeout=60)
+
+
+@contextlib.contextmanager
+def parallel_runs(jobs: int | None = None) -> Iterator[int]:
+    """Inside the block, :func:`run_grid` runs its pending runs in ``jobs`` worker processes (default:
+    :func:`default_jobs`; 1: serially, in this process). Yields the number of jobs. One pool serves
+    every grid of the block, so workers start once (the ``spawn`` start method: torch and ``fork`` can
+    deadlock). On an exception or interrupt the workers are stopped."""
+    jobs = default_jobs() if jobs is None else check_jobs(jobs)
+    if jobs == 1:
+        yield 1
+        return
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker)  # fmt: skip
+    token = _POOL.set(pool)
+    try:
+        yield jobs
+    except BaseException:
+        _stop(pool)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        _POOL.reset(token)
+
+
+@contextlib.contextmanager
+def _submitted(
+    pending: Sequence[tuple[str, OptimizerConfig, int]], run_one: Callable[..., RunResult]
+) -> Iterator[dict[str, Future]]:
+    """Futures of the ``pending`` runs (``(key, optimizer, seed)``) in the block's pool, by key; none
+    without a pool, or when ``run_one`` cannot be sent to a worker (then the runs go serially, with a
+    warning)."""
+    pool = _POOL.get()
+    if pool is None or not pending:
+        yield {}
+        return
+    with tempfile.NamedTemporaryFile(prefix="tensordas-run-", suffix=".pkl", delete=False) as f:
+        path = f.name
+        try:
+            pickle.dump(run_one, f, protocol=pickle.HIGHEST_PROTOCOL)
+            ok = True
+        except Exception as e:  # pickle raises PicklingError, TypeError or AttributeError, a __reduce__ anything
+            warnings.warn(f"runs go serially: the run function cannot be sent to a worker ({e})", stacklevel=3)
+            ok = False
+    try:
+        yield {key: pool.submit(_run_in_worker, path, opt, seed) for key, opt, seed in pending} if ok else {}
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
 def run_grid(
     task: str,
     settings: Mapping[str, Any],
@@ -356,22 +479,49 @@ def run_grid(
         raise ValueError(f"{task}: a strength grid needs a validation metric to select by")
     check_seeds(list(seeds))
     store = run_store(out_dir)
+    order = [(seed, group) for seed in seeds for group in groups.values()]
+    pending = _pending(task, settings, order, store, resume) if _POOL.get() is not None else []
     results = []
-    for seed in seeds:
-        for group in groups.values():
-            runs = [(opt, _fetch(task, settings, opt, seed, run_one, store, resume, progress)) for opt in group]
+    with _submitted(pending, run_one) as futures:
+        for seed, group in order:
+            runs = [
+                (
+                    opt,
+                    _fetch(
+                        task, settings, opt, seed, run_one, store, resume, progress, futures.get(run_key(opt, seed))
+                    ),
+                )
+                for opt in group
+            ]
             if select is None or group[0].strength is None or (len(group) == 1 and group[0].spec.is_base):
                 results.append(runs[0][1])  # an untuned base keeps its plain record
                 continue
             result = _select(task, runs, select)
             if extend and "edge" in result.record["selected"]:
                 extra = _extension(runs, result.record["selected"])
-                if extra is not None:
+                if extra is not None:  # one more candidate past the edge, in this process (it depends on the choice)
                     runs.append((extra, _fetch(task, settings, extra, seed, run_one, store, resume, progress)))
                     result = _select(task, runs, select)
                 result.record["selected"]["extended"] = extra is not None
             results.append(result)
     return results
+
+
+def _pending(
+    task: str,
+    settings: Mapping[str, Any],
+    order: Sequence[tuple[int, Sequence[OptimizerConfig]]],
+    store: RunStore,
+    resume: bool,
+) -> list[tuple[str, OptimizerConfig, int]]:
+    """``(key, optimizer, seed)`` of each run in ``order`` that the store does not hold (all without
+    ``resume``): what the workers of a :func:`parallel_runs` block compute."""
+    return [
+        (run_key(opt, seed), opt, seed)
+        for seed, group in order
+        for opt in group
+        if not (resume and store.load(run_key(opt, seed), fingerprint(task, settings, opt.as_dict(), seed)))
+    ]
 
 
 def _fetch(
@@ -383,11 +533,17 @@ def _fetch(
     store: RunStore,
     resume: bool,
     progress: ProgressFn | None,
+    future: Future | None = None,
 ) -> RunResult:
-    """One run of the grid: stored and reused by its key and fingerprint."""
+    """One run of the grid: stored and reused by its key and fingerprint; with ``future``, computed by a worker."""
 
     def compute() -> RunResult:
-        done = run_one(opt, seed, progress)
+        if future is None:
+            done = run_one(opt, seed, progress)
+        else:
+            done = future.result()
+            if progress is not None:
+                progress(f"{opt.label} s{seed}", 1, 1)
         done.record.update(optimizer=opt.label, method=opt.method, base=opt.base, seed=seed, selected={})
         done.record["method_title"] = opt.spec.title  # what ran, e.g. LookSAM's per-tensor variant
         done.record.update(opt.record_fields())
