@@ -53,6 +53,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Batch",
     "Checkpoint",
+    "Convergence",
     "Epochs",
     "Monitor",
     "Plan",
@@ -190,6 +191,37 @@ class Monitor:
 
 
 @dataclass(frozen=True)
+class Convergence:
+    """Stop once an objective (a row key, lower is better) has stopped improving.
+
+    The rule: at an evaluation, the relative decrease since the previous evaluation is
+    ``(prev - now) / |prev|``; the run has converged when it is below ``tol`` at ``patience`` evaluations in a
+    row (an increase counts as below). Row 0 (before training) takes no part: its training loss is measured
+    at the initial weights, the rows after it average the round's steps. ``tol=0`` never stops (only an
+    exact plateau or a rise would, so the rule is off then). The same rule for every method keeps a
+    comparison fair: each stops on its own objective's convergence, never on the others'."""
+
+    metric: str = "train_loss"
+    tol: float = 1e-3
+    patience: int = 2
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tol) and self.tol >= 0):
+            raise ValueError(f"Invalid tol {self.tol!r} (expected a finite number >= 0)")
+        if self.patience < 1:
+            raise ValueError(f"Invalid convergence patience {self.patience} (expected >= 1)")
+
+    def converged(self, history: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether the last ``patience`` evaluations of ``history`` each improved by less than ``tol``."""
+        if self.tol == 0:
+            return False
+        values = [r.get(self.metric) for r in history if r["step"] >= 1][-(self.patience + 1) :]
+        if len(values) < self.patience + 1 or any(v is None or not math.isfinite(v) for v in values):
+            return False
+        return all((prev - now) < self.tol * abs(prev) for prev, now in zip(values, values[1:]))
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """Where to write the run after every round, and which file may be continued.
 
@@ -293,6 +325,7 @@ class TrainResult:
     step_times: list[float] = field(default_factory=list)  # seconds of each optimizer step
     best_step: int | None = None  # under a Monitor: the step of the restored best weights
     cycle: int = 1  # steps over which the method's cost repeats (LookSAM: k)
+    stop_reason: str = "steps"  # why it ended: steps (the budget), converged, patience, diverged
 
     @property
     def final(self) -> dict[str, Any]:
@@ -343,6 +376,7 @@ def train(
     core_groups: Sequence[CoreGroup] | None = None,
     lr_lambda: Callable[[int], float] | None = None,
     monitor: Monitor | None = None,
+    convergence: Convergence | None = None,
     checkpoint: Checkpoint | None = None,
     progress: ProgressFn | None = None,
     label: str | None = None,
@@ -360,6 +394,8 @@ def train(
         core_groups: for DAS/BAR and the ``Q`` columns (default: the model's, or none).
         lr_lambda: a ``LambdaLR`` factor stepped after every optimizer step (None: constant rate).
         monitor: early stopping on a validation metric, restoring the best weights.
+        convergence: stop once an objective has converged (:class:`Convergence`); the plan's length is then
+            an upper bound and ``TrainResult.stop_reason`` says which ended the run.
         checkpoint: write the run after every round, and continue a matching file.
         progress: called as ``progress(label, steps_done, total_steps)`` at the start and after every step.
         label: the progress label (default: the optimizer's label).
@@ -405,12 +441,14 @@ def train(
         history: list[dict[str, Any]] = list(state["history"])
         start, steps = int(state["round"]) + 1, int(state["steps"])
         wall_before, diverged, stopped = float(state["wall_time_s"]), bool(state["diverged"]), bool(state["stopped"])
+        reason = str(state.get("stop_reason", "patience" if stopped else "steps"))
         step_times: list[float] = [float(t) for t in state["step_times"]]
         best = dict(state["best"])
         resumed_from = int(state["round"])
     else:
         history = [row(0, 0, None, {}, 0.0)]
         start, steps, wall_before, diverged, stopped, step_times, resumed_from = 1, 0, 0.0, False, False, [], 0
+        reason = "steps"
     if progress is not None:
         progress(label, steps, total_steps)
 
@@ -458,6 +496,11 @@ def train(
             else:
                 best["waited"] += 1
                 stopped = monitor.patience is not None and best["waited"] >= monitor.patience
+                reason = "patience" if stopped else reason
+        if diverged:
+            reason = "diverged"
+        elif not stopped and convergence is not None and convergence.converged(history):
+            stopped, reason = True, "converged"
         if checkpoint is not None:
             _save(
                 checkpoint.path,
@@ -479,6 +522,7 @@ def train(
                     "wall_time_s": wall_before + time.perf_counter() - session_start,
                     "diverged": diverged,
                     "stopped": stopped,
+                    "stop_reason": reason,
                 },
             )
     if best["state"] is not None:  # early stopping: end with the weights of the best evaluation
@@ -495,4 +539,5 @@ def train(
         step_times=step_times,
         best_step=best["step"] if best["state"] is not None else None,
         cycle=int(getattr(config, method.cycle)) if method.cycle else 1,
+        stop_reason=reason,
     )
