@@ -48,6 +48,29 @@ def hand_flops(n: int, r: int) -> tuple[int, int]:
     return n * r + 3, (3 * n - 2) * r
 
 
+def measure_rank(shape: tuple[int, ...], idx: torch.Tensor, target: torch.Tensor, r: int, rounds: int, k: int):
+    """CPU seconds of (one streaming (B, R) product, the forward, the whole step) at rank ``r``."""
+    gen = torch.Generator().manual_seed(r)
+    b = len(target)
+    model = CPModel(shape, r, std="balanced", generator=gen)
+    opt = build_optimizer(OptimizerConfig(method="base", base="adam", lr=1e-3), model.parameters(), None)
+
+    def forward() -> None:
+        with torch.no_grad():
+            torch.mean((model.entries(idx) - target) ** 2)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = torch.mean((model.entries(idx) - target) ** 2)
+        loss.backward()
+        return loss
+
+    x, y = torch.randn(b, r, generator=gen), torch.randn(b, r, generator=gen)
+    out = torch.empty(b, r)
+    stream = cpu_median(lambda: torch.mul(x, y, out=out), rounds, 10 * k)
+    return stream, cpu_median(forward, rounds, k), cpu_median(lambda: optimizer_step(opt, closure), rounds, k)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=200_000)
@@ -62,34 +85,13 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     idx = torch.stack([torch.randint(s, (b,), generator=gen) for s in shape], dim=1)
     target = torch.randn(b, generator=gen)
-    print(
-        f"CP, shape {args.shape}, {b:,} observed entries (full batch, sampled path), one thread, torch {torch.__version__}"
-    )
+    print(f"CP, shape {args.shape}, {b:,} observed entries (full batch, sampled path), one thread, "
+          f"torch {torch.__version__}")  # fmt: skip
     print("| rank | forward ns/entry | step ns/entry (fwd+bwd+Adam) | hand flops/entry (fwd+bwd) | GFLOP/s "
           "| streaming product ns/entry-rank | step in streaming products |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for r in map(int, args.ranks.split(",")):
-        model = CPModel(shape, r, std="balanced", generator=gen)
-        opt = build_optimizer(OptimizerConfig(method="base", base="adam", lr=1e-3), model.parameters(), None)
-
-        def forward() -> None:
-            with torch.no_grad():
-                torch.mean((model.entries(idx) - target) ** 2)
-
-        def step() -> None:
-            def closure() -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                loss = torch.mean((model.entries(idx) - target) ** 2)
-                loss.backward()
-                return loss
-
-            optimizer_step(opt, closure)
-
-        x, y = torch.randn(b, r, generator=gen), torch.randn(b, r, generator=gen)
-        out = torch.empty(b, r)
-        stream = cpu_median(lambda: torch.mul(x, y, out=out), args.rounds, 10 * args.steps_per_round)
-        fwd = cpu_median(forward, args.rounds, args.steps_per_round)
-        full = cpu_median(step, args.rounds, args.steps_per_round)
+        stream, fwd, full = measure_rank(shape, idx, target, r, args.rounds, args.steps_per_round)
         f, bw = hand_flops(n, r)
         print(f"| {r} | {1e9 * fwd / b:.1f} | {1e9 * full / b:.1f} | {f} + {bw} = {f + bw} | "
               f"{(f + bw) * b / full / 1e9:.2f} | {1e9 * stream / (b * r):.2f} | {full / stream:.1f} |")  # fmt: skip
