@@ -17,8 +17,9 @@ one divergence rule — a non-finite training loss in a round ends the run after
 evaluation, and the result says so (checked once per round, so no host synchronisation per step);
 the norm deviation ``Q`` of the core groups in every row (mean and sum over groups); one progress
 callback; optional early stopping on a validation metric that restores the best weights
-(:class:`Monitor`); and one checkpoint/resume path (:class:`Checkpoint`): after every round the model,
-optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state and history
+(:class:`Monitor`); optional stopping once an objective has converged (:class:`Convergence`; the result's
+``stop_reason`` says what ended the run); and one checkpoint/resume path (:class:`Checkpoint`): after every
+round the model, optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state and history
 are written atomically, and a resumed run ends with exactly the numbers of an uninterrupted one.
 
 Rows (``TrainResult.history``) hold ``step`` (optimizer steps so far), ``epoch`` (for :class:`Epochs`),
