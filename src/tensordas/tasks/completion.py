@@ -228,7 +228,8 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
     (group,) = model.core_groups()
     # Scaled to the data: entries of RMS init_scale times the training values' (model scale). A start as
     # large as the data (the balanced default, RMS 1) left CP rank 5 on 100^3 (5% observed) at held-out
-    # R^2 0.55-0.79 after 1,000 Adam steps on all three seeds; RMS 0.1 reached 0.99 on each (docs/design.md).
+    # R^2 0.79, 0.98, 0.55 after 1,000 Adam steps on three seeds; RMS 0.1 reached 0.99 on each by step 600
+    # (docs/design.md, section 6).
     target = config.init_scale * _model_scale_rms(config, split)
     factor = target ** (1 / len(group.cores))  # the entries are multilinear in the cores: balance is kept
     with torch.no_grad():
