@@ -26,8 +26,19 @@ def r2_by_hand(pred: np.ndarray, target: np.ndarray) -> float:
 
 @pytest.mark.parametrize("model", ["cp", "tucker", "tt", "tr"])
 def test_low_rank_tensor_is_recovered_by_each_optimizer(model):
+    # init_scale=1 (the start as large as the data, the default before issue 22): at the default 0.1 this seed
+    # of CP lands in a spurious minimum for every optimizer (1 of 8 seeds here; 2 of 8 at init_scale=1), see
+    # docs/design.md "Why a seed fails"; this test is about each optimizer recovering a tensor, not the start.
     cfg = CompletionConfig(
-        data=SYNTH, model=model, rank=2, missing=0.5, steps=600, lr=0.02, optimizers=("base", "sam", "das"), als=False
+        data=SYNTH,
+        model=model,
+        rank=2,
+        missing=0.5,
+        steps=600,
+        lr=0.02,
+        optimizers=("base", "sam", "das"),
+        als=False,
+        init_scale=1.0,
     )
     results = run_completion(cfg)
     assert [r.record["optimizer"] for r in results] == ["adam", "sam(adam)", "das(adam)"]
@@ -159,6 +170,8 @@ def test_early_stopping_reports_the_best_validation_model():
         (["--data", "missing-file.npy"], "missing-file.npy"),
         (["--data", SYNTH, "--missing", "0.0001"], "empty"),
         (["--data", SYNTH, "--device", "tpu"], "tpu"),
+        (["--data", SYNTH, "--tol", "-1"], "tol"),
+        (["--data", SYNTH, "--init-scale", "0"], "init_scale"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_nonzero(args, needle, tmp_path, capsys):
@@ -303,3 +316,95 @@ def test_step_time_includes_the_device_wait_of_every_step(monkeypatch):
     (res,) = run_completion(cfg)
     assert len(waits) == 3
     assert res.record["step_time_ms"] >= 20
+
+
+# ---------------------------------------------------------------- issue 22: stopping, the start, every seed
+def test_default_runs_stop_once_converged_and_tol_0_runs_every_step():
+    kw = dict(data=SYNTH, model="cp", rank=2, missing=0.5, steps=3000, lr=0.02, optimizers=("base", "das"),
+              als=False)  # fmt: skip
+    stopped = run_completion(CompletionConfig(**kw))
+    for r in stopped:  # the same rule for every method: each stops on its own training loss
+        assert r.record["stop_reason"] == "converged" and r.record["steps"] < 3000, r.record["optimizer"]
+        losses = [row["train_loss"] for row in r.curve[1:]]
+        z, a, b, c = losses[-4:]  # the documented rule held at the last two evaluations, by hand...
+        assert (a - b) < 1e-3 * a and (b - c) < 1e-3 * b
+        assert not ((z - a) < 1e-3 * z and (a - b) < 1e-3 * a)  # ... and not one evaluation earlier
+    (full,) = run_completion(CompletionConfig(**{**kw, "steps": 120, "tol": 0.0, "optimizers": ("base",)}))
+    assert full.record["steps"] == 120 and full.record["stop_reason"] == "steps"
+
+
+def test_with_validation_the_stopping_objective_is_the_validation_error():
+    cfg = CompletionConfig(
+        data="synthetic:shape=10x9x8,rank=2,noise=0.3,seed=1",
+        model="cp",
+        rank=2,
+        missing=0.3,
+        validation=0.2,
+        steps=2000,
+        lr=0.05,
+        optimizers=("base",),
+        als=False,
+    )
+    (r,) = run_completion(cfg)
+    assert r.record["stop_reason"] in ("converged", "patience") and r.record["steps"] < 2000
+    assert "val_rmse" in r.record and comp.convergence(cfg, with_validation=True).metric == "val_mse"
+    assert comp.convergence(CompletionConfig(data=SYNTH, tol=0.0), with_validation=False) is None
+
+
+def test_the_initial_model_is_scaled_to_the_data():
+    data = "synthetic:shape=20x18x16,rank=3,noise=0.1,seed=2"
+    for model, rank in (("cp", 3), ("tucker", (3, 3, 3)), ("tt", 3)):
+        for scale in (0.1, 0.5):
+            cfg = CompletionConfig(data=data, model=model, rank=rank, standardize="none", init_scale=scale)
+            exp = CompletionExperiment.load(cfg)
+            split = exp.split(0)
+            # the data times 7: with standardize="none" the start must grow with it
+            split7 = comp.dataclasses.replace(split, train=comp.Entries(split.train.indices, 7 * split.train.values))
+            for s, factor in ((split, 1.0), (split7, 7.0)):
+                m = comp.make_model(cfg, exp.data, s, seed=0)
+                with torch.no_grad():
+                    entries_rms = float(m().double().pow(2).mean().sqrt())
+                data_rms = float(s.train.values.double().pow(2).mean().sqrt())
+                assert data_rms == pytest.approx(factor * float(split.train.values.double().pow(2).mean().sqrt()))
+                # a random start: its RMS over 5,760 entries is within 25% of the target (std of the balanced rule)
+                assert entries_rms == pytest.approx(scale * data_rms, rel=0.25), (model, scale, factor)
+
+
+def test_every_seed_converges_on_a_sparse_cp_problem_of_the_failing_kind():
+    """CP rank 5 on 30^3 with 4,000 of 27,000 entries known (20% of them held out), 10% noise: the kind of
+    problem where a start as large as the data (init_scale=1, the default before issue 22) left seeds 0 and 2
+    at held-out R^2 0.84 and 0.92 after 1,000 Adam steps; the best reachable is about 1/(1+0.1^2) = 0.990."""
+    cfg = CompletionConfig(
+        data="synthetic:shape=30x30x30,rank=5,noise=0.1,nnz=4000",
+        model="cp",
+        rank=5,
+        missing=0.2,
+        optimizers=("base",),
+        base="adam",
+        steps=1000,
+        seeds=(0, 1, 2),
+        als=False,
+    )
+    for r in run_completion(cfg):
+        assert r.record["test_r2"] > 0.98, (r.record["seed"], r.record["test_r2"])
+
+
+def test_a_slice_without_observations_warns_in_one_line_and_the_run_goes_on(tmp_path):
+    from tensordas.data import load_tensor, split_entries, unobserved_slices
+
+    t = np.random.default_rng(0).standard_normal((6, 5, 4))
+    t[0, 1:] = np.nan  # slice 0 of mode 0 has one known entry: once it is held out, nothing observes the slice
+    path = tmp_path / "t.npy"
+    np.save(path, t)
+    data = load_tensor(str(path))
+
+    def lonely(seed):
+        split = split_entries(data, 0.3, seed=seed, empty_slices="ignore")
+        return unobserved_slices(split.train.indices, split.test.indices, data.shape)
+
+    seed = next(s for s in range(200) if lonely(s))
+    cfg = CompletionConfig(data=str(path), model="cp", rank=1, missing=0.3, steps=5, optimizers=("base",),
+                           seeds=(seed,), als=False)  # fmt: skip
+    with pytest.warns(UserWarning, match="no observed entry") as caught:
+        (r,) = run_completion(cfg)
+    assert len(str(caught[0].message).splitlines()) == 1 and math.isfinite(r.record["test_r2"])

@@ -9,6 +9,7 @@ import torch
 
 import tensordas as td
 from tensordas.training import Checkpoint, Epochs, Monitor, OptimizerConfig, Steps, train
+from tensordas.training.engine import Convergence
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -213,3 +214,44 @@ def test_step_time_of_a_cyclic_method_is_its_mean_cost_per_cycle():
     from tensordas.training.methods import METHODS
 
     assert getattr(cfg, METHODS["looksam"].cycle) == 3 and METHODS["das"].cycle is None
+
+
+def rows(*values):
+    """Evaluation rows: row 0 (before training, whose value takes no part) and one row per value."""
+    return [{"step": 0, "obj": 123.0}] + [{"step": 5 * (i + 1), "obj": v} for i, v in enumerate(values)]
+
+
+def test_convergence_needs_small_relative_decreases_at_patience_evaluations_in_a_row():
+    rule = Convergence("obj", tol=1e-3, patience=2)
+    assert rule.converged(rows(1.0, 0.5, 0.49990, 0.49985))  # decreases of 2e-4 and 1e-4 relative: both < 1e-3
+    assert not rule.converged(rows(1.0, 0.5, 0.49990, 0.4))  # the last one is 20%
+    assert not rule.converged(rows(1.0, 0.9995, 0.9))  # one small decrease is not two
+    assert not rule.converged(rows(0.5, 0.49990))  # too few rows
+    assert rule.converged(rows(1.0, 1.1, 1.2))  # a rise counts as no improvement
+    assert not rule.converged(rows(1.0, 1.0, math.nan))  # a non-finite objective is never "converged"
+    assert not Convergence("obj", tol=0.0).converged(rows(1.0, 1.0, 1.0))  # tol 0: off
+    assert Convergence("obj", tol=0.1, patience=1).converged(rows(1.0, 0.95))  # 5% < 10%
+    for bad in (-1e-3, math.inf, math.nan):
+        with pytest.raises(ValueError, match="Invalid tol"):
+            Convergence("obj", tol=bad)
+    with pytest.raises(ValueError, match="patience"):
+        Convergence("obj", patience=0)
+
+
+def test_the_engine_stops_on_convergence_and_says_why():
+    def run(convergence, steps=400):
+        model, target = problem()
+        target = model().detach() + 0.0  # reachable: the loss converges to 0 geometrically, then stalls in float64
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=F64))
+        full = entries_plan(target, steps, 10, 120)
+        return train(model, OptimizerConfig(method="base", base="adam", lr=0.01), full, mse(model), no_metrics,
+                     convergence=convergence)  # fmt: skip
+
+    loose = run(Convergence("train_loss", tol=0.5, patience=2))
+    assert loose.stop_reason == "converged" and loose.steps < 400 and loose.steps % 10 == 0
+    losses = [r["train_loss"] for r in loose.history[1:]]
+    assert all((a - b) < 0.5 * a for a, b in zip(losses[-3:], losses[-2:]))  # the rule held at the stop
+    assert not all((a - b) < 0.5 * a for a, b in zip(losses[-4:-1], losses[-3:-1]))  # and not one round earlier
+    assert run(None, steps=30).stop_reason == "steps" and run(Convergence(tol=0.0), steps=30).steps == 30

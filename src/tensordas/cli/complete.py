@@ -46,6 +46,18 @@ def complete_command(
         ),
     ] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping: evaluations without validation gain.")] = None,
+    tol: Annotated[
+        float,
+        typer.Option(
+            help="Stop a run once its objective (validation MSE with --validation, else the training loss) has "
+            "decreased by less than this relative amount at two evaluations in a row; --steps is the upper "
+            "bound and the record's stop_reason says which ended it. 0: run every step."
+        ),
+    ] = _C.tol,
+    init_scale: Annotated[
+        float,
+        typer.Option(help="Initial model entries' RMS as a share of the training values' RMS (balanced, unbalanced)."),
+    ] = _C.init_scale,
     standardize: Annotated[
         str, typer.Option(help="none | global (z-score from the observed entries).")
     ] = _C.standardize,
@@ -55,7 +67,7 @@ def complete_command(
             help="balanced | unbalanced | tensorly (masked decomposition; dense, refused over the dense budget)."
         ),
     ] = _C.init,
-    steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = _C.steps,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per run at most (see --tol).")] = _C.steps,
     batch_size: Annotated[int | None, typer.Option(help="Observed entries per step (default: all).")] = None,
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations (curves).")] = _C.eval_every,
     als: Annotated[
@@ -89,6 +101,8 @@ def complete_command(
         missing=missing,
         validation=validation,
         patience=patience,
+        tol=tol,
+        init_scale=init_scale,
         standardize=standardize,
         init=init,
         steps=steps,

@@ -22,10 +22,11 @@ one divergence rule — a non-finite training loss in a round ends the run after
 evaluation, and the result says so (checked once per round, so no host synchronisation per step);
 the norm deviation ``Q`` of the core groups in every row (mean and sum over groups); one progress
 callback; optional early stopping on a validation metric that restores the best weights
-(:class:`Monitor`); and one checkpoint/resume path (:class:`Checkpoint`): after every round the model,
-optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state, the loss
-term's state (SAF's memory, MESA's teacher) and history are written atomically, and a resumed run ends
-with exactly the numbers of an uninterrupted one.
+(:class:`Monitor`); optional stopping once an objective has converged (:class:`Convergence`; the result's
+``stop_reason`` says what ended the run); and one checkpoint/resume path (:class:`Checkpoint`): after every
+round the model, optimizer (momentum, Adam moments, DAS's step counter), schedule, random state, plan state,
+the loss term's state (SAF's memory, MESA's teacher) and history are written atomically, and a resumed run
+ends with exactly the numbers of an uninterrupted one.
 Evaluation, the early-stopping copy and checkpoints happen inside the optimizer's evaluation point
 (:func:`~tensordas.training.optimizers.evaluation_point`: MSAM's unperturbed weights, the weights as they
 are for every other method), and the trained model is left there (:func:`~tensordas.training.optimizers.settle`).
@@ -70,6 +71,7 @@ __all__ = [
     "CONTEXT_FIELDS",
     "Batch",
     "Checkpoint",
+    "Convergence",
     "Epochs",
     "Monitor",
     "Plan",
@@ -211,6 +213,37 @@ class Monitor:
 
 
 @dataclass(frozen=True)
+class Convergence:
+    """Stop once an objective (a row key, lower is better) has stopped improving.
+
+    The rule: at an evaluation, the relative decrease since the previous evaluation is
+    ``(prev - now) / |prev|``; the run has converged when it is below ``tol`` at ``patience`` evaluations in a
+    row (an increase counts as below). Row 0 (before training) takes no part: its training loss is measured
+    at the initial weights, the rows after it average the round's steps. ``tol=0`` never stops (only an
+    exact plateau or a rise would, so the rule is off then). The same rule for every method keeps a
+    comparison fair: each stops on its own objective's convergence, never on the others'."""
+
+    metric: str = "train_loss"
+    tol: float = 1e-3
+    patience: int = 2
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tol) and self.tol >= 0):
+            raise ValueError(f"Invalid tol {self.tol!r} (expected a finite number >= 0)")
+        if self.patience < 1:
+            raise ValueError(f"Invalid convergence patience {self.patience} (expected >= 1)")
+
+    def converged(self, history: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether the last ``patience`` evaluations of ``history`` each improved by less than ``tol``."""
+        if self.tol == 0:
+            return False
+        values = [r.get(self.metric) for r in history if r["step"] >= 1][-(self.patience + 1) :]
+        if len(values) < self.patience + 1 or any(v is None or not math.isfinite(v) for v in values):
+            return False
+        return all((prev - now) < self.tol * abs(prev) for prev, now in zip(values, values[1:]))
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """Where to write the run after every round, and which file may be continued.
 
@@ -314,6 +347,7 @@ class TrainResult:
     step_times: list[float] = field(default_factory=list)  # seconds of each optimizer step
     best_step: int | None = None  # under a Monitor: the step of the restored best weights
     cycle: int = 1  # steps over which the method's cost repeats (LookSAM: k)
+    stop_reason: str = "steps"  # why it ended: steps (the budget), converged, patience, diverged
 
     @property
     def final(self) -> dict[str, Any]:
@@ -364,6 +398,7 @@ def train(
     core_groups: Sequence[CoreGroup] | None = None,
     lr_lambda: Callable[[int], float] | None = None,
     monitor: Monitor | None = None,
+    convergence: Convergence | None = None,
     checkpoint: Checkpoint | None = None,
     progress: ProgressFn | None = None,
     label: str | None = None,
@@ -383,6 +418,8 @@ def train(
         core_groups: for DAS/BAR and the ``Q`` columns (default: the model's, or none).
         lr_lambda: a ``LambdaLR`` factor stepped after every optimizer step (None: constant rate).
         monitor: early stopping on a validation metric, restoring the best weights.
+        convergence: stop once an objective has converged (:class:`Convergence`); the plan's length is then
+            an upper bound and ``TrainResult.stop_reason`` says which ended the run.
         checkpoint: write the run after every round, and continue a matching file.
         progress: called as ``progress(label, steps_done, total_steps)`` at the start and after every step.
         label: the progress label (default: the optimizer's label).
@@ -455,6 +492,7 @@ def train(
         history: list[dict[str, Any]] = list(state["history"])
         start, steps = int(state["round"]) + 1, int(state["steps"])
         wall_before, diverged, stopped = float(state["wall_time_s"]), bool(state["diverged"]), bool(state["stopped"])
+        reason = str(state.get("stop_reason", "patience" if stopped else "steps"))
         step_times: list[float] = [float(t) for t in state["step_times"]]
         best = dict(state["best"])
         resumed_from = int(state["round"])
@@ -463,6 +501,7 @@ def train(
         with evaluation_point(opt):
             history = [row(0, 0, None, {}, 0.0)]
         start, steps, wall_before, diverged, stopped, step_times, resumed_from = 1, 0, 0.0, False, False, [], 0
+        reason = "steps"
     if progress is not None:
         progress(label, steps, total_steps)
 
@@ -513,6 +552,11 @@ def train(
                 else:
                     best["waited"] += 1
                     stopped = monitor.patience is not None and best["waited"] >= monitor.patience
+                    reason = "patience" if stopped else reason
+            if diverged:
+                reason = "diverged"
+            elif not stopped and convergence is not None and convergence.converged(history):
+                stopped, reason = True, "converged"
             if checkpoint is not None:
                 _save(
                     checkpoint.path,
@@ -535,6 +579,7 @@ def train(
                         "wall_time_s": wall_before + time.perf_counter() - session_start,
                         "diverged": diverged,
                         "stopped": stopped,
+                        "stop_reason": reason,
                     },
                 )
     settle(opt)  # MSAM: the trained model is the unperturbed point
@@ -552,4 +597,5 @@ def train(
         step_times=step_times,
         best_step=best["step"] if best["state"] is not None else None,
         cycle=int(getattr(config, method.cycle)) if method.cycle else 1,
+        stop_reason=reason,
     )
