@@ -4,6 +4,7 @@ another package, and no module is left that nothing imports (a shim kept "until 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -88,3 +89,13 @@ def test_every_module_is_imported_somewhere():
         if tuple(parts) not in imported and ".".join(parts) not in USER_ENTRY_MODULES:
             unused.append(".".join(parts))
     assert unused == []
+
+
+def test_the_command_reference_names_every_method_and_option():
+    """docs/cli.md follows the registry: a new method or option without a word there fails here."""
+    from tensordas.training import METHODS, OPTIONS
+
+    text = " ".join((SRC.parent / "docs" / "cli.md").read_text(encoding="utf-8").split())
+    missing = [o.flag for o in OPTIONS.values() if not re.search(f"`{o.flag}[` ]", text)]
+    missing += [m for m in METHODS if not re.search(rf"(?<![\w-]){re.escape(m)}(?![\w-])", text, re.IGNORECASE)]
+    assert missing == []
