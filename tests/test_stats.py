@@ -261,7 +261,7 @@ def test_summary_entry_holds_design_fields_and_numbers():
     assert list(entry) == [
         "experiment", "metric", "higher_is_better", "n_seeds", "match_tolerance", "mean", "diff",
         "recovered", "step_time_das_over_sam", "selected", "verdict", "verdicts", "shares", "step_time_over_sam",
-        "note",
+        "step_time_over_base", "note",
     ]  # fmt: skip
     assert entry["note"] is None
     assert entry["n_seeds"] == 3
@@ -279,6 +279,7 @@ def test_summary_entry_holds_design_fields_and_numbers():
     assert entry["shares"]["looksam"]["ci95"] == [pytest.approx(low), pytest.approx(high)]
     assert entry["step_time_das_over_sam"] == pytest.approx(0.55)
     assert entry["step_time_over_sam"] == {"das": pytest.approx(0.55), "looksam": pytest.approx(0.65)}
+    assert entry["step_time_over_base"] == {"das": pytest.approx(1.1), "looksam": pytest.approx(1.3)}
     assert entry["selected"]["das"] == [
         {"seed": 0, "alpha": 10.0},
         {"seed": 1, "alpha": 20.0},

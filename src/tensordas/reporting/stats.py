@@ -289,6 +289,14 @@ def _edge_notes(method: str, runs: Mapping[Any, Mapping[str, Any]]) -> list[str]
     return [f"{method}: {value} at the edge of its grid on {_seed_list(seeds)}" for value, seeds in by_value.items()]
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b`` when both are defined and the ratio is finite, else None."""
+    if a is None or not b:
+        return None
+    ratio = a / b
+    return ratio if math.isfinite(ratio) else None
+
+
 UNDEFINED = PairedDiff(math.nan, math.nan, math.nan, 0)
 REQUIRED = ("base", "sam")  # every verdict compares a method with these two
 
@@ -319,7 +327,8 @@ def summary_entry(
     other method m, ``<m>-base`` and ``<m>-sam`` (on the seeds base, SAM and m all ran), in the metric's
     own direction. Each m gets ``verdicts[m]`` (:func:`verdict` on the three intervals of its seeds,
     oriented so that positive is better), ``shares[m]`` (:func:`recovered_share`) and
-    ``step_time_over_sam[m]`` (its mean step time over SAM's). ``verdict``, ``recovered`` and
+    ``step_time_over_sam[m]`` and ``step_time_over_base[m]`` (its mean step time over SAM's and over
+    the base's, on the seeds they share). ``verdict``, ``recovered`` and
     ``step_time_das_over_sam`` repeat DAS's for the schema's older readers.
 
     A comparison that cannot decide is still summarised, never refused: without a run of base or SAM
@@ -370,6 +379,7 @@ def summary_entry(
     verdicts: dict[str, str] = {}
     shares: dict[str, dict[str, Any] | None] = {}
     times: dict[str, float | None] = {}
+    base_times: dict[str, float | None] = {}
     for m in _compared(table):
         own = _paired_seeds(table, [*(r for r in REQUIRED if r in table), m], notes)
         means[m] = _mean(values(m, own))
@@ -389,8 +399,9 @@ def summary_entry(
             else None
         )
         m_time, sam_time = (step_time(m, own), step_time("sam", own)) if "sam" in table and own else (None, None)
-        ratio = m_time / sam_time if m_time is not None and sam_time else None
-        times[m] = ratio if ratio is not None and math.isfinite(ratio) else None
+        times[m] = _ratio(m_time, sam_time)
+        base_time = step_time("base", own) if "base" in table and own else None
+        base_times[m] = _ratio(step_time(m, own) if own else None, base_time)
     selected = {
         m: [{"seed": s, **(runs[s].get("selected") or {})} for s in _sorted(runs)]
         for m, runs in table.items()
@@ -413,5 +424,6 @@ def summary_entry(
         "verdicts": verdicts,
         "shares": shares,
         "step_time_over_sam": times,
+        "step_time_over_base": base_times,
         "note": "; ".join(notes) or None,
     }

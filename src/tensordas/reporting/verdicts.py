@@ -1,6 +1,7 @@
 """The summary of comparisons as a table: one row per (experiment, method other than base and SAM) with
 the method's paired differences to the base and to SAM (95% intervals), its share of SAM's gain
-(Fieller's interval), its step time relative to SAM's and its verdict (docs/design.md section 7).
+(Fieller's interval), its step time relative to SAM's (and, in the report, to the base's) and its verdict
+(docs/design.md section 7).
 SAM - base, which every verdict of an experiment rests on, is shown once, in the experiment's first row.
 
 One function formats an entry's rows (:func:`summary_rows`); the console table (:func:`verdict_table`,
@@ -29,6 +30,7 @@ SUMMARY_COLUMNS = {
     "m-sam": "m-SAM",
     "share": "share of SAM's gain",
     "time": "step time / SAM's",
+    "time-base": "step time / base's",
     "verdict": "verdict",
 }
 CONSOLE_HEADERS = {"share": "share", "time": "time\n/SAM"}
@@ -74,6 +76,7 @@ def summary_rows(entry: Mapping[str, Any], sep: str = " ") -> list[dict[str, str
     verdicts = entry.get("verdicts") or {}
     shares = entry.get("shares") or {}
     times = entry.get("step_time_over_sam") or {}
+    base_times = entry.get("step_time_over_base") or {}
     diff = entry["diff"]
     rows = []
     for method in verdicts or [None]:
@@ -86,6 +89,7 @@ def summary_rows(entry: Mapping[str, Any], sep: str = " ") -> list[dict[str, str
                 "m-sam": _interval(diff.get(f"{method}-sam"), sep),
                 "share": _share(shares.get(method), sep),
                 "time": _number(times.get(method)),
+                "time-base": _number(base_times.get(method)),
                 "verdict": verdicts.get(method, MISSING),
             }
         )
@@ -107,7 +111,8 @@ def verdict_table(entries: Sequence[Mapping[str, Any]], *, title: str = TABLE_TI
         show_edge=False,
     )
     # SAM-base joins the experiment's cell; short headers, spelled out in the caption
-    columns = {k: v for k, v in SUMMARY_COLUMNS.items() if k != "sam-base"} | CONSOLE_HEADERS
+    # (the step time over the base's is in report.md and results.json: the console keeps 80 columns)
+    columns = {k: v for k, v in SUMMARY_COLUMNS.items() if k not in ("sam-base", "time-base")} | CONSOLE_HEADERS
     # whole words where they fit: the verdicts' longest word, the experiments' names up to 16 characters
     min_widths = {"verdict": len("distinguishable"), "experiment": min(16, max(len(e["experiment"]) for e in entries))}
     for key, header in columns.items():
