@@ -50,8 +50,26 @@ def grad_of(model: Quadratic, x: list[float]) -> list[float]:
     return [sum(A[i][j] * x[j] for j in range(len(x))) - b[i] for i in range(len(x))]
 
 
-def oracle(model: Quadratic, steps: int, lr: float, rho: float, mu: float) -> list[tuple[list[float], list[float]]]:
-    """(unperturbed w_t, perturbed w~_t) after each step; mu = 0 keeps the last gradient as m."""
+def das_gradient_term(w: list[float], g: list[float], alpha: float) -> list[float]:
+    """``g`` plus DAS's gradient term ``c_k w_k`` per core, ``c_k = -alpha (gamma_k - gamma_bar) / (||g|| n_k)``
+    from the cores at ``w``; the group is ``[u, v]`` (6 and 4 entries of ``x``)."""
+    g = list(g)
+    parts = [slice(0, 6), slice(6, 10)]
+    n = [sum(x * x for x in w[s]) for s in parts]
+    gam = [sum(x * x for x in g[s]) for s in parts]
+    gnorm, gbar = math.sqrt(sum(gam)), sum(gam) / 2
+    for s, nk, gk in zip(parts, n, gam):
+        c = -alpha * (gk - gbar) / (gnorm * nk)
+        g[s] = [gi + c * wi for gi, wi in zip(g[s], w[s])]
+    return g
+
+
+def oracle(
+    model: Quadratic, steps: int, lr: float, rho: float, mu: float, das_alpha: float = 0.0
+) -> list[tuple[list[float], list[float]]]:
+    """(unperturbed w_t, perturbed w~_t) after each step; mu = 0 keeps the last gradient as m. With
+    ``das_alpha``, DAS's gradient term (taken at the unperturbed ``w``) is added to the gradient at ``w~``
+    (MSAM + DAS)."""
     w = model.x().tolist()
     m = None
     out = []
@@ -62,6 +80,8 @@ def oracle(model: Quadratic, steps: int, lr: float, rho: float, mu: float) -> li
             norm = math.sqrt(sum(x * x for x in m))
             at = [wi - rho * mi / (norm + 1e-12) for wi, mi in zip(w, m)]
         g = grad_of(model, at)
+        if das_alpha:
+            g = das_gradient_term(w, g, das_alpha)
         m = g if m is None or mu == 0 else [mu * mi + gi for mi, gi in zip(m, g)]
         w = [wi - lr * mi for wi, mi in zip(w, m)]
         norm = math.sqrt(sum(x * x for x in m))
@@ -228,37 +248,10 @@ def test_bad_input_is_a_clear_error():
 
 
 # ------------------------------------------------------------------ MSAM + DAS (gradient form)
-def oracle_msam_das(model: Quadratic, steps: int, lr: float, rho: float, mu: float, alpha: float):
-    """As :func:`oracle`, with DAS's gradient term ``c_k w_k`` added to the gradient (taken at ``w~``), ``c_k``
-    from the cores at the unperturbed ``w``; the group is ``[u, v]`` (6 and 4 entries of ``x``)."""
-    w = model.x().tolist()
-    m = None
-    out = []
-    for _ in range(steps):
-        if m is None:
-            at = w
-        else:
-            norm = math.sqrt(sum(x * x for x in m))
-            at = [wi - rho * mi / (norm + 1e-12) for wi, mi in zip(w, m)]
-        g = grad_of(model, at)
-        parts = [slice(0, 6), slice(6, 10)]
-        n = [sum(x * x for x in w[s]) for s in parts]
-        gam = [sum(x * x for x in g[s]) for s in parts]
-        gnorm, gbar = math.sqrt(sum(gam)), sum(gam) / 2
-        for s, nk, gk in zip(parts, n, gam):
-            c = -alpha * (gk - gbar) / (gnorm * nk)
-            g[s] = [gi + c * wi for gi, wi in zip(g[s], w[s])]
-        m = g if m is None else [mu * mi + gi for mi, gi in zip(m, g)]
-        w = [wi - lr * mi for wi, mi in zip(w, m)]
-        norm = math.sqrt(sum(x * x for x in m))
-        out.append((w, [wi - rho * mi / (norm + 1e-12) for wi, mi in zip(w, m)]))
-    return out
-
-
 def test_msam_das_three_steps_follow_both_formulas():
     lr, rho, mu, alpha = 0.1, 0.5, 0.9, 0.3
     model = Quadratic()
-    expected = oracle_msam_das(Quadratic(), 3, lr, rho, mu, alpha)
+    expected = oracle(Quadratic(), 3, lr, rho, mu, das_alpha=alpha)
     plain = oracle(Quadratic(), 3, lr, rho, mu)
     opt = td.optim.MSAMDAS(
         model.parameters(), torch.optim.SGD, core_groups=[[model.u, model.v]], rho=rho, alpha=alpha, lr=lr, momentum=mu
