@@ -302,3 +302,13 @@ def test_malformed_experiment_json_is_redone(stored, tmp_path):
     result = run_reproduce(out, profile="smoke", config_files=[cfg], progress=False)
     assert result.outcomes["exp"].records
     assert isinstance(json.loads((out / "exp" / "experiment.json").read_text()), dict)
+
+
+def test_the_example_experiment_files_parse_in_every_profile():
+    """examples/reproduce/*.toml run with `reproduce --config`: they parse, with disjoint seed sets."""
+    files = sorted((Path(__file__).resolve().parents[1] / "examples" / "reproduce").glob("*.toml"))
+    assert files
+    for profile in ("smoke", "quick", "full"):
+        specs = select_specs(profile, config_files=files)
+        assert {s.settings["balance"] for s in specs} == {0.1}
+        assert all("das-gradient" in s.settings["optimizers"] for s in specs)
