@@ -89,6 +89,14 @@ def oracle(
     return out
 
 
+def run_steps(model: Quadratic, opt: torch.optim.Optimizer, steps: int) -> None:
+    """``steps`` full-batch steps of ``opt`` on ``model``'s loss."""
+    for _ in range(steps):
+        opt.zero_grad()
+        model.loss().backward()
+        opt.step()
+
+
 def close(model: Quadratic, expected: list[float]) -> None:
     torch.testing.assert_close(model.x().detach(), torch.tensor(expected, dtype=F64), rtol=1e-12, atol=1e-12)
 
@@ -146,16 +154,10 @@ def test_state_dict_round_trip_continues_exactly(inside):
     lr, rho, mu = 0.1, 0.5, 0.9
     full = Quadratic()
     opt = td.MSAM(full.parameters(), torch.optim.SGD, rho=rho, lr=lr, momentum=mu)
-    for _ in range(4):
-        opt.zero_grad()
-        full.loss().backward()
-        opt.step()
+    run_steps(full, opt, 4)
     part = Quadratic()
     opt_a = td.MSAM(part.parameters(), torch.optim.SGD, rho=rho, lr=lr, momentum=mu)
-    for _ in range(2):
-        opt_a.zero_grad()
-        part.loss().backward()
-        opt_a.step()
+    run_steps(part, opt_a, 2)
     buf = io.BytesIO()
     if inside:
         with opt_a.evaluation_point():
@@ -171,10 +173,7 @@ def test_state_dict_round_trip_continues_exactly(inside):
     assert opt_b.perturbed
     for p, q in zip(part.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-15)
-    for _ in range(2):
-        opt_b.zero_grad()
-        resumed.loss().backward()
-        opt_b.step()
+    run_steps(resumed, opt_b, 2)
     for p, q in zip(full.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-14)
 
@@ -215,10 +214,7 @@ def test_engine_evaluation_differs_from_the_perturbed_point():
     """The evaluation hook really moves: rows evaluated inside it differ from evaluating at w~."""
     model = Quadratic()
     opt = td.MSAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9)
-    for _ in range(2):
-        opt.zero_grad()
-        model.loss().backward()
-        opt.step()
+    run_steps(model, opt, 2)
     at_tilde = model.x().detach().clone()
     with opt.evaluation_point():
         at_w = model.x().detach().clone()
@@ -274,20 +270,14 @@ def test_msam_das_state_dict_round_trip_keeps_both_sections():
 
     full, part, resumed = Quadratic(), Quadratic(), Quadratic()
     opt, opt_a, opt_b = make(full), make(part), make(resumed)
-    for model, o, n in ((full, opt, 4), (part, opt_a, 2)):
-        for _ in range(n):
-            o.zero_grad()
-            model.loss().backward()
-            o.step()
+    run_steps(full, opt, 4)
+    run_steps(part, opt_a, 2)
     with opt_a.evaluation_point():
         saved = {"model": copy.deepcopy(part.state_dict()), "opt": copy.deepcopy(opt_a.state_dict())}
     assert saved["opt"]["tensordas"]["wrapper"] == "MSAMDAS" and saved["opt"]["tensordas"]["das"]["step"] == 2
     resumed.load_state_dict(saved["model"])
     opt_b.load_state_dict(saved["opt"])
     assert opt_b.das.step_count == 2 and opt_b.perturbed
-    for _ in range(2):
-        opt_b.zero_grad()
-        resumed.loss().backward()
-        opt_b.step()
+    run_steps(resumed, opt_b, 2)
     for p, q in zip(full.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-14)
