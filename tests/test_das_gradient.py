@@ -262,3 +262,29 @@ def test_registry_entry_is_a_preset_with_its_own_strength(net):
         core_groups=net.groups(), total_steps=5,
     )  # fmt: skip
     assert method_of(plain) is METHODS["das"]
+
+
+def test_the_balance_preset_adds_the_drift_and_the_pull_to_the_gradients(net):
+    """das-gradient-balance: one step is SGD on g_k + c_k G_k with c_k from the formula with beta = 0.1."""
+    from tensordas.training.methods import GRADIENT_BALANCE, METHODS, method_of
+
+    method = METHODS["das-gradient-balance"]
+    assert method.compared and method.fixed == {"variant": "gradient", "balance": GRADIENT_BALANCE} == {
+        "variant": "gradient",
+        "balance": 0.1,
+    }
+    alpha, lr = 3.0, 0.05
+    ref = TwoGroupNet()
+    settings = {**{o.name: o.default for o in method.options}, "das_gradient_balance_alpha": alpha}
+    opt = method.build(net.parameters(), torch.optim.SGD, {"lr": lr}, settings, core_groups=net.groups(),
+                       total_steps=5)  # fmt: skip
+    assert opt.balance == 0.1 and opt.variant == "gradient" and method_of(opt) is method
+    net.loss().backward()
+    ref.loss().backward()
+    coef = oracle_coefficients(ref.groups(), alpha=alpha, lr=lr, beta=0.1)
+    assert any(abs(c) > 1e-6 for c in coef.values())  # the term acts
+    opt.step()
+    with torch.no_grad():
+        expected = [p - lr * (p.grad + coef.get(id(p), 0.0) * p) for p in ref.parameters()]
+    for got, want in zip(net.parameters(), expected):
+        assert_close(got, want)
