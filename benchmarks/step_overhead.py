@@ -7,8 +7,9 @@ synthetic CIFAR-shaped batch with
 - base: ``torch.optim.SGD(lr, momentum=0.9)``
 - DAS:  ``td.DAS(..., torch.optim.SGD, core_groups=td.find_core_groups(model), lr, momentum=0.9)``
 - SAM:  ``td.SAM(..., torch.optim.SGD, rho=0.05, lr, momentum=0.9)``, stepped with a closure
-- DAS in gradient form (``variant="gradient"``) and MSAM (``td.MSAM(..., rho=--msam-rho)``), the
-  other one-pass candidates, timed in the same rotation (full steps only)
+- DAS in gradient form (``variant="gradient"``; with ``balance=0.1``: ``das-gradient-balance``) and MSAM
+  (``td.MSAM(..., rho=--msam-rho)``), the other one-pass candidates, timed in the same rotation (full
+  steps only)
 
 Three identical copies of the model are timed in one process, interleaved: every round runs a block
 of ``--steps-per-round`` full training steps (zero_grad, forward, backward, optimizer step) for each
@@ -47,10 +48,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import tensordas as td
 from tensordas.training import synchronize
+from tensordas.training.methods import GRADIENT_BALANCE
 
 GOALS = {"cpu": {"das_over_base": 1.03, "das_over_sam": 0.55}, "cuda": {"das_over_base": 1.03, "das_over_sam": 0.52}}
-KINDS = ("base", "das", "sam", "das-gradient", "msam")
-ONE_PASS = ("das-gradient", "msam")  # the other one-pass candidates: full-step ratios to base and SAM
+KINDS = ("base", "das", "sam", "das-gradient", "das-gradient-balance", "msam")
+ONE_PASS = (
+    "das-gradient",
+    "das-gradient-balance",
+    "msam",
+)  # the other one-pass candidates: full-step ratios to base and SAM
 
 
 # --------------------------------------------------------------------------- tensorized layers
@@ -158,11 +164,22 @@ def build(args: argparse.Namespace, groups: int, device: torch.device):
             lr=args.lr,
             momentum=0.9,
         ),
+        "das-gradient-balance": td.DAS(
+            models["das-gradient-balance"].parameters(),
+            torch.optim.SGD,
+            core_groups=td.find_core_groups(models["das-gradient-balance"]),
+            alpha=args.alpha,
+            variant="gradient",
+            balance=GRADIENT_BALANCE,
+            lr=args.lr,
+            momentum=0.9,
+        ),
         "msam": td.MSAM(models["msam"].parameters(), torch.optim.SGD, rho=args.msam_rho, lr=args.lr, momentum=0.9),
     }
     if args.force_device_path:
         opts["das"]._host_path = False  # the path CUDA takes, on CPU tensors
         opts["das-gradient"]._host_path = False
+        opts["das-gradient-balance"]._host_path = False
     return models, opts
 
 
