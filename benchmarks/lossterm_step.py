@@ -1,4 +1,5 @@
-"""Loss-term benchmark: wall time per training step of base vs jreg, SAF, MESA, DAS+jreg and SAM (issue 21).
+"""One-pass candidates through the engine: wall time per training step of base vs DAS, DAS in gradient form with
+balance, MSAM, jreg, SAF, MESA, DAS+jreg and SAM (issue 21).
 
 Each method trains its own copy of one classifier (``--model``, a network of :mod:`tensordas.networks`)
 on a fixed synthetic data set through the library's engine (:func:`tensordas.training.engine.train`,
@@ -27,6 +28,9 @@ from tensordas.training import OptimizerConfig, engine
 
 METHODS = {
     "base": {},
+    "das": {},
+    "das-gradient-balance": {},
+    "msam": {},
     "jreg": {},
     "saf": {"saf_start": 0, "saf_epochs": 1},
     "mesa": {"mesa_start": 0},
