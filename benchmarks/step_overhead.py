@@ -142,44 +142,27 @@ class TensorizedNet(nn.Module):
 
 # --------------------------------------------------------------------------- helpers
 def build(args: argparse.Namespace, groups: int, device: torch.device):
-    """Three identical models and their optimizers: base, DAS, SAM."""
+    """Identical models, one per optimizer of :data:`KINDS`, and their optimizers."""
     models = {k: TensorizedNet(groups, args.width, args.rank, args.hidden, seed=args.seed).to(device) for k in KINDS}
+
+    def das(kind: str, **options) -> td.DAS:
+        """DAS on ``models[kind]`` with the benchmark's alpha, lr and momentum (and ``options``: its variant)."""
+        model = models[kind]
+        return td.DAS(model.parameters(), torch.optim.SGD, core_groups=td.find_core_groups(model),
+                      alpha=args.alpha, lr=args.lr, momentum=0.9, **options)  # fmt: skip
+
     opts = {
         "base": torch.optim.SGD(models["base"].parameters(), lr=args.lr, momentum=0.9),
-        "das": td.DAS(
-            models["das"].parameters(),
-            torch.optim.SGD,
-            core_groups=td.find_core_groups(models["das"]),
-            alpha=args.alpha,
-            lr=args.lr,
-            momentum=0.9,
-        ),
+        "das": das("das"),
         "sam": td.SAM(models["sam"].parameters(), torch.optim.SGD, rho=args.rho, lr=args.lr, momentum=0.9),
-        "das-gradient": td.DAS(
-            models["das-gradient"].parameters(),
-            torch.optim.SGD,
-            core_groups=td.find_core_groups(models["das-gradient"]),
-            alpha=args.alpha,
-            variant="gradient",
-            lr=args.lr,
-            momentum=0.9,
-        ),
-        "das-gradient-balance": td.DAS(
-            models["das-gradient-balance"].parameters(),
-            torch.optim.SGD,
-            core_groups=td.find_core_groups(models["das-gradient-balance"]),
-            alpha=args.alpha,
-            variant="gradient",
-            balance=GRADIENT_BALANCE,
-            lr=args.lr,
-            momentum=0.9,
-        ),
+        "das-gradient": das("das-gradient", variant="gradient"),
+        "das-gradient-balance": das("das-gradient-balance", variant="gradient", balance=GRADIENT_BALANCE),
         "msam": td.MSAM(models["msam"].parameters(), torch.optim.SGD, rho=args.msam_rho, lr=args.lr, momentum=0.9),
     }
     if args.force_device_path:
-        opts["das"]._host_path = False  # the path CUDA takes, on CPU tensors
-        opts["das-gradient"]._host_path = False
-        opts["das-gradient-balance"]._host_path = False
+        for opt in opts.values():
+            if isinstance(opt, td.DAS):
+                opt._host_path = False  # the path CUDA takes, on CPU tensors
     return models, opts
 
 
