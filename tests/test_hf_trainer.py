@@ -10,7 +10,7 @@ import tensordas as td
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
-hf = pytest.importorskip("tensordas.adapters.hf")
+hf = pytest.importorskip("tensordas.integrations.trainer")
 
 F64 = torch.float64
 LR, ALPHA, RHO = 0.1, 300.0, 0.05
@@ -207,7 +207,7 @@ def test_decaying_alpha_uses_trainer_steps_and_bad_settings_raise(tmp_path):
     with pytest.raises(ValueError, match="-1"):
         hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, alpha=-1.0)
     for method in ("msam", "msam-das"):  # their weights rest at a perturbed point the Trainer would evaluate
-        assert method not in hf.METHODS
+        assert method not in hf.trainer_methods()
         with pytest.raises(ValueError, match=f"method '{method}'.*perturbed point"):
             hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, method=method)
 

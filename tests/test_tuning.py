@@ -286,7 +286,7 @@ def test_looksam_resumes_exactly_from_its_state_dict():
 
 def test_dastrainer_refuses_looksam_with_a_clear_message():
     pytest.importorskip("transformers")
-    from tensordas.adapters.hf import _method_settings
+    from tensordas.integrations.trainer import _method_settings
 
     with pytest.raises(ValueError, match="DASTrainer does not run method 'looksam'"):
         _method_settings("looksam", {})
