@@ -34,7 +34,9 @@ What the optimizer sees
       the base optimizer uses.
     - **SAM** needs two forward/backward passes; :meth:`DASTrainer.training_step` runs both for each
       micro-batch (at ``w``, then at ``w + e``), restores ``w`` and leaves the accumulated gradient
-      at ``w + e`` for the Trainer's ``optimizer.step()``. With ``gradient_accumulation_steps = 1``
+      at ``w + e`` for the Trainer's ``optimizer.step()``, which takes SAM's ``second_step()``. Any
+      registered method that needs a closure and has SAM's phases (``first_step``, ``restore``,
+      ``second_step``) runs the same way, whatever its class derives from. With ``gradient_accumulation_steps = 1``
       this is SAM exactly. With accumulation the perturbation is computed per micro-batch (the
       "m-sharpness" form of SAM, m = micro-batch size), not from the full batch's gradient: the
       update is the mean over micro-batches of SAM gradients ``grad L_i(w + rho g_i / ||g_i||)``.
@@ -47,6 +49,7 @@ What the optimizer sees
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -56,7 +59,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .._deprecation import REMOVAL_RELEASE
 from ..core_groups import CoreGroup, find_core_groups
-from ..optim import DAS, SAM, BaseOptimizerWrapper
+from ..optim import DAS, BaseOptimizerWrapper
 from ..optim.watch import CHECK_AFTER, ScaleWatch, step_log
 from ..training.methods import METHODS as REGISTRY  # this module's METHODS was the old trainer_methods()
 from ..training.methods import OPTIONS, Method, MethodOptions, get_method, method_of
@@ -67,20 +70,34 @@ __all__ = ["DASTrainer", "das_optimizer_cls_and_kwargs", "trainer_methods"]
 def _moves_for_evaluation(m: Method) -> bool:
     """Its optimizer keeps the weights away from the point to evaluate between steps (MSAM): the Trainer's
     evaluation and checkpoints have no hook for :meth:`BaseOptimizerWrapper.evaluation_point`."""
-    return m.cls is not None and m.cls.evaluation_point is not BaseOptimizerWrapper.evaluation_point
+    resting = BaseOptimizerWrapper.evaluation_point  # where the weights are (a class without one keeps them too)
+    return m.cls is not None and getattr(m.cls, "evaluation_point", resting) is not resting
+
+
+# The phases of a two-pass step (docs/design.md section 2): to ``w + e``, back to ``w``, the base step.
+_PHASES = ("first_step", "restore", "second_step")
+
+
+def _runs_in_phases(m: Method) -> bool:
+    """A two-pass method (``needs_closure``) with no step hook of its own whose class has :data:`_PHASES`:
+    :meth:`DASTrainer.training_step` runs its passes per micro-batch, the Trainer's ``step()`` its second step."""
+    return (
+        m.needs_closure
+        and m.step is None
+        and m.cls is not None
+        and all(callable(getattr(m.cls, p, None)) for p in _PHASES)
+    )
 
 
 def trainer_methods() -> tuple[str, ...]:
     """The registry's methods the Trainer can run, read when asked (a method registered later is included):
-    one-pass methods, and two-pass ones with SAM's phases (training_step runs both passes of each micro-batch
-    through first_step/restore). Not the methods with a loss term (the Trainer computes the loss itself and
-    exposes no features to add it to), nor those whose weights rest at a perturbed point between steps."""
+    one-pass methods, and two-pass ones that run in SAM's phases (:func:`_runs_in_phases`). Not the methods
+    with a loss term (the Trainer computes the loss itself and exposes no features to add it to), nor those
+    whose weights rest at a perturbed point between steps."""
     return tuple(
         m.name
         for m in REGISTRY.values()
-        if m.loss_term is None
-        and (not m.needs_closure or (m.cls is not None and issubclass(m.cls, SAM)))
-        and not _moves_for_evaluation(m)
+        if m.loss_term is None and (not m.needs_closure or _runs_in_phases(m)) and not _moves_for_evaluation(m)
     )
 
 
@@ -102,17 +119,24 @@ _KEYWORDS = {o.kwarg: o.name for o in OPTIONS.values() if o.kwarg != o.name and 
 _UNWRAPPABLE_KEYS = ("params", "model", "optimizer_dict")
 
 
-class _TrainerSAM(SAM):
-    """SAM for :class:`DASTrainer`: ``training_step`` runs both passes and restores ``w``;
-    ``step()`` without a closure is then the base optimizer's step."""
+class _PassesInTrainingStep:
+    """Mixin for a two-pass method's class under :class:`DASTrainer`: ``training_step`` has run both passes of
+    every micro-batch and restored ``w``, so ``step()`` without a closure is the second step (the base step with
+    the accumulated gradient)."""
 
     @torch.no_grad()
     def step(self, closure=None):
         if closure is not None:
             return super().step(closure)
-        self.restore()
-        self.base_optimizer.step()
+        self.second_step()
         return None
+
+
+@functools.cache
+def _trainer_class(cls: type) -> type:
+    """``cls`` stepped by :class:`DASTrainer` (``_TrainerSAM`` for SAM: a private name, so its state dict
+    names the public class)."""
+    return type(f"_Trainer{cls.__name__}", (_PassesInTrainingStep, cls), {"__module__": __name__})
 
 
 class _ScaleWatchCallback(TrainerCallback):
@@ -183,7 +207,8 @@ def _method_settings(method: str, kwargs: dict[str, Any]) -> tuple[Method, Metho
         )
     if method in REGISTRY and method not in runnable:  # e.g. LookSAM: its k-periodic second pass has no Trainer hook
         raise ValueError(
-            f"DASTrainer does not run method {method!r} (its step is not wired into the Trainer's micro-batches); "
+            f"DASTrainer does not run method {method!r} (it takes more than one pass, and only a step in phases "
+            f"{'/'.join(_PHASES)} without a step hook of its own fits the Trainer's micro-batches); "
             f"use one of {', '.join(runnable)}, or `tensordas finetune --optimizer {method}`"
         )
     if method not in runnable:
@@ -263,11 +288,10 @@ class DASTrainer(Trainer):
                 f"optimizer is used as is, so build it with tensordas.{cls.__name__}(...), or leave optimizers out "
                 "(DASTrainer then wraps args.optim), or pass method='base'"
             )
-        if self.spec.needs_closure:
-            if type(opt) is SAM:
-                opt.__class__ = _TrainerSAM  # same state; step() without a closure after training_step's passes
-            elif not isinstance(opt, _TrainerSAM):
-                raise ValueError(f"method={self.method!r} supports tensordas.SAM itself, not the subclass {name}")
+        if self.spec.needs_closure and not isinstance(opt, _PassesInTrainingStep):
+            if type(opt) is not cls:
+                raise ValueError(f"method={self.method!r} supports {cls.__name__} itself, not the subclass {name}")
+            opt.__class__ = _trainer_class(cls)  # same state; step() without a closure after training_step's passes
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
         self._num_training_steps = num_training_steps
@@ -289,7 +313,7 @@ class DASTrainer(Trainer):
             groups = self.core_groups if self.core_groups is not None else find_core_groups(opt_model)
         options = {o: getattr(self.settings, o) for o in OPTIONS}
         extra = self.spec.kwargs(options, core_groups=groups, total_steps=total_steps)
-        cls = _TrainerSAM if self.spec.needs_closure else self.spec.cls
+        cls = _trainer_class(self.spec.cls) if self.spec.needs_closure else self.spec.cls
         saved = self.optimizer_cls_and_kwargs
         self.optimizer_cls_and_kwargs = (cls, {"base_optimizer": base_cls, **extra, **base_kwargs})
         try:
@@ -297,9 +321,10 @@ class DASTrainer(Trainer):
         finally:
             self.optimizer_cls_and_kwargs = saved
 
-    def _sam(self) -> _TrainerSAM | None:
+    def _two_pass_optimizer(self) -> _PassesInTrainingStep | None:
+        """The optimizer whose passes :meth:`training_step` runs (``None`` for a one-pass method)."""
         opt = self.optimizer
-        while opt is not None and not isinstance(opt, _TrainerSAM):
+        while opt is not None and not isinstance(opt, _PassesInTrainingStep):
             opt = getattr(opt, "optimizer", None)  # accelerate's AcceleratedOptimizer wraps ours
         return opt
 
@@ -309,21 +334,21 @@ class DASTrainer(Trainer):
         inputs: dict[str, Any],
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
-        """One micro-batch; for SAM two passes (at ``w`` and ``w + e``), adding the SAM gradient to the
-        gradient accumulated so far. Returns the loss at ``w``."""
-        sam = self._sam()
-        if sam is None:
+        """One micro-batch; for a two-pass method (SAM) two passes, at ``w`` and ``w + e``, adding the gradient at
+        ``w + e`` to the gradient accumulated so far. Returns the loss at ``w``."""
+        opt = self._two_pass_optimizer()
+        if opt is None:
             return super().training_step(model, inputs, num_items_in_batch)
-        params = [p for group in sam.param_groups for p in group["params"]]
+        params = [p for group in opt.param_groups for p in group["params"]]
         accumulated = [p.grad for p in params]  # earlier micro-batches of this accumulation window
         for p in params:
             p.grad = None
         loss = super().training_step(model, inputs, num_items_in_batch)
-        sam.first_step(zero_grad=True)
+        opt.first_step(zero_grad=True)
         try:
             super().training_step(model, inputs, num_items_in_batch)
         finally:
-            sam.restore()
+            opt.restore()
         with torch.no_grad():
             for p, g in zip(params, accumulated):
                 if g is not None:
