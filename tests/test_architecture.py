@@ -4,8 +4,12 @@ another package, and no module is left that nothing imports (a shim kept "until 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "tensordas"
@@ -70,7 +74,13 @@ def test_the_check_sees_a_private_import_across_packages(tmp_path, monkeypatch):
 
 
 # Imported by users themselves, never by the package: the Trainer integration needs the optional transformers.
-USER_ENTRY_MODULES = {"tensordas.adapters.hf"}
+USER_ENTRY_MODULES = {"tensordas.integrations.trainer"}
+# Old import paths kept for one release: importing one warns and gives the module that replaced it.
+MOVED_MODULES = {
+    "tensordas.adapters.hf": "tensordas.integrations.trainer",
+    "tensordas.adapters.peft_discovery": "tensordas.integrations.peft",
+    "tensordas.adapters.tltorch_discovery": "tensordas.integrations.tltorch",
+}
 
 
 def test_every_module_is_imported_somewhere():
@@ -86,9 +96,55 @@ def test_every_module_is_imported_somewhere():
         parts = list(path.relative_to(SRC).with_suffix("").parts)
         if parts[-1] in ("__init__", "__main__"):
             continue
-        if tuple(parts) not in imported and ".".join(parts) not in USER_ENTRY_MODULES:
+        if tuple(parts) not in imported and ".".join(parts) not in USER_ENTRY_MODULES | MOVED_MODULES.keys():
             unused.append(".".join(parts))
     assert unused == []
+
+
+@pytest.mark.parametrize("old", sorted(MOVED_MODULES))
+def test_a_moved_module_warns_with_its_removal_release_and_is_the_new_module(old, monkeypatch):
+    """No silent shim: each old path warns (FutureWarning, the release that removes it, where to import from)."""
+    new = MOVED_MODULES[old]
+    if new in USER_ENTRY_MODULES:
+        pytest.importorskip("transformers")
+    monkeypatch.delitem(sys.modules, old, raising=False)  # a fresh import, as in a new process
+    with pytest.warns(
+        FutureWarning, match=rf"{re.escape(old)} is deprecated.*removed in tensordas 0\.3.*{re.escape(new)}"
+    ):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)
+
+
+def integrations_importers() -> list[str]:
+    """The modules (but the integrations, the package root and the moved modules) that import tensordas.integrations."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts)
+        if name.startswith("tensordas.integrations") or name == "tensordas.__init__" or name in MOVED_MODULES:
+            continue
+        for parts, names in _imports(path):
+            if any(target[:2] == ["tensordas", "integrations"] for target in [parts] + [parts + [n] for n in names]):
+                found.append(f"{name} imports {'.'.join(parts)} {names}")
+    return found
+
+
+def test_nothing_in_the_package_imports_the_integrations_but_its_root():
+    """integrations sits on top (docs/architecture.md): the package root imports it to register its hooks, the
+    moved modules point into it; any other importer would be an arrow back up."""
+    assert integrations_importers() == []
+
+
+def test_the_layering_check_sees_an_import_of_the_integrations(tmp_path, monkeypatch):
+    pkg = tmp_path / "tensordas"
+    for folder in ("integrations", "optim", "training"):
+        (pkg / folder).mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from . import integrations\n")
+    (pkg / "optim" / "sam.py").write_text("from .. import integrations\n")
+    (pkg / "training" / "methods.py").write_text("from ..integrations.peft import X\n")
+    monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    found = integrations_importers()
+    assert [f.split()[0] for f in found] == ["tensordas.optim.sam", "tensordas.training.methods"]
 
 
 def test_the_command_reference_names_every_method_and_option():

@@ -1,6 +1,7 @@
 """DAS and SAM under transformers.Trainer: gradient accumulation gives the full-batch update."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import tensordas as td
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
-hf = pytest.importorskip("tensordas.adapters.hf")
+hf = pytest.importorskip("tensordas.integrations.trainer")
 
 F64 = torch.float64
 LR, ALPHA, RHO = 0.1, 300.0, 0.05
@@ -207,7 +208,7 @@ def test_decaying_alpha_uses_trainer_steps_and_bad_settings_raise(tmp_path):
     with pytest.raises(ValueError, match="-1"):
         hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, alpha=-1.0)
     for method in ("msam", "msam-das"):  # their weights rest at a perturbed point the Trainer would evaluate
-        assert method not in hf.METHODS
+        assert method not in hf.trainer_methods()
         with pytest.raises(ValueError, match=f"method '{method}'.*perturbed point"):
             hf.DASTrainer(model=model, args=training_args(tmp_path, 2, 1), train_dataset=data, method=method)
 
@@ -306,3 +307,94 @@ def test_the_old_methods_tuple_warns_with_its_removal_release():
     with pytest.warns(FutureWarning, match="removed in tensordas 0.3"):
         old = hf.METHODS
     assert old == hf.trainer_methods() and "looksam" not in old and {"base", "sam", "das"} <= set(old)
+
+
+class PhasedSAM(torch.optim.Optimizer):
+    """SAM in plain per-parameter loops, not a td.SAM: it shares only the phases (first_step, restore,
+    second_step) and the registry's needs_closure with it."""
+
+    def __init__(self, params, base_optimizer, rho=0.05, **kwargs):
+        super().__init__(params, {"rho": rho, **kwargs})
+        self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
+        self.param_groups, self.state = self.base_optimizer.param_groups, self.base_optimizer.state
+        self.saved = {}
+
+    @torch.no_grad()
+    def first_step(self, zero_grad=False):
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params))
+        for group in self.param_groups:
+            for p in (p for p in group["params"] if p.grad is not None):
+                self.saved[p] = p.clone()
+                p.add_(group["rho"] * p.grad / (norm + 1e-12))
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def restore(self):
+        for p, w in self.saved.items():
+            p.copy_(w)
+        self.saved = {}
+
+    @torch.no_grad()
+    def second_step(self, zero_grad=False):
+        self.restore()
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure):
+        loss = closure()
+        self.first_step(zero_grad=True)
+        closure()
+        self.second_step()
+        return loss
+
+
+@pytest.fixture
+def phased_sam(monkeypatch):
+    """A two-pass method registered by a user: ``phased-sam`` (PhasedSAM) and ``closure-only`` (two passes through
+    its own step(closure) alone, which the Trainer's micro-batches cannot drive)."""
+    from tensordas.training.methods import METHODS, RHO, Method
+
+    entry = Method("phased-sam", "SAM in phases", PhasedSAM, options=(RHO,), strength="rho", needs_closure=True)
+    monkeypatch.setitem(METHODS, "phased-sam", entry)
+    closure_only = Method("closure-only", "two passes in step()", torch.optim.SGD, needs_closure=True)
+    monkeypatch.setitem(METHODS, "closure-only", closure_only)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_a_two_pass_method_runs_under_the_trainer_by_its_phases_not_by_subclassing_sam(
+    tmp_path, phased_sam, accumulation
+):
+    """Read from the registry: needs_closure and the phases, not issubclass(td.SAM). Without accumulation it is
+    td.SAM's full-batch step; with it, the same per-micro-batch SAM as td.SAM under the Trainer."""
+    assert not issubclass(PhasedSAM, td.SAM)
+    assert "phased-sam" in hf.trainer_methods() and "closure-only" not in hf.trainer_methods()
+    data = dataset()
+    if accumulation == 1:
+        reference = sam_reference(lora_classifier(), data)
+    else:
+        reference = lora_classifier()
+        args = training_args(tmp_path / "sam", 2, 2)
+        InOrderTrainer(model=reference, args=args, train_dataset=data, method="sam", rho=RHO).train()
+    model = lora_classifier()
+    args = training_args(tmp_path, 4 // accumulation, accumulation)
+    trainer = InOrderTrainer(model=model, args=args, train_dataset=data, method="phased-sam", rho=RHO)
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer, PhasedSAM)
+    assert_same_update(model, reference, rtol=1e-9)
+    with pytest.raises(ValueError, match="does not run method 'closure-only'.*first_step/restore/second_step"):
+        hf.DASTrainer(model=model, args=args, train_dataset=data, method="closure-only")
+
+
+def test_sam_under_the_trainer_warns_of_a_non_finite_gradient_as_its_own_step_does(tmp_path):
+    """The Trainer's step is SAM's second_step(), so SAM's nonfinite handling holds there too (it warned nowhere
+    while the step was restore + the base step)."""
+    model, data = lora_classifier(), dataset()
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lora_B" in n)[0, 0] = float("nan")
+    trainer = hf.DASTrainer(model=model, args=training_args(tmp_path, 4, 1), train_dataset=data, method="sam", rho=RHO)
+    with pytest.warns(RuntimeWarning, match="first-pass gradient was not finite"):
+        trainer.train()
+    assert trainer.optimizer.optimizer.nonfinite_steps == 1

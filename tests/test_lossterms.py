@@ -334,10 +334,9 @@ def test_das_plus_saf_scales_the_cores_and_adds_the_trajectory_loss(digits):
 
 def test_the_trainer_integration_refuses_a_loss_term_method():
     pytest.importorskip("transformers")
-    from tensordas.adapters.hf import METHODS as TRAINER_METHODS
-    from tensordas.adapters.hf import _method_settings
+    from tensordas.integrations.trainer import _method_settings, trainer_methods
 
-    assert "jreg" not in TRAINER_METHODS and "das" in TRAINER_METHODS
+    assert "jreg" not in trainer_methods() and "das" in trainer_methods()
     with pytest.raises(ValueError, match="loss term"):
         _method_settings("das+jreg", {})
 

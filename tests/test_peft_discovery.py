@@ -8,7 +8,6 @@ from _scale_invariance import assert_euler_identity, assert_unit_product_scaling
 from conftest import reference_scales
 
 import tensordas as td
-import tensordas.adapters  # noqa: F401  (registers the PEFT finder)
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")

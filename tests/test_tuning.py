@@ -286,7 +286,7 @@ def test_looksam_resumes_exactly_from_its_state_dict():
 
 def test_dastrainer_refuses_looksam_with_a_clear_message():
     pytest.importorskip("transformers")
-    from tensordas.adapters.hf import _method_settings
+    from tensordas.integrations.trainer import _method_settings
 
     with pytest.raises(ValueError, match="DASTrainer does not run method 'looksam'"):
         _method_settings("looksam", {})
@@ -295,17 +295,18 @@ def test_dastrainer_refuses_looksam_with_a_clear_message():
 def test_looksam_is_compared_and_a_missing_pytorch_optimizer_is_one_clear_line(monkeypatch):
     import sys
 
-    from tensordas.training import METHODS, _looksam
+    from tensordas.optim import looksam
+    from tensordas.training import METHODS
 
     assert "looksam" in td.training.compared_methods()
     monkeypatch.setitem(sys.modules, "pytorch_optimizer", None)
-    _looksam.looksam_class.cache_clear()
+    looksam.looksam_class.cache_clear()
     try:
         with pytest.raises(ImportError, match="needs pytorch-optimizer"):
             _ = METHODS["looksam"].wrapper
         assert td.training.method_of(torch.optim.SGD(torch.nn.Linear(1, 1).parameters())).name == "base"
     finally:
-        _looksam.looksam_class.cache_clear()
+        looksam.looksam_class.cache_clear()
 
 
 # --- label noise in compress and finetune --------------------------------------------------------------------

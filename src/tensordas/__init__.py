@@ -2,7 +2,9 @@
 models, applied explicitly in one forward and backward pass, and the comparisons that measure whether it
 delivers SAM's gain (README: on our bundled experiments it does not)."""
 
-from . import adapters  # noqa: F401 -- registers the PEFT and tltorch core-group finders (imports neither)
+# td.adapters without an import of its own; integrations registers the PEFT and tltorch core-group finders and
+# Lightning's SAM closure check (importing none of those packages).
+from . import adapters, integrations  # noqa: F401
 from .core_groups import CoreGroup, find_core_groups, register_core_group_finder, unregister_core_group_finder
 from .layers import TensorizedConv2d, TensorizedLinear, from_dense, tensorize
 from .metrics import GroupStats, group_stats, norm_deviation, norm_grad_covariance

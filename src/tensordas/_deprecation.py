@@ -1,13 +1,29 @@
-"""Keyword renames that keep the old keyword working for a while, with a ``DeprecationWarning``."""
+"""Old names kept working for a while: keyword renames (``DeprecationWarning``) and moved modules
+(``FutureWarning`` naming the release that removes them, as timm does)."""
 
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+REMOVAL_RELEASE = "tensordas 0.3"
+
+
+def moved_module(old: str, new: str) -> None:
+    """Make module ``old`` (the caller, at import) the module ``new``, warning that ``old`` goes in
+    :data:`REMOVAL_RELEASE`. Every name of ``new``, private ones included, is then reachable under ``old``."""
+    warnings.warn(
+        f"{old} is deprecated and will be removed in {REMOVAL_RELEASE}: import {new} instead",
+        FutureWarning,
+        stacklevel=3,  # the statement importing ``old`` (the import machinery's frames are skipped)
+    )
+    sys.modules[old] = importlib.import_module(new)
 
 
 def renamed_keyword(old: str, new: str) -> Callable[[F], F]:

@@ -12,7 +12,7 @@ DAS/BAR, a module's own ``core_groups()`` method and a finder registered with
 Groups found in a model are named by the module path plus the name the module or finder gave
 (``"blocks.0.tt"``), so two layers never come back under one name. The project's own
 decompositions, layers and adapters implement ``core_groups()``; PEFT's tuners and
-TensorLy-Torch's factorized tensors are recognised by finders (``tensordas.adapters``).
+TensorLy-Torch's factorized tensors are recognised by finders (``tensordas.integrations``).
 """
 
 from __future__ import annotations

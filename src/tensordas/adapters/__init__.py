@@ -1,17 +1,13 @@
-"""Parameter-efficient fine-tuning: core groups of PEFT tuners and tensorized adapters.
+"""Parameter-efficient fine-tuning: tensorized adapters.
 
-- Importing this package registers core-group finders for Hugging Face PEFT layers
-  (LoRA, AdaLoRA, LoHa, LoKr; see :mod:`.peft_discovery`) and TensorLy-Torch factorized tensors
-  and layers (:mod:`.tltorch_discovery`), without importing ``peft`` or ``tltorch``.
 - Tensorized adapters in PEFT's style, one folder per method: :class:`FLoRAConfig` (Tucker,
   ``Delta W = A E B``) and :class:`LoRETTAConfig` (tensor train), put on any model with
   :func:`inject_adapter`, saved/loaded with :func:`save_adapter`/:func:`load_adapter`, merged with
   :func:`merge_adapter`; each adapter layer exposes ``core_groups()``.
-- :mod:`tensordas.adapters.hf` (imported explicitly; needs ``transformers``) runs DAS and SAM
-  under ``transformers.Trainer``.
+- The core groups of Hugging Face PEFT tuners and TensorLy-Torch layers, and the ``transformers.Trainer``
+  integration, are in :mod:`tensordas.integrations`.
 """
 
-from . import peft_discovery, tltorch_discovery
 from .base import AdapterConfig, AdapterLayer
 from .flora import FLoRAConfig, FLoRALinear
 from .loretta import LoRETTAConfig, LoRETTALinear
@@ -43,8 +39,6 @@ __all__ = [
     "inject_adapter",
     "load_adapter",
     "merge_adapter",
-    "peft_discovery",
     "register_adapter",
     "save_adapter",
-    "tltorch_discovery",
 ]

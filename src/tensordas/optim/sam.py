@@ -36,13 +36,35 @@ from typing import Any
 import torch
 
 from ._dtensor import all_reduce_sum, is_dtensor, local, shard_group
-from ._lightning import check_sam_closure
 from ._nonfinite import NonfiniteCounter, check_nonfinite_mode, nonfinite_flags
 from ._wrapper import BaseOptimizerWrapper, check_dense_grads, check_non_negative
 
-__all__ = ["SAM"]
+__all__ = ["SAM", "register_closure_check", "unregister_closure_check"]
 
 _EPS = 1e-12
+
+# A closure check looks at the closure handed to SAM.step and raises ValueError when the framework that built it
+# would make SAM's two passes wrong (tensordas.integrations.lightning registers Lightning's); None when it is fine.
+ClosureCheck = Callable[[Callable[[], Any]], None]
+_CLOSURE_CHECKS: dict[str, ClosureCheck] = {}
+
+
+def register_closure_check(name: str, check: ClosureCheck) -> None:
+    """Register ``check(closure)``, called by :meth:`SAM.step` before its first pass.
+
+    For training frameworks that build the closure themselves: the check refuses, with a ``ValueError``,
+    settings under which calling that closure twice would be a silently wrong step. Optim stays free of
+    any framework's knowledge; the framework's module in :mod:`tensordas.integrations` registers it.
+    """
+    if name in _CLOSURE_CHECKS:
+        raise ValueError(f"a SAM closure check named {name!r} is already registered")
+    _CLOSURE_CHECKS[name] = check
+
+
+def unregister_closure_check(name: str) -> None:
+    """Remove the closure check registered under ``name``."""
+    if _CLOSURE_CHECKS.pop(name, None) is None:
+        raise ValueError(f"no SAM closure check named {name!r} is registered")
 
 
 class SAM(BaseOptimizerWrapper):
@@ -240,7 +262,8 @@ class SAM(BaseOptimizerWrapper):
                 "loss (or call first_step()/second_step() yourself; under Lightning, precision='16-mixed' steps "
                 "without a closure: use 'bf16-mixed' or '32-true')"
             )
-        check_sam_closure(closure)  # Lightning settings that would make the two passes wrong
+        for check in _CLOSURE_CHECKS.values():  # e.g. Lightning settings that would make the two passes wrong
+            check(closure)
         with torch.enable_grad():
             loss = closure()
         self.first_step(zero_grad=True)

@@ -30,8 +30,8 @@ from torch.optim import Optimizer
 
 from ..optim import BAR, DAS, MSAM, MSAMDAS, SAM
 from ..optim.das import GRAD_NORMS, VARIANTS
+from ..optim.looksam import looksam_class, looksam_step
 from ..optim.schedules import ALPHA_SCHEDULES
-from ._looksam import looksam_class, looksam_step
 from .lossterms import JREG, MESA, SAF, LossTerm
 
 __all__ = [

@@ -6,7 +6,8 @@ pytorch-optimizer's ``LookSAM.step(closure)`` evaluates the closure twice on eve
 the library's class lacks for our engine: ``state_dict``/``load_state_dict`` that keep the base
 optimizer's state (momentum, Adam moments) beside LookSAM's own (its step counter, the stored
 direction), so a resumed run continues exactly. pytorch-optimizer is an optional dependency (the
-``all`` extra), imported on first use.
+``all`` extra), imported on first use. The method registry (``training/methods.py``, entry ``looksam``)
+builds and steps it through these two.
 """
 
 from __future__ import annotations

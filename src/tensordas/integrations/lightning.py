@@ -1,4 +1,8 @@
-"""What SAM's closure-driven step cannot do under PyTorch Lightning, refused with a clear error.
+"""PyTorch Lightning: what SAM's closure-driven step cannot do under it, refused with a clear error.
+
+``td.DAS`` and ``td.SAM`` returned from ``configure_optimizers`` need nothing else (docs/integrations.md,
+section 4). This module registers :func:`check_sam_closure` with :func:`tensordas.optim.sam.register_closure_check`
+when ``tensordas`` is imported, so every ``SAM.step(closure)`` runs it.
 
 In automatic optimization Lightning calls ``optimizer.step(closure)`` (through its precision
 plugin, as ``functools.partial(Precision._wrap_closure, module, optimizer, closure)``), where the
@@ -24,8 +28,11 @@ import functools
 import sys
 from typing import Any
 
-__all__ = ["check_sam_closure", "lightning_module_of"]
+from ..optim.sam import register_closure_check
 
+__all__ = ["LIGHTNING_CHECK_NAME", "check_sam_closure", "lightning_module_of"]
+
+LIGHTNING_CHECK_NAME = "PyTorch Lightning (accumulate_grad_batches, value clipping)"
 _PACKAGES = ("lightning.pytorch", "pytorch_lightning")
 
 
@@ -61,3 +68,6 @@ def check_sam_closure(closure: Any) -> None:
             "so SAM would perturb along an element-wise clipped gradient; use gradient_clip_algorithm='norm' "
             "(it leaves SAM's perturbation unchanged) or clip in manual optimization"
         )
+
+
+register_closure_check(LIGHTNING_CHECK_NAME, check_sam_closure)
