@@ -246,19 +246,19 @@ def test_float32_paths_agree():
 
 
 def test_registry_entry_is_a_preset_with_its_own_strength(net):
-    from tensordas.training.methods import METHODS, method_of
+    from tensordas.training.methods import METHODS, OPTIONS, method_of
 
     method = METHODS["das-gradient"]
     assert method.compared and method.strength == "das_gradient_alpha" and method.fixed == {"variant": "gradient"}
     assert len(method.grid) == 3
     opt = method.build(
-        net.parameters(), torch.optim.SGD, {"lr": 0.1}, {**{o.name: o.default for o in method.options},
+        net.parameters(), torch.optim.SGD, {"lr": 0.1}, {**{o: OPTIONS[o].default for o in method.options},
                                                            "das_gradient_alpha": 0.7},
         core_groups=net.groups(), total_steps=5,
     )  # fmt: skip
     assert opt.variant == "gradient" and opt.alpha == 0.7 and method_of(opt) is method
     plain = METHODS["das"].build(
-        net.parameters(), torch.optim.SGD, {"lr": 0.1}, {o.name: o.default for o in METHODS["das"].options},
+        net.parameters(), torch.optim.SGD, {"lr": 0.1}, {o: OPTIONS[o].default for o in METHODS["das"].options},
         core_groups=net.groups(), total_steps=5,
     )  # fmt: skip
     assert method_of(plain) is METHODS["das"]
@@ -266,7 +266,7 @@ def test_registry_entry_is_a_preset_with_its_own_strength(net):
 
 def test_the_balance_preset_adds_the_drift_and_the_pull_to_the_gradients(net):
     """das-gradient-balance: one step is SGD on g_k + c_k G_k with c_k from the formula with beta = 0.1."""
-    from tensordas.training.methods import GRADIENT_BALANCE, METHODS, method_of
+    from tensordas.training.methods import GRADIENT_BALANCE, METHODS, OPTIONS, method_of
 
     method = METHODS["das-gradient-balance"]
     assert method.compared and method.fixed == {"variant": "gradient", "balance": GRADIENT_BALANCE} == {
@@ -275,7 +275,7 @@ def test_the_balance_preset_adds_the_drift_and_the_pull_to_the_gradients(net):
     }
     alpha, lr = 3.0, 0.05
     ref = TwoGroupNet()
-    settings = {**{o.name: o.default for o in method.options}, "das_gradient_balance_alpha": alpha}
+    settings = {**{o: OPTIONS[o].default for o in method.options}, "das_gradient_balance_alpha": alpha}
     opt = method.build(net.parameters(), torch.optim.SGD, {"lr": lr}, settings, core_groups=net.groups(),
                        total_steps=5)  # fmt: skip
     assert opt.balance == 0.1 and opt.variant == "gradient" and method_of(opt) is method

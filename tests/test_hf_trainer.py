@@ -288,10 +288,9 @@ def test_sam_with_accumulation_is_not_full_batch_sam(tmp_path):
 
 def test_a_method_registered_later_runs_under_the_trainer(tmp_path, monkeypatch):
     """The Trainer reads the registry when asked: a DAS preset registered by a user runs as DAS does."""
-    from tensordas.training.methods import ALPHA as ALPHA_OPTION
     from tensordas.training.methods import METHODS, Method
 
-    entry = Method("das-copy", "DAS again", td.DAS, options=(ALPHA_OPTION,), strength="alpha", needs_core_groups=True)
+    entry = Method("das-copy", "DAS again", td.DAS, options=("alpha",), strength="alpha", needs_core_groups=True)
     monkeypatch.setitem(METHODS, "das-copy", entry)
     assert "das-copy" in hf.trainer_methods()
     model, data = lora_classifier(), dataset()

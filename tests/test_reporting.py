@@ -208,28 +208,42 @@ def test_progress_bar_draws_on_a_terminal_and_is_silent_elsewhere():
     assert quiet.getvalue() == ""
 
 
-def test_task_labels_get_their_method_colour():
-    from tensordas.reporting import OPTIMIZER_COLORS
+def test_task_labels_get_their_method_colour_and_style_from_the_registry():
+    from tensordas.training import METHODS
 
-    series = {name: {"step": [0, 1], "Q": [1.0, 0.5]} for name in ("sgd", "sam(sgd)", "das(sgd)")}
-    fig = line_panels(series, "step", ["Q"])
-    colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
-    assert colours == {
-        "sgd": OPTIMIZER_COLORS["base"],
-        "sam(sgd)": OPTIMIZER_COLORS["SAM"],
-        "das(sgd)": OPTIMIZER_COLORS["DAS"],
+    names = ("sgd", "sam(sgd)", "das(sgd)", "SAM", "GD")
+    fig = line_panels({n: {"step": [0, 1], "Q": [1.0, 0.5]} for n in names}, "step", ["Q"])
+    styles = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in fig.axes[0].get_lines()}
+    sam, das, base = (METHODS[m] for m in ("sam", "das", "base"))
+    assert styles == {
+        "sgd": (base.color, "-"),
+        "sam(sgd)": (sam.color, sam.linestyle),
+        "das(sgd)": (das.color, das.linestyle),
+        "SAM": (sam.color, sam.linestyle),  # the dynamics study's curve labels
+        "GD": (base.color, "-"),
     }
+    assert len({sam.color, das.color, base.color}) == 3 and {sam.linestyle, das.linestyle} == {"--", ":"}
 
 
-def test_a_method_the_colour_table_does_not_know_gets_its_own_colour_not_the_base_s():
-    from tensordas.reporting import OPTIMIZER_COLORS
+def test_a_method_without_a_colour_of_its_own_gets_one_from_its_name_not_the_base_s():
+    from tensordas.training import METHODS
 
-    names = ("sgd", "looksam(sgd)", "looksam(adam)", "msam(sgd)")
+    names = ("sgd", "looksam(sgd)", "looksam(adam)", "msam(sgd)", "MSAM", "DAS-gradient", "das-gradient(sgd)")
     fig = line_panels({n: {"step": [0, 1], "Q": [1.0, 0.5]} for n in names}, "step", ["Q"])
     colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert METHODS["looksam"].color is None and METHODS["msam"].color is None
     assert colours["looksam(sgd)"] == colours["looksam(adam)"]  # one method, one colour in every figure
-    assert colours["looksam(sgd)"] not in (colours["sgd"], OPTIMIZER_COLORS["SAM"], OPTIMIZER_COLORS["DAS"])
-    assert colours["msam(sgd)"] != OPTIMIZER_COLORS["base"]
+    assert colours["looksam(sgd)"] not in (colours["sgd"], METHODS["sam"].color, METHODS["das"].color)
+    assert colours["msam(sgd)"] == colours["MSAM"] != METHODS["base"].color
+    assert colours["DAS-gradient"] == colours["das-gradient(sgd)"] != colours["sgd"]
+
+
+def test_an_explicit_style_overrides_the_method_s():
+    fig = line_panels(
+        {"das(sgd)": {"step": [0, 1], "Q": [1.0, 0.5]}}, "step", ["Q"], styles={"das(sgd)": ("#000000", "-.")}
+    )
+    (line,) = fig.axes[0].get_lines()
+    assert (line.get_color(), line.get_linestyle()) == ("#000000", "-.")
 
 
 def test_summary_table_marks_diverged_runs():

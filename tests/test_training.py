@@ -134,9 +134,8 @@ def test_each_option_has_one_name_and_reaches_the_optimizer_under_its_keyword():
 def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
     """One entry: configs accept it, the factory builds it, the step function gives it a closure."""
     from tensordas.training import METHODS, Method, compared_optimizers
-    from tensordas.training.methods import RHO
 
-    entry = Method("sam2", "SAM again", td.SAM, options=(RHO,), strength="rho", needs_closure=True)
+    entry = Method("sam2", "SAM again", td.SAM, options=("rho",), strength="rho", needs_closure=True)
     monkeypatch.setitem(METHODS, "sam2", entry)
     cfg = OptimizerConfig(method="sam2", rho=0.1)
     assert cfg.label == "sam2(sgd)" and cfg.record_fields() == {"lr": 0.01, "rho": 0.1}
@@ -152,9 +151,8 @@ def test_a_new_registry_entry_is_a_method_everywhere(monkeypatch):
 def test_a_preset_entry_passes_its_fixed_keywords_to_the_wrapper(monkeypatch):
     """``fixed``: a preset of another method's class (DAS with the authors' formula) is one entry."""
     from tensordas.training import METHODS, Method
-    from tensordas.training.methods import ALPHA
 
-    entry = Method("das-ref", "DAS, reference formula", td.DAS, options=(ALPHA,), strength="alpha",
+    entry = Method("das-ref", "DAS, reference formula", td.DAS, options=("alpha",), strength="alpha",
                    needs_core_groups=True, fixed={"variant": "reference"}, grid=(0.1, 1.0))  # fmt: skip
     monkeypatch.setitem(METHODS, "das-ref", entry)
     net = TwoGroupNet()
@@ -171,12 +169,13 @@ def test_a_preset_entry_passes_its_fixed_keywords_to_the_wrapper(monkeypatch):
     ],
 )
 def test_invalid_registry_entries_are_refused(entry, needle):
-    from tensordas.training.methods import ALPHA, METHODS, Method, _collect_options
+    from tensordas.training.methods import METHODS, Method, register_method
 
-    options = METHODS["das"].options if entry.pop("options", None) == "das" else (ALPHA,)
+    options = METHODS["das"].options if entry.pop("options", None) == "das" else ("alpha",)
     kwargs = {"strength": "alpha", **entry}
     with pytest.raises(ValueError, match=needle):
-        _collect_options({"x": Method("x", "x", td.DAS, options=options, needs_core_groups=True, **kwargs)})
+        register_method(Method("x", "x", td.DAS, options=options, needs_core_groups=True, **kwargs))
+    assert "x" not in METHODS
 
 
 @pytest.mark.parametrize(
@@ -233,7 +232,7 @@ def test_looksam_is_labelled_per_tensor_and_its_alpha_reaches_the_optimizer():
 
 def test_every_default_grid_has_three_values_and_the_base_grid_scales_the_lr():
     from tensordas.training import GRID_SIZE, METHODS, ComparisonSettings
-    from tensordas.training.methods import _collect_options
+    from tensordas.training.methods import register_method
 
     assert GRID_SIZE == 3
     for name in ("base", "sam", "das", "das-authors", "looksam", "bar"):
@@ -243,4 +242,4 @@ def test_every_default_grid_has_three_values_and_the_base_grid_scales_the_lr():
     assert settings.lr == (0.02, 0.04, 0.08) and settings.rho == METHODS["sam"].grid
     entry = dataclasses.replace(METHODS["sam"], name="x", grid=(0.1, 0.2))
     with pytest.raises(ValueError, match="its grid needs 3 distinct values"):
-        _collect_options({"x": entry})
+        register_method(entry)

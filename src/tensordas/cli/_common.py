@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,7 +23,16 @@ from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
 from ..tasks.grid import edge_picks, parallel_runs
 from ..tasks.tuning import VALIDATION_HELP
-from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, compared_methods
+from ..training import METHODS, OPTIONS, STRENGTHS, compared_methods
+from ._options import (
+    method_option_parameters,
+    methods_help,
+    optimizer_options,
+    option_parameter,
+    parameters_of,
+    run_options,
+    shown,
+)
 
 try:  # typer >= 0.2x vendors click
     from typer._click.exceptions import ClickException, UsageError
@@ -53,11 +62,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-THREADS_HELP = "CPU threads for torch (1 is often fastest for small models on a busy machine)."
-JOBS_HELP = (
-    "Worker processes for the independent (method, seed, candidate) runs, one torch thread each (1: serial). "
-    "Records are the same as with --jobs 1 --threads 1, except measured times and memory."
-)
 
 
 def console() -> Console:
@@ -192,30 +196,6 @@ def run_task(
     )
 
 
-# --- options several commands share, declared once ---------------------------------------------------
-def _option(name: str, kind: Any, default: Any, *flags: str, help: str, **kw: Any) -> inspect.Parameter:
-    """A keyword-only parameter typer reads as ``--flag`` with ``help``."""
-    annotation = Annotated[kind, typer.Option(*flags, help=help, **kw)]
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-
-
-def _shown(default: float | tuple[float, ...]) -> str:
-    """A strength's default as its flag takes it: ``0.1`` or ``0.1,0.2``."""
-    return ",".join(f"{v:g}" for v in default) if isinstance(default, tuple) else f"{default:g}"
-
-
-def _method_option(option: Any, default: Any) -> inspect.Parameter:
-    """The CLI parameter of a method registry option: its flag, type and help come from the registry.
-    A strength is text: one number, or a comma list of the values a tuning grid tries."""
-    flag = option.flag
-    if option.type is bool:
-        flag = f"{flag}/--no-{flag[2:]}"
-    if option.name in STRENGTHS:
-        grid = " A comma list (e.g. 0.01,0.1,1) is a grid: each method picks its value on --validation data."
-        return _option(option.name, str, _shown(default), flag, help=option.help + grid)
-    return _option(option.name, option.type, default, flag, help=option.help)
-
-
 @dataclass(frozen=True)
 class OptionGroup:
     """Options that several commands share: their typer parameters, and how their values become the
@@ -232,43 +212,16 @@ _RUN = ("threads", "jobs", "out", "resume", "progress", "match_tolerance")
 def _comparison_options(
     defaults: dict[str, Any], out: str, resume_help: str, seeds_help: str, supplies: tuple[str, ...] | None = None
 ) -> OptionGroup:
-    """The base optimizer, the methods and one flag per method registry option, seeds, device, and how to run."""
+    """The base optimizer, the methods and one flag per method option, seeds, device, and how to run
+    (:mod:`~tensordas.cli._options`), with the family's defaults."""
     compared = ", ".join(m.upper() if m != "base" else m for m in compared_methods(supplies))
+    helps = {"methods": methods_help(), "compared": compared, "seeds": seeds_help, "resume": resume_help}
+    given = {k: defaults[k] for k in ("base", "momentum", "weight_decay", "device")}
     parameters = (
-        _option("base", str, defaults["base"], "--base", help=f"Base optimizer: {' | '.join(BASE_OPTIMIZERS)}."),
-        _option(
-            "lr", str, _shown(defaults["lr"]), "--lr",
-            help="Learning rate of the base optimizer. A comma list (e.g. 0.025,0.05,0.1) tunes the base "
-            "method over it on --validation data; the other methods then train at its middle value.",
-        ),
-        _option("momentum", float, defaults["momentum"], "--momentum", help="SGD momentum."),
-        _option("weight_decay", float, defaults["weight_decay"], "--weight-decay", help="Base optimizer weight decay."),
-        _option(
-            "optimizer", str, "das", "--optimizer",
-            help=f"Method: {' | '.join(METHODS)} (or several: das,sam). "
-            + "; ".join(f"{m.name}: {m.title}" for m in METHODS.values()) + ".",
-        ),
-        _option("compare", bool, False, "--compare", help=f"Run {compared} (overrides --optimizer)."),
-        _option(
-            "tune", bool, False, "--tune",
-            help="Tune every method, the base included, over its default grid of 3 values (base: --lr x "
-            "0.5, 1, 2; the others: docs/experiments.md) on --validation data; a value picked at a grid's "
-            "edge gets one more candidate past it. A strength given as a list keeps that list.",
-        ),
-        *(_method_option(o, defaults[o.name]) for o in OPTIONS.values()),
-        _option("seeds", str, "0", "--seeds", help=seeds_help),
-        _option("device", str, defaults["device"], "--device", help="cpu | cuda | cuda:N."),
-        _option("threads", int | None, None, "--threads", min=1, help=THREADS_HELP),
-        _option("jobs", int, 1, "--jobs", min=1, help=JOBS_HELP),
-        _option("out", Path, Path(out), "--out", help="Output folder."),
-        _option("resume", bool, True, "--resume/--no-resume", help=resume_help),
-        _option("progress", bool, True, "--progress/--no-progress", help="Show a progress bar (only on a terminal)."),
-        _option(
-            "match_tolerance", float | None, None, "--match-tolerance", min=0.0,
-            help="Verdict: a method matches SAM when it gains over the base and its interval to SAM lies "
-            "within ±this (default: the metric's, 0.01 for accuracy/R²/F1).",
-        ),
-    )  # fmt: skip
+        *parameters_of(optimizer_options, {**given, "lr": shown(defaults["lr"])}, helps),
+        *method_option_parameters(defaults),
+        *parameters_of(run_options, {**given, "out": Path(out)}, helps),
+    )
 
     def settings(values: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in values.items() if k not in ("optimizer", "compare", *_RUN)}
@@ -296,16 +249,17 @@ def _datasets_help(kind: str) -> str:
 def classification_data_options(defaults: dict[str, Any]) -> OptionGroup:
     """The classification data options of the families that train classifiers (noisy, compress)."""
     parameters = (
-        _option("data", str, defaults["data"], "--data",
-                help=_datasets_help("classification") + " | an .npz file with arrays X and y."),
-        _option("data_dir", Path | None, None, "--data-dir",
-                help="Folder with torchvision's cifar-10-batches-py (for --data cifar10)."),
-        _option("download", bool, False, "--download",
-                help="Fetch CIFAR-10 into --data-dir with torchvision if it is missing."),
-        _option("test_fraction", float, defaults["test_fraction"], "--test-fraction",
-                help="Share of each class held out for testing (digits, .npz without X_test)."),
-        _option("train_size", int | None, None, "--train-size", help="Keep this many random training samples."),
-        _option("test_size", int | None, None, "--test-size", help="Keep this many random test samples."),
+        option_parameter("data", str, defaults["data"], "--data",
+                         help=_datasets_help("classification") + " | an .npz file with arrays X and y."),
+        option_parameter("data_dir", Path | None, None, "--data-dir",
+                         help="Folder with torchvision's cifar-10-batches-py (for --data cifar10)."),
+        option_parameter("download", bool, False, "--download",
+                         help="Fetch CIFAR-10 into --data-dir with torchvision if it is missing."),
+        option_parameter("test_fraction", float, defaults["test_fraction"], "--test-fraction",
+                         help="Share of each class held out for testing (digits, .npz without X_test)."),
+        option_parameter("train_size", int | None, None, "--train-size",
+                         help="Keep this many random training samples."),
+        option_parameter("test_size", int | None, None, "--test-size", help="Keep this many random test samples."),
     )  # fmt: skip
 
     def settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -317,17 +271,17 @@ def classification_data_options(defaults: dict[str, Any]) -> OptionGroup:
 def label_noise_options(defaults: dict[str, Any]) -> OptionGroup:
     """``--noise`` and ``--noise-type``: label noise on the training labels (noisy, compress)."""
     parameters = (
-        _option("noise", float, defaults["noise"], "--noise",
-                help="Label-noise rate in [0, 1) (training and validation labels; test labels stay clean)."),
-        _option("noise_type", str, defaults["noise_type"], "--noise-type",
-                help="symmetric (uniform over the other classes) | asymmetric (class-pair flips)."),
+        option_parameter("noise", float, defaults["noise"], "--noise",
+                         help="Label-noise rate in [0, 1) (training and validation labels; test labels stay clean)."),
+        option_parameter("noise_type", str, defaults["noise_type"], "--noise-type",
+                         help="symmetric (uniform over the other classes) | asymmetric (class-pair flips)."),
     )  # fmt: skip
     return OptionGroup(parameters, lambda values: values)
 
 
 def validation_option(defaults: dict[str, Any]) -> OptionGroup:
     """``--validation``: the share of the training data held out to tune the strengths (families that have it)."""
-    parameters = (_option("validation", float | None, None, "--validation", help=VALIDATION_HELP),)
+    parameters = (option_parameter("validation", float | None, None, "--validation", help=VALIDATION_HELP),)
     return OptionGroup(parameters, lambda values: values)
 
 

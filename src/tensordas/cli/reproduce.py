@@ -14,7 +14,8 @@ import typer
 from ..reporting.verdicts import verdict_table
 from ..reproduce import run_reproduce
 from ..tasks import TASKS
-from ._common import THREADS_HELP, UsageError, console
+from ._common import UsageError, console
+from ._options import THREADS_HELP
 
 
 def reproduce_command(

@@ -5,12 +5,11 @@ last, each through an atomic writer, so a folder whose JSON exists holds a compl
 """
 
 from .io import atomic_open, ensure_dir, json_ready, save_figure, write_csv, write_json
-from .plots import OPTIMIZER_COLORS, line_panels
+from .plots import line_panels, series_style
 from .progress import ProgressFn, progress_bar
 from .tables import MeanStd, format_value, mean_std, results_table, summarize
 
 __all__ = [
-    "OPTIMIZER_COLORS",
     "MeanStd",
     "ProgressFn",
     "atomic_open",
@@ -22,6 +21,7 @@ __all__ = [
     "progress_bar",
     "results_table",
     "save_figure",
+    "series_style",
     "summarize",
     "write_csv",
     "write_json",

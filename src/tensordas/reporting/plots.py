@@ -2,7 +2,7 @@
 
 Figures are plain :class:`matplotlib.figure.Figure` objects; save them with
 :func:`tensordas.reporting.io.save_figure` (atomic). Optimizers keep the same colours in every
-figure of every task.
+figure of every task: their styles come from the method registry (:func:`set_method_style`).
 """
 
 from __future__ import annotations
@@ -14,42 +14,37 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["OPTIMIZER_COLORS", "line_panels"]
+__all__ = ["BASE_COLOR", "forget_method_style", "line_panels", "series_style", "set_method_style"]
 
-# One colour per optimizer family, shared by all tasks (base optimizers are grey-blue).
-OPTIMIZER_COLORS: dict[str, str] = {
-    "GD": "#4c72b0",
-    "SGD": "#4c72b0",
-    "Adam": "#4c72b0",
-    "AdamW": "#4c72b0",
-    "base": "#4c72b0",
-    "SAM": "#dd8452",
-    "DAS": "#55a868",
-    "BAR": "#8172b3",
-}
-_STYLES = {"GD": "-", "SAM": "--", "DAS": ":"}
-# Colours for any other method (LookSAM, a newly registered one), picked by a stable hash of its name:
-# a new method gets its own colour without an entry here.
+# The base optimizer's colour: every series named by a base optimizer alone (``sgd``, ``GD``, ``Adam``).
+BASE_COLOR = "#4c72b0"
+# Colours for a method without one of its own, picked by a stable hash of its name: the same in every figure.
 _OTHER_COLORS = ("#c44e52", "#937860", "#da8bc3", "#ccb974", "#64b5cd", "#8c8c8c", "#2f4b7c", "#a05195")
+# Each registered method's (colour or None, line style), by method name. The method registry
+# (tensordas.training.methods, a layer above this one) fills it as it registers a method.
+_METHOD_STYLES: dict[str, tuple[str | None, str]] = {}
 
 
-def _family(name: str) -> str:
-    """The colour key of a series: task labels such as ``sam(sgd)`` or ``das(adamw)`` map to SAM / DAS,
-    a bare base optimizer (``sgd``, ``adamw``) to the base colour."""
-    if name in OPTIMIZER_COLORS:
-        return name
-    head = name.split("(", 1)[0].strip().upper()
-    return head if head in OPTIMIZER_COLORS else "base"
+def set_method_style(method: str, color: str | None, linestyle: str = "-") -> None:
+    """Draw the method ``method`` (series ``method`` or ``method(base)``) in ``color`` (``None``: one of a fixed
+    palette picked by its name) with ``linestyle``, in every figure."""
+    _METHOD_STYLES[method.lower()] = (color, linestyle)
 
 
-def _colour(name: str) -> str:
-    """The series' colour: its family's; a method the table does not know (``looksam(sgd)``) gets one of
-    :data:`_OTHER_COLORS`, the same in every figure."""
-    family = _family(name)
-    if family != "base" or "(" not in name:
-        return OPTIMIZER_COLORS[family]
+def forget_method_style(method: str) -> None:
+    """Undo :func:`set_method_style` (no-op for a method without a style)."""
+    _METHOD_STYLES.pop(method.lower(), None)
+
+
+def series_style(name: str) -> tuple[str, str]:
+    """The ``(colour, line style)`` of a series: its method's (``sam(sgd)`` and ``SAM`` are ``sam``'s); a name
+    without a method, a base optimizer alone (``sgd``, ``GD``), in the base's colour."""
     head = name.split("(", 1)[0].strip().lower()
-    return _OTHER_COLORS[zlib.crc32(head.encode()) % len(_OTHER_COLORS)]
+    color, linestyle = _METHOD_STYLES.get(head, (None, "-"))
+    if color is None:
+        known = head in _METHOD_STYLES or "(" in name
+        color = _OTHER_COLORS[zlib.crc32(head.encode()) % len(_OTHER_COLORS)] if known else BASE_COLOR
+    return color, linestyle
 
 
 def line_panels(
@@ -63,6 +58,7 @@ def line_panels(
     title: str | None = None,
     panel_width: float = 4.2,
     panel_height: float = 3.4,
+    styles: Mapping[str, tuple[str, str]] | None = None,
 ) -> Figure:
     """One panel per key in ``panels``, one line per series, all against ``series[name][x]``.
 
@@ -77,6 +73,7 @@ def line_panels(
         yscales: matplotlib scale per panel, e.g. ``{"loss": "log", "C": "symlog"}``.
         xlabel: label of the horizontal axis (default: ``x``).
         title: figure title.
+        styles: ``(colour, line style)`` per series name, where it is not the method's (:func:`series_style`).
     """
     if not panels:
         raise ValueError("line_panels needs at least one panel")
@@ -91,14 +88,8 @@ def line_panels(
         for name, cols in series.items():
             if cols.get(x) is None or cols.get(key) is None:
                 continue  # a run without this curve (e.g. diverged, or a metric it does not record)
-            ax.plot(
-                cols[x],
-                cols[key],
-                label=name,
-                color=_colour(name),
-                linestyle=_STYLES.get(_family(name), "-"),
-                linewidth=1.6,
-            )
+            color, linestyle = (styles or {}).get(name) or series_style(name)
+            ax.plot(cols[x], cols[key], label=name, color=color, linestyle=linestyle, linewidth=1.6)
         scale = (yscales or {}).get(key)
         if scale:
             ax.set_yscale(scale)

@@ -1,6 +1,6 @@
 """Optimizer configurations: what one run trains with, and what a comparison of methods shares.
 
-Both carry every registered method's options as fields (:data:`~tensordas.training.methods.MethodOptions`);
+Both carry every method's options as fields (:class:`~tensordas.training.methods.MethodOptions`);
 :func:`build_optimizer` turns an :class:`OptimizerConfig` into the optimizer through the method
 registry, and :func:`optimizer_step` takes one step with it (one pass, or two for SAM).
 """
@@ -88,7 +88,7 @@ class OptimizerConfig(MethodOptions):
 
     def options(self) -> dict[str, Any]:
         """The values of the method's own options, by name (``{}`` for the base optimizer)."""
-        return {o.name: getattr(self, o.name) for o in self.spec.options}
+        return {name: getattr(self, name) for name in self.spec.options}
 
     def tuned_values(self) -> dict[str, float]:
         """The values of the settings a tuning grid may vary for this method (its strength first)."""
