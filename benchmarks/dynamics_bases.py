@@ -34,11 +34,9 @@ def run_base(
     the labels in ``only`` when given)."""
     problem = dyn.make_problem(config)
     loss_min = problem.loss_min()
-    runs: list[tuple[str, dyn.DynamicsConfig, str]] = [(name, config, name) for name in config.optimizers]
+    runs: list[tuple[str, dyn.DynamicsConfig, str]] = [(name, config, name) for name in config.curves]
     runs += [(f"DAS+balance={b:g}", dataclasses.replace(config, balance=b), dyn.BALANCED) for b in betas]
-    runs = [
-        r for r in runs if only is None or r[0] in only or (r[0] == r[2] == config.optimizers[0] and "base" in only)
-    ]
+    runs = [r for r in runs if only is None or r[0] in only or (r[0] == r[2] == config.curves[0] and "base" in only)]
     out: dict[str, Any] = {"loss_min": loss_min, "curves": {}}
     for label, cfg, name in runs:
         start = time.perf_counter()

@@ -240,12 +240,14 @@ def _oracle(problem, cfg, method, steps, beta=None):
     (plain GD, heavy-ball, or Adam with torch's defaults), SAM on it, DAS (sam-matched, group norm,
     clamp [0.5, 2]) on it, with the balance factor when ``beta`` is given, DAS in gradient form
     (``g_k + c_k w_k``, ``c_k = -alpha (gamma_k - gamma_bar) / (||g|| n_k)``) and MSAM (the step's gradient
-    at ``w - rho m / ||m||``, m the momentum buffer or Adam's first moment; the curve at ``w``)."""
+    at ``w - rho m / ||m||``, m the momentum buffer, Adam's first moment or, on plain GD, the last step's
+    gradient; the curve at ``w``)."""
     w = list(_cores(problem))
     y = problem.target.numpy()
     eta, mu, (b1, b2, eps) = cfg.eta, 0.9, (0.9, 0.999, 1e-8)
     buf = [np.zeros_like(x) for x in w]
     m1, m2 = [np.zeros_like(x) for x in w], [np.zeros_like(x) for x in w]
+    last = [np.zeros_like(x) for x in w]  # plain GD's last step gradient (MSAM's direction there)
     losses, qs = [], []
     for t in range(steps + 1):
         loss, g = _grads(*w, y)
@@ -257,7 +259,7 @@ def _oracle(problem, cfg, method, steps, beta=None):
         if method == "SAM":  # the base steps with the gradient at w + rho g / ||g||
             g = _grads(*[x + cfg.rho * d / gnorm for x, d in zip(w, g)], y)[1]
         if method == "MSAM" and t > 0:  # the gradient at w - rho m / ||m||
-            m = buf if cfg.base == "momentum" else m1
+            m = {"momentum": buf, "adam": m1}.get(cfg.base, last)
             mnorm = math.sqrt(sum(float((x**2).sum()) for x in m))
             g = _grads(*[x - cfg.msam_radius * d / (mnorm + 1e-12) for x, d in zip(w, m)], y)[1]
         if method == "DAS-gradient":
@@ -272,6 +274,7 @@ def _oracle(problem, cfg, method, steps, beta=None):
             if beta is not None:
                 s2 = np.clip(s2 * np.exp(-beta * eta * (np.log(n) - np.log(n).mean())), 0.25, 4.0)
             w = [math.sqrt(s) * x for s, x in zip(s2, w)]
+        last = g
         for k in range(3):
             if cfg.base == "sgd":
                 step = g[k]
@@ -417,3 +420,69 @@ def test_balance_curve_has_its_own_line_style():
     assert (lines[dyn.BALANCED].get_color(), lines[dyn.BALANCED].get_linestyle()) == dyn.BALANCE_STYLE
     assert lines[dyn.BALANCED].get_color() != lines["GD"].get_color()
     assert "balance" in fig.get_suptitle() and "0.1" in fig.get_suptitle()
+
+
+# ------------------------------------------------------------------ curves from the method registry
+def test_optimizers_name_registry_methods_and_old_labels_name_the_same_curves():
+    cfg = DynamicsConfig(steps=3, optimizers=("base", "sam", "msam"), **SMALL)
+    assert cfg.curves == ("GD", "SAM", "MSAM") and cfg.to_dict()["optimizers"] == ["base", "sam", "msam"]
+    old = DynamicsConfig(steps=3, optimizers=["GD", "SAM", "MSAM"], **SMALL)
+    assert old.optimizers == ("base", "sam", "msam") and old.to_dict() == cfg.to_dict()
+    assert DynamicsConfig(**cfg.to_dict()).to_dict() == cfg.to_dict()
+    # the default set, written out, is the default study (an old dynamics.json without the key reads back as it)
+    assert DynamicsConfig().to_dict() == DynamicsConfig(optimizers=("base", "sam", "das", "das-gradient")).to_dict()
+    assert DynamicsConfig(base="adam").methods[-1] == "msam"
+    res = run_dynamics(cfg)
+    losses, qs = _oracle(make_problem(cfg), cfg, "MSAM", 3)  # MSAM on plain SGD: its direction is the last gradient
+    np.testing.assert_allclose(res.curves["MSAM"].Q, qs, rtol=1e-10)
+    np.testing.assert_allclose(res.curves["MSAM"].loss, losses, rtol=1e-10)
+    assert set(res.first_step.dq_ratio) == {"SAM"}  # MSAM has no first-order prediction: no check, no error
+    assert [r["method"] for r in res.records()] == ["base", "sam", "msam"]
+
+
+def test_a_method_without_an_old_label_is_a_curve_under_its_registry_name():
+    cfg = DynamicsConfig(steps=2, optimizers=("base", "das-authors"), **SMALL)
+    res = run_dynamics(cfg)
+    assert list(res.curves) == ["GD", "das-authors"] and res.first_step.dq_ratio == {}
+    assert math.isnan(res.dq_ratio)
+    assert "das-authors" in res.setup and "authors" in res.setup["das-authors"]
+    model = make_problem(cfg).model
+    opt = dyn._optimizer("das-authors", model, model.core_groups()[0], cfg)
+    assert (opt.variant, opt.alpha_schedule, opt.total_steps) == ("reference", "cosine", 2)
+
+
+@pytest.mark.parametrize(
+    ("optimizers", "needle"),
+    [
+        (("sam", "das"), "add base"),
+        (("base", "nope"), "Invalid optimizer: 'nope'"),
+        (("base", "jreg"), "'jreg' adds a loss term"),
+        (("base", "sam", "SAM"), "named twice"),
+        (("base", "DAS+balance"), "set balance=BETA"),
+        ("base,sam", "expected a list"),
+        ((), "expected a list"),
+    ],
+)
+def test_invalid_optimizers_are_one_clear_line(optimizers, needle):
+    with pytest.raises(ValueError, match=needle):
+        DynamicsConfig(optimizers=optimizers)
+
+
+def test_the_balance_curve_is_das_with_the_registry_s_balance_option(monkeypatch):
+    seen = []
+    real = dyn.build_optimizer
+    monkeypatch.setattr(dyn, "build_optimizer", lambda config, *a, **k: seen.append(config) or real(config, *a, **k))
+    run_dynamics(DynamicsConfig(steps=1, balance=0.3, **SMALL))
+    assert [c.method for c in seen] == ["base", "sam", "das", "das-gradient", "das"]
+    assert [c.balance for c in seen] == [0.0, 0.0, 0.0, 0.0, 0.3]
+
+
+def test_cli_optimizer_option_picks_the_curves(tmp_path):
+    from tensordas.cli import main
+
+    out = tmp_path / "o"
+    assert main(["dynamics", "--steps", "2", "--optimizer", "base,msam", "--out", str(out), "--size", "12x10",
+                 "--rank", "3", "--no-progress"]) == 0  # fmt: skip
+    data = json.loads((out / "dynamics.json").read_text())
+    assert list(data["curves"]) == ["GD", "MSAM"] and data["config"]["optimizers"] == ["base", "msam"]
+    assert main(["dynamics", "--optimizer", "sam,das", "--out", str(tmp_path / "bad")]) == 2

@@ -33,6 +33,14 @@ def dynamics_command(
     msam_rho: Annotated[
         float | None, typer.Option(help="MSAM radius (>= 0; curve on the momentum and adam bases); default: rho.")
     ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Curves: methods of the registry, comma-separated, base among them (e.g. base,sam,das,msam); "
+            "each on --base with --eta, --rho, --alpha and --msam-rho. Default: base,sam,das,das-gradient "
+            "(and msam on the momentum and adam bases)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder (created if needed).")] = Path("runs/dynamics"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar (only on a terminal).")] = True,
 ) -> None:
@@ -59,5 +67,6 @@ def dynamics_command(
         base=base,
         balance=balance,
         msam_rho=msam_rho,
+        optimizers=None if optimizer is None else tuple(o.strip() for o in optimizer.split(",")),
     )
     run_task(TASKS["dynamics"], config, out, resume=False, progress=progress)

@@ -1,4 +1,5 @@
-r"""Norm dynamics of GD, SAM, DAS (weight and gradient form) and MSAM on a Tucker-2 model (the paper's Figure 1).
+r"""Norm dynamics of GD, SAM, DAS (weight and gradient form), MSAM or any registered method on a Tucker-2 model
+(the paper's Figure 1).
 
 A Tucker-2 matrix model ``X = A G B^T`` (:class:`tensordas.TuckerModel` with two modes; core group
 ``[G, A, B]``) is fitted by full-batch descent on the squared loss ``L = 0.5 ||X - Y||_F^2`` to a
@@ -9,13 +10,15 @@ noisy low-rank target ``Y = T + a N``:
 
 The base optimizer (``base``): plain GD (``torch.optim.SGD`` without momentum, the default),
 heavy-ball momentum 0.9 (``"momentum"``) or Adam (``"adam"``, torch's defaults), all with learning rate
-``eta``. The base alone, SAM, DAS in weight form (``DAS``) and in gradient form (``DAS-gradient``, its
-drift added to the gradient, so the base's momentum/moments carry it), MSAM where the base has a
-momentum (``momentum``, ``adam``; evaluated at its unperturbed weights), all on that base, and, with
-``balance`` set, DAS with that balance (docs/design.md, section 1) start from the same initialisation
-whose core norms are
-deliberately unbalanced (``core_scales``), so that the norm deviation ``Q`` is clearly non-zero. Every
-iteration records the loss, ``Q``, ``C`` and ``||g||`` at the current weights, in float64.
+``eta``. Each curve is a method of the registry (:mod:`tensordas.training.methods`) on that base, built by
+:func:`~tensordas.training.build_optimizer` and stepped by :func:`~tensordas.training.optimizer_step` like
+every family's: by default the base alone, SAM, DAS in weight form (``DAS``) and in gradient form
+(``DAS-gradient``, its drift added to the gradient, so the base's momentum/moments carry it), and MSAM where
+the base has a momentum (``momentum``, ``adam``; evaluated at its unperturbed weights); ``optimizers`` names
+others. With ``balance`` set, one more curve is DAS with that ``balance`` option (docs/design.md, section 1).
+All start from the same initialisation whose core norms are deliberately unbalanced (``core_scales``), so
+that the norm deviation ``Q`` is clearly non-zero. Every iteration records the loss, ``Q``, ``C`` and
+``||g||`` at the current weights, in float64.
 
 Late phase: the model's best loss is known in closed form (Eckart-Young: the best rank-``min(rank)``
 approximation of the target), so each curve reports the first step at which its excess loss fell to
@@ -25,7 +28,8 @@ run longer than that shows whether ``Q`` keeps moving after the loss has converg
 First-order theory (docs/design.md, section 1, fact 3): one step of size ``eta`` changes ``Q`` under SAM by
 ``4 eta rho C / ||g||`` more than under GD, and DAS (with ``alpha``) reproduces that drift. The
 result's ``dq_ratio`` is the measured ``(dQ_SAM - dQ_GD)`` over that prediction at the first step
-from the shared initialisation (DAS: the same with ``alpha``); 1 means the theory holds.
+from the shared initialisation (DAS and DAS-gradient: the same with ``alpha``); 1 means the theory holds.
+Methods without that prediction (:data:`PREDICTED`) have no first-step check.
 """
 
 from __future__ import annotations
@@ -47,10 +51,8 @@ from rich.table import Table
 from ..core_groups import CoreGroup
 from ..metrics import group_stats
 from ..models import TuckerModel
-from ..optim import DAS
 from ..reporting import ProgressFn, ensure_dir, line_panels, results_table, save_figure, write_csv, write_json
-from ..training import OptimizerConfig, build_optimizer
-from ..training.methods import BASE_OPTIMIZERS
+from ..training import METHODS, OptimizerConfig, build_optimizer, get_method, optimizer_step
 from ..training.optimizers import evaluation_point, settle
 from .protocol import Task
 
@@ -63,7 +65,8 @@ __all__ = [
     "CSV_COLUMNS",
     "BASES",
     "CONVERGED_TOL",
-    "OPTIMIZERS",
+    "CURVE_LABELS",
+    "PREDICTED",
     "Curve",
     "converged_step",
     "DynamicsConfig",
@@ -78,11 +81,15 @@ __all__ = [
     "write_dynamics",
 ]
 
-OPTIMIZERS = ("GD", "SAM", "DAS")
-GRADIENT_FORM = "DAS-gradient"  # DAS's drift as a gradient term (variant="gradient"), on every base
-MSAM_CURVE = "MSAM"  # Momentum-SAM, on the bases with a momentum
+# The curves' labels (the paper's Figure 1 names) of the methods run by default; any other method's curve is
+# labelled by its registry name, the base alone by its base (BASES).
+CURVE_LABELS = {"sam": "SAM", "das": "DAS", "das-gradient": "DAS-gradient", "msam": "MSAM"}
+DEFAULT_METHODS = ("base", "sam", "das", "das-gradient")  # MSAM too on the bases with a momentum
 MSAM_BASES = ("momentum", "adam")
-BALANCED = "DAS+balance"  # the fourth curve, with ``balance`` set
+# The methods whose first step has a first-order prediction, 4 eta s C / ||g|| with s their strength (docs/design.md,
+# section 1, fact 3: SAM's drift, which DAS and its gradient form reproduce with s = alpha).
+PREDICTED = ("sam", "das", "das-gradient")
+BALANCED = "DAS+balance"  # the extra curve, with ``balance`` set
 BALANCE_STYLE = ("#c44e52", "-.")  # its colour and line style in the figure
 MOMENTUM = 0.9  # heavy-ball momentum of the ``momentum`` base
 CONVERGED_TOL = 1e-4  # converged: excess loss over the optimum at most this fraction of the initial excess
@@ -148,6 +155,34 @@ def _pair(name: str, value: Any) -> tuple[int, int]:
     return v, v
 
 
+# The curve labels of earlier versions, accepted in ``optimizers`` for the methods they name.
+_OLD_LABELS = {"GD": "base", "momentum": "base", "Adam": "base", **{v: k for k, v in CURVE_LABELS.items()}}
+
+
+def _methods(value: Any) -> tuple[str, ...]:
+    """``optimizers`` as registry method names (an old curve label names its method); ``ValueError`` naming
+    the value unless each is a registered method this study can run, once, with ``base`` among them."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"Invalid optimizers value: {value!r} (expected a list of method names, e.g. base,sam,das)")
+    if BALANCED in value:
+        raise ValueError(f"Invalid optimizers value: {BALANCED!r} is the balance curve: set balance=BETA instead")
+    names = tuple(_OLD_LABELS.get(v, v) if isinstance(v, str) else v for v in value)
+    for name in names:
+        method = get_method(name)  # ValueError naming an unknown method
+        if method.loss_term is not None:
+            raise ValueError(
+                f"Invalid optimizers value: {name!r} adds a loss term from a classifier's outputs, which the "
+                "dynamics study (a matrix fit) does not have"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"Invalid optimizers value: {list(value)!r} (a method is named twice)")
+    if "base" not in names:
+        raise ValueError(
+            f"Invalid optimizers value: {list(value)!r} (add base: the reference of every first-step check)"
+        )
+    return names
+
+
 @dataclass(frozen=True)
 class DynamicsConfig:
     """Settings of the dynamics study; validated on construction (``ValueError`` naming the value).
@@ -156,7 +191,7 @@ class DynamicsConfig:
         steps: iterations per optimizer (>= 1).
         noise: noise strength ``a`` of the target ``T + a N`` (>= 0).
         seed: seed of the target and the shared initialisation.
-        eta: learning rate of all three optimizers (> 0).
+        eta: learning rate of every curve's optimizer (> 0).
         rho: SAM's radius (>= 0).
         alpha: DAS's strength (>= 0); ``None`` means ``rho``.
         size: ``(m, n)`` of the matrix, or one int for a square one.
@@ -169,6 +204,11 @@ class DynamicsConfig:
             0.9, ``adam``).
         balance: ``beta >= 0`` adds a curve, DAS with ``balance=beta``; ``None``: no such curve.
         msam_rho: MSAM's radius (>= 0; momentum and adam bases); ``None`` means ``rho``.
+        optimizers: the methods to run, names of the method registry (``base`` among them: the reference of
+            the first-step check), each on ``base`` with ``eta``, SAM's ``rho``, DAS's ``alpha`` (also the
+            gradient form's) and ``msam_rho``, every other option at its default; the old curve labels
+            (``GD``, ``SAM``, ``DAS-gradient``, ...) name their methods. ``None``: ``base``, ``sam``, ``das``,
+            ``das-gradient`` and, on the momentum and adam bases, ``msam``.
     """
 
     steps: int = 1000
@@ -185,6 +225,7 @@ class DynamicsConfig:
     base: str = "sgd"
     balance: float | None = None
     msam_rho: float | None = None
+    optimizers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -218,6 +259,8 @@ class DynamicsConfig:
             set_(self, "balance", _float("balance", self.balance, positive=False))
         if self.msam_rho is not None:
             set_(self, "msam_rho", _float("msam_rho", self.msam_rho, positive=False))
+        if self.optimizers is not None:
+            set_(self, "optimizers", _methods(self.optimizers))
 
     @property
     def das_alpha(self) -> float:
@@ -230,12 +273,26 @@ class DynamicsConfig:
         return self.rho if self.msam_rho is None else self.msam_rho
 
     @property
-    def optimizers(self) -> tuple[str, ...]:
-        """The curves' names: the base alone, ``SAM``, ``DAS``, ``DAS-gradient``, ``MSAM`` (momentum bases)
-        and, with ``balance`` set, ``DAS+balance``."""
-        extra = (MSAM_CURVE,) if self.base in MSAM_BASES else ()
-        extra += () if self.balance is None else (BALANCED,)
-        return (BASES[self.base][0], "SAM", "DAS", GRADIENT_FORM, *extra)
+    def methods(self) -> tuple[str, ...]:
+        """The registry methods run: ``optimizers``, or the default set for ``base``."""
+        if self.optimizers is not None:
+            return self.optimizers
+        return DEFAULT_METHODS + (("msam",) if self.base in MSAM_BASES else ())
+
+    @property
+    def curve_methods(self) -> dict[str, str]:
+        """Each curve's label and its method: the base alone (``GD``, ``momentum``, ``Adam``), ``SAM``, ``DAS``,
+        ``DAS-gradient``, ``MSAM``, other methods by name, and ``DAS+balance`` with ``balance`` set."""
+        labels = {m: BASES[self.base][0] if m == "base" else CURVE_LABELS.get(m, m) for m in self.methods}
+        out = {label: m for m, label in labels.items()}
+        if self.balance is not None:
+            out[BALANCED] = "das"
+        return out
+
+    @property
+    def curves(self) -> tuple[str, ...]:
+        """The curves' labels, in the order they run (:attr:`curve_methods`)."""
+        return tuple(self.curve_methods)
 
     @property
     def clean_rank(self) -> int:
@@ -248,6 +305,7 @@ class DynamicsConfig:
         d.update(alpha=self.das_alpha, target_rank=self.clean_rank, size=list(self.size), rank=list(self.rank))
         d["msam_rho"] = self.msam_radius
         d["core_scales"] = list(self.core_scales)
+        d["optimizers"] = list(self.methods)
         return d
 
 
@@ -338,7 +396,7 @@ class DynamicsResult:
     @property
     def dq_ratio(self) -> float:
         """SAM's measured over predicted first-step change of ``Q`` relative to the base alone."""
-        return self.first_step.dq_ratio["SAM"]
+        return self.first_step.dq_ratio.get("SAM", math.nan)
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per optimizer: final loss, Q, C, dq_ratio (``None`` for the base alone, the
@@ -363,9 +421,10 @@ class DynamicsResult:
         """One record per optimizer in the shared schema (:mod:`tensordas.tasks.records`): the final
         training loss, Q and C, and the first-step ``dq_ratio``."""
         settings = BASES[self.config.base][2]
+        methods = self.config.curve_methods
         return [
             {
-                "method": _METHOD.get(row["optimizer"], "base"),
+                "method": methods[row["optimizer"]],
                 "base": settings["base"],
                 "momentum": settings.get("momentum", 0.0),
                 "balance": self.config.balance if row["optimizer"] == BALANCED else None,
@@ -466,53 +525,60 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-_METHOD = {"SAM": "sam", "DAS": "das", GRADIENT_FORM: "das-gradient", MSAM_CURVE: "msam", BALANCED: "das"}
-# any other name: the base alone
-
-
-def _optimizer(name: str, model: torch.nn.Module, group: CoreGroup, config: DynamicsConfig) -> torch.optim.Optimizer:
-    """The base optimizer (:data:`BASES`) with step ``eta``, or SAM / DAS / DAS with balance on it."""
-    opt_config = OptimizerConfig(
-        method=_METHOD.get(name, "base"),
+def _optimizer_config(name: str, config: DynamicsConfig) -> OptimizerConfig:
+    """What the curve ``name`` trains with: its method on the base with step ``eta``, SAM's ``rho``, DAS's
+    ``alpha`` (also the gradient form's), ``msam_rho``, DAS's ``balance`` option on the balance curve, every
+    other option at the registry's default."""
+    balance = {"balance": config.balance} if name == BALANCED else {}
+    return OptimizerConfig(
+        method=config.curve_methods[name],
         lr=config.eta,
         rho=config.rho,
         alpha=config.das_alpha,
         das_gradient_alpha=config.das_alpha,
         msam_rho=config.msam_radius,
+        total_steps=config.steps,  # a decaying schedule (the authors' DAS) spans the curve
+        **balance,
         **BASES[config.base][2],
     )
-    if name != BALANCED:
-        return build_optimizer(opt_config, model.parameters(), core_groups=[group])
-    # balance is not an option of the method registry (training/, not this task's), so DAS is built
-    # here with the registry's other DAS defaults; a test checks that balance=0 gives DAS's curve.
-    kwargs = {"momentum": opt_config.momentum} if opt_config.base == "sgd" else {}
-    return DAS(
-        model.parameters(),
-        BASE_OPTIMIZERS[opt_config.base],
-        core_groups=[group],
-        alpha=config.das_alpha,
-        balance=config.balance,
-        lr=config.eta,
-        weight_decay=opt_config.weight_decay,
-        **kwargs,
-    )
+
+
+def _optimizer(name: str, model: torch.nn.Module, group: CoreGroup, config: DynamicsConfig) -> torch.optim.Optimizer:
+    """The optimizer of the curve ``name`` (:func:`_optimizer_config`), built by the method registry."""
+    return build_optimizer(_optimizer_config(name, config), model.parameters(), core_groups=[group])
 
 
 def train_curve(
     name: str, problem: DynamicsProblem, config: DynamicsConfig, progress: ProgressFn | None = None
 ) -> Curve:
-    """Train a copy of ``problem.model`` with the optimizer ``name`` (one of ``config.optimizers``)."""
+    """Train a copy of ``problem.model`` with the curve ``name``'s optimizer (one of ``config.curves``)."""
     model = copy.deepcopy(problem.model)
     (group,) = model.core_groups()
     opt = _optimizer(name, model, group, config)
+    method = METHODS[config.curve_methods[name]]
+    params = list(model.parameters())
+    # The loss whose gradient is in .grad and the parameters' version counters when it was taken: the step's
+    # first pass reuses it while no parameter has changed in place since (every method but MSAM, whose
+    # evaluation point is not where it rests), so a curve costs no extra pass.
+    taken: list[tuple[torch.Tensor, list[int]]] = []
+
+    def closure() -> torch.Tensor:
+        if taken and taken[-1][1] == [p._version for p in params]:
+            return taken.pop()[0]
+        taken.clear()
+        opt.zero_grad(set_to_none=True)
+        loss = problem.loss(model)
+        loss.backward()
+        return loss
+
     losses, qs, cs, norms = [], [], [], []
     n_initial = None
     for t in range(config.steps + 1):
         with evaluation_point(opt):  # MSAM: the curves follow its unperturbed weights
-            opt.zero_grad(set_to_none=True)
-            loss = problem.loss(model)
-            loss.backward()
+            taken.clear()
+            loss = closure()
             stats = group_stats(group)  # at the weights after t steps
+            taken.append((loss, [p._version for p in params]))  # MSAM's moving back up will change them
         losses.append(loss.detach())
         qs.append(stats.Q)
         cs.append(stats.C)
@@ -525,16 +591,7 @@ def train_curve(
             )
         if t == config.steps:
             break
-        if name == "SAM":
-            opt.first_step(zero_grad=True)
-            problem.loss(model).backward()
-            opt.second_step(zero_grad=True)
-        elif name == MSAM_CURVE:  # its gradient is taken at the perturbed weights (the curve's was at w)
-            opt.zero_grad(set_to_none=True)
-            problem.loss(model).backward()
-            opt.step()
-        else:
-            opt.step()
+        optimizer_step(opt, closure, method)  # as every family steps: one pass, or SAM's two
         if progress is not None:
             progress(name, t + 1, config.steps)
     settle(opt)
@@ -550,9 +607,15 @@ def train_curve(
 
 
 def _first_step(curves: Mapping[str, Curve], config: DynamicsConfig) -> FirstStep:
-    gd = curves[config.optimizers[0]]
+    """The first step's change of ``Q`` over the base alone's, measured and predicted, for each curve of a method
+    with a prediction (:data:`PREDICTED`; not the balance curve)."""
+    methods = config.curve_methods
+    gd = curves[next(label for label, m in methods.items() if m == "base")]
     q0, c0, g0 = gd.Q[0], gd.C[0], gd.grad_norm[0]
-    strengths = {"SAM": config.rho, "DAS": config.das_alpha, GRADIENT_FORM: config.das_alpha}
+    strengths = {}
+    for label, method in methods.items():
+        if method in PREDICTED and label != BALANCED:
+            strengths[label] = getattr(_optimizer_config(label, config), get_method(method).strength)
     predicted, measured, ratio = {}, {}, {}
     for name, strength in strengths.items():
         predicted[name] = 4 * config.eta * strength * c0 / g0 if g0 > 0 else 0.0
@@ -589,7 +652,7 @@ def run_dynamics(
         return dataclasses.replace(done, config=config)
     problem = make_problem(config)
     with _one_thread():
-        curves = {name: train_curve(name, problem, config, progress) for name in config.optimizers}
+        curves = {name: train_curve(name, problem, config, progress) for name in config.curves}
     return DynamicsResult(
         config=config,
         curves=curves,
@@ -600,8 +663,12 @@ def run_dynamics(
 
 
 def _setup(config: DynamicsConfig) -> dict[str, str]:
-    """:data:`SETUP` with the base optimizer's text (and the balance curve's, when there is one)."""
+    """:data:`SETUP` with the base optimizer's text (and the balance curve's, when there is one); a method it does
+    not describe, by its registry title."""
     setup = {**SETUP, "base_optimizer": BASES[config.base][1]}
+    for method in config.methods:
+        if method not in ("base", *CURVE_LABELS):
+            setup[method] = f"{get_method(method).title} (registry defaults but eta, rho, alpha, msam_rho)"
     if config.balance is not None:
         setup["das_balance"] = f"DAS(alpha, balance={config.balance:g}), otherwise as DAS"
     return setup
@@ -609,14 +676,16 @@ def _setup(config: DynamicsConfig) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- reporting
 def plot_dynamics(result: DynamicsResult) -> Figure:
-    """Q, C and the loss against iterations for the three optimizers."""
+    """Q, C and the loss against iterations, one line per curve in its method's style (the balance curve in
+    :data:`BALANCE_STYLE`)."""
     cfg = result.config
-    ratios = result.first_step.dq_ratio
+    ratios = ", ".join(f"{k} {v:.3f}" for k, v in result.first_step.dq_ratio.items() if k in ("SAM", "DAS"))
     title = (
         f"Tucker-2 {cfg.size[0]}x{cfg.size[1]}, rank {cfg.rank[0]}x{cfg.rank[1]}, noise {cfg.noise:g}, "
-        f"eta {cfg.eta:g}, rho {cfg.rho:g}, alpha {cfg.das_alpha:g}  |  "
-        f"first-step dQ measured/predicted: SAM {ratios['SAM']:.3f}, DAS {ratios['DAS']:.3f}"
+        f"eta {cfg.eta:g}, rho {cfg.rho:g}, alpha {cfg.das_alpha:g}"
     )
+    if ratios:
+        title += f"  |  first-step dQ measured/predicted: {ratios}"
     if cfg.base != "sgd":
         title += f"  |  base {cfg.base}"
     if cfg.balance is not None:
@@ -634,13 +703,8 @@ def plot_dynamics(result: DynamicsResult) -> Figure:
         yscales={"C": "symlog", "loss": "log"},
         xlabel="iteration",
         title=title,
+        styles={BALANCED: BALANCE_STYLE},  # DAS with one option changed: not DAS's style
     )
-    if BALANCED in result.curves:  # the shared palette would draw it in the base's colour
-        for ax in fig.axes:
-            for line in ax.get_lines():
-                if line.get_label() == BALANCED:
-                    line.set(color=BALANCE_STYLE[0], linestyle=BALANCE_STYLE[1])
-        fig.axes[0].legend(frameon=False)
     return fig
 
 
@@ -688,7 +752,7 @@ TASK = Task(
     table=lambda result, config: dynamics_table(result),
     plot=lambda result, config: plot_dynamics(result),
     records=DynamicsResult.records,
-    count=lambda config: len(config.optimizers),
+    count=lambda config: len(config.curves),
     record_columns={
         "optimizer": "optimizer",
         "train_loss": "final loss",
