@@ -312,3 +312,14 @@ def test_the_example_experiment_files_parse_in_every_profile():
         specs = select_specs(profile, config_files=files)
         assert {s.settings["balance"] for s in specs} == {0.1}
         assert all("das-gradient" in s.settings["optimizers"] for s in specs)
+
+
+def test_time_over_sam_is_each_registered_method_s_mean_over_sam_s():
+    from tensordas.reproduce.report import time_over_sam
+
+    rows = [("base", 1.0), ("sam", 4.0), ("sam", 6.0), ("das", 2.0), ("das", 3.0), ("looksam", 3.0), (None, 9.0)]
+    records = [{"method": m, "step_time_ms": t, "wall_time_s": 100.0} for m, t in rows]
+    assert time_over_sam(records) == ({"das": 0.5, "looksam": 0.6}, "step_time_ms")  # registry order, no reference row
+    no_steps = [{**r, "step_time_ms": None} for r in records]
+    assert time_over_sam(no_steps) == ({"das": 1.0, "looksam": 1.0}, "wall_time_s")
+    assert time_over_sam([r for r in records if r["method"] != "sam"]) is None

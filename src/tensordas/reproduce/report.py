@@ -64,13 +64,14 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
     return "\n".join([header, rule, *body])
 
 
-def das_sam_time_ratio(records: Sequence[Mapping[str, Any]]) -> tuple[float, str] | None:
-    """Mean time of the DAS runs over the mean time of the SAM runs, and which time was used."""
+def time_over_sam(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], str] | None:
+    """Each registered method's mean time over the SAM runs' mean time, in registry order (the base and SAM left
+    out), and which time was used: the step's where the records hold it, else the run's."""
     for key in TIME_KEYS:
-        das = [r[key] for r in records if r.get("method") == "das" and r.get(key) is not None]
-        sam = [r[key] for r in records if r.get("method") == "sam" and r.get(key) is not None]
-        if das and sam:
-            return (sum(das) / len(das)) / (sum(sam) / len(sam)), key
+        means = _method_means(records, key)
+        if means.get("sam") and len(means) > 1:
+            ratios = {m: means[m] / means["sam"] for m in METHODS if m in means and m not in ("base", "sam")}
+            return (ratios, key) if ratios else None
     return None
 
 
@@ -233,9 +234,10 @@ def experiment_section(spec: ExperimentSpec, outcome: FamilyOutcome, out_dir: Pa
         columns.update({k: {"step_time_ms": "ms / step", "wall_time_s": "wall time (s)"}[k] for k in times})
         seeds = sorted({r.get("seed") for r in records if r.get("seed") is not None})
         lines += ["", f"Mean ± std over seeds {seeds}.", "", markdown_table(rows, columns), ""]
-        ratio = das_sam_time_ratio(records)
-        if ratio is not None:
-            lines.append(f"DAS/SAM time ratio ({ratio[1]}): **{ratio[0]:.3f}**")
+        ratios = time_over_sam(records)
+        if ratios is not None:
+            cells = ", ".join(f"{m} **{r:.3f}**" for m, r in ratios[0].items())
+            lines.append(f"Time over SAM's ({ratios[1]}): {cells}")
     if task.note:
         lines.append(task.note)
     methods = methods_note(records)
