@@ -22,8 +22,15 @@ from tensordas.cli import main
 from tensordas.optim import BaseOptimizerWrapper
 from tensordas.reporting import series_style
 from tensordas.tasks import TASKS
-from tensordas.training import METHODS, Method, OptimizerConfig, build_optimizer, compared_optimizers
-from tensordas.training.methods import register_method, unregister_method
+from tensordas.training import (
+    METHODS,
+    Method,
+    OptimizerConfig,
+    build_optimizer,
+    compared_optimizers,
+    register_method,
+    unregister_method,
+)
 
 TOY_COLOR, TOY_LINESTYLE = "#17becf", "-."
 COMPLETION = ["--data", "synthetic:shape=6x5x4,rank=2,noise=0.1", "--model", "cp", "--rank", "2", "--steps", "10",

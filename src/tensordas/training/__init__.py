@@ -1,7 +1,7 @@
 """What every task shares: the method registry, optimizer configurations, and the one training engine.
 
-- :mod:`~tensordas.training.methods`: the registry of optimizer methods (base, SAM, DAS, BAR) and
-  their options;
+- :mod:`~tensordas.training.methods`: the registry of optimizer methods (base, SAM, DAS, BAR, ...;
+  :func:`register_method` adds one) and their options (the fields of :class:`MethodOptions`);
 - :mod:`~tensordas.training.optimizers`: :class:`OptimizerConfig`, :class:`ComparisonSettings`,
   :func:`build_optimizer`, :func:`optimizer_step`;
 - :mod:`~tensordas.training.engine`: :func:`train`, the loop every gradient-based family runs;
@@ -37,6 +37,9 @@ from .methods import (
     compared_methods,
     get_method,
     method_of,
+    option,
+    register_method,
+    unregister_method,
 )
 from .optimizers import (
     ComparisonSettings,
@@ -82,9 +85,12 @@ __all__ = [
     "get_method",
     "load_checkpoint",
     "method_of",
+    "option",
     "optimizer_step",
     "q_stats",
+    "register_method",
     "synchronize",
     "train",
     "train_classifier",
+    "unregister_method",
 ]
