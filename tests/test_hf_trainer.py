@@ -354,9 +354,9 @@ class PhasedSAM(torch.optim.Optimizer):
 def phased_sam(monkeypatch):
     """A two-pass method registered by a user: ``phased-sam`` (PhasedSAM) and ``closure-only`` (two passes through
     its own step(closure) alone, which the Trainer's micro-batches cannot drive)."""
-    from tensordas.training.methods import METHODS, RHO, Method
+    from tensordas.training.methods import METHODS, Method
 
-    entry = Method("phased-sam", "SAM in phases", PhasedSAM, options=(RHO,), strength="rho", needs_closure=True)
+    entry = Method("phased-sam", "SAM in phases", PhasedSAM, options=("rho",), strength="rho", needs_closure=True)
     monkeypatch.setitem(METHODS, "phased-sam", entry)
     closure_only = Method("closure-only", "two passes in step()", torch.optim.SGD, needs_closure=True)
     monkeypatch.setitem(METHODS, "closure-only", closure_only)

@@ -1,6 +1,6 @@
 """A method is one module plus one registry entry (issue 19, point 1): a toy method defined here only, registered
 with ``register_method``, runs through every command, ``reproduce``, the report's tables and figures, the
-Trainer integration and ``dynamics``, with no other file touched.
+Trainer integration (``tensordas.integrations.trainer``) and ``dynamics``, with no other file touched.
 
 The toy, ``shrink``, is a one-pass wrapper that adds ``alpha * w`` to every gradient before the base step (a
 weight-decay-like term); its strength reuses the existing option ``alpha``. Where a step can be checked exactly
@@ -221,7 +221,7 @@ def test_reproduce_report_draws_it_in_its_style(toy, tmp_path, monkeypatch):
 
 def test_trainer_integration_takes_the_toy_s_step(toy, tmp_path):
     transformers = pytest.importorskip("transformers")
-    from tensordas.adapters.hf import DASTrainer, trainer_methods  # the Trainer integration: imported here only
+    from tensordas.integrations.trainer import DASTrainer, trainer_methods  # the Trainer integration: only here
 
     class Regressor(torch.nn.Module):
         def __init__(self) -> None:
