@@ -21,7 +21,8 @@ import torch
 from ..reporting import format_value, line_panels, save_figure, summarize
 from ..reporting.verdicts import summary_rows
 from ..tasks import TASKS, RunResult
-from ..tasks.grid import CURVES_CSV, edge_picks, mean_curves
+from ..tasks.tables import edge_picks, mean_curves
+from ..tasks.writers import CURVES_CSV
 from ..training import METHODS
 from .families import FamilyOutcome, family_metric
 from .paper import PAPER, PAPER_ITERATIONS, PAPER_TABLES

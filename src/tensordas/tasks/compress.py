@@ -50,31 +50,21 @@ from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, atomic_open, ensure_dir, line_panels
 from ..training import (
     CHECKPOINT_FORMAT,
-    ComparisonSettings,
     LoopConfig,
     OptimizerConfig,
     Strength,
-    check_device,
     compared_optimizers,
     evaluate,
     load_checkpoint,
     train_classifier,
 )
-from .grid import (
-    RunResult,
-    check_seeds,
-    data_digest,
-    experiment_writer,
-    file_digest,
-    fingerprint,
-    mean_curves,
-    run_grid,
-    run_key,
-    summary_table,
-)
+from .config import ComparisonConfig, check_seeds
+from .grid import run_comparison
 from .noisy import CHECKPOINTS_DIR, hold_out, load_split, network_kwargs
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
+from .runstore import RunResult, data_digest, file_digest, fingerprint, run_key
+from .tables import mean_curves, summary_table
+from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
     "TASK",
@@ -101,7 +91,7 @@ CURVE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", 
 
 
 @dataclass(frozen=True)
-class CompressConfig(ComparisonSettings):
+class CompressConfig(ComparisonConfig):
     """Settings of a compression experiment (validated on construction)."""
 
     data: str = "digits"
@@ -114,7 +104,6 @@ class CompressConfig(ComparisonSettings):
     per_seed_split: bool = False  # seed s draws split s, its own dense model and decomposition (train_dense only)
     noise: float = 0.0  # label noise on the training (and validation) labels, as in the noisy family
     noise_type: str = "symmetric"
-    validation: float | None = None  # share of the training data held out for tuning (None: 0.2 if tuned, else 0)
     checkpoint: str | None = None
     train_dense: bool = False
     model: str | None = None  # dense architecture (default with train_dense: "mlp"); checked against a checkpoint
@@ -134,8 +123,7 @@ class CompressConfig(ComparisonSettings):
     alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
     rho: Strength = 0.1
 
-    def __post_init__(self) -> None:
-        check_tuning(self)
+    def check_settings(self) -> None:
         check_noise(self.noise, self.noise_type)
         if self.checkpoint is not None and (self.per_seed_split or self.validation_fraction > 0):
             what = "per_seed_split" if self.per_seed_split else "a validation split"
@@ -158,21 +146,15 @@ class CompressConfig(ComparisonSettings):
             raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
         if not self.dense_lr >= 0:
             raise ValueError(f"Invalid dense_lr value: {self.dense_lr} (expected >= 0)")
-        check_seeds(self.seeds)
         try:
             check_seeds((self.split_seed,))
         except ValueError as e:
             raise ValueError(f"split_seed: {e}") from None
-        check_device(self.device)
         _ = self.loop, self.dense_loop, self.optimizer_configs  # validates epochs, batch size, schedules, hyper-params
 
     @property
     def architecture(self) -> str:
         return self.model or "mlp"
-
-    @property
-    def validation_fraction(self) -> float:
-        return validation_fraction(self)
 
     def split_of(self, seed: int) -> int:
         """The split seed of run seed ``seed``: ``seed`` itself with ``per_seed_split``, else ``split_seed``."""
@@ -227,9 +209,6 @@ class CompressConfig(ComparisonSettings):
         Includes the device (timings depend on it) and the data digests of :meth:`data_settings`.
         """
         return {**self.run_settings("download"), **self.data_settings()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- dense models on disk -------------------------------------------------------------------------------
@@ -630,17 +609,17 @@ def run_compress(
     exp = CompressExperiment(config, None if out_dir is None else Path(out_dir), resume, progress)
     if config.checkpoint is not None:
         exp.setup()  # a bad checkpoint, layer choice, ratio or rank fails here, even when every run is stored
-    return run_grid(
+    settings = exp.settings()
+    return run_comparison(
         NAME,
-        exp.settings(),
+        config,
         config.optimizer_configs,
-        config.seeds,
         exp.run,
+        TEST_ACC,
+        settings=settings,
         out_dir=out_dir,
         resume=resume,
         progress=progress,
-        select=TEST_ACC if config.validation_fraction > 0 else None,
-        extend=config.tune,
     )
 
 
@@ -698,17 +677,14 @@ def compress_table(results: Sequence[RunResult], config: CompressConfig):
     )
 
 
-write_compress = experiment_writer(NAME, CURVE_COLUMNS, plot_compress)
-
-
 TASK = Task(
     name=NAME,
     title="compression of a trained dense network, then fine-tuning",
     config=CompressConfig,
     run=run_compress,
-    write=write_compress,
     table=compress_table,
     plot=plot_compress,
+    curve_columns=CURVE_COLUMNS,
     metrics=(
         TEST_ACC,
         Metric("final_test_acc", "fine-tuned test accuracy at the last epoch"),
@@ -720,3 +696,4 @@ TASK = Task(
     ),
     command="compress",
 )
+write_compress = TASK.write_outcome  # curves.csv, compress.png, config.json and, last, results.json

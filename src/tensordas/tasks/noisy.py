@@ -21,7 +21,7 @@ The CLI command that runs this family is ``tensordas train``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -35,28 +35,13 @@ from ..formats import RankLike
 from ..layers import TensorizedLayer, weight_format
 from ..networks import build_network, parse_network_name
 from ..reporting import ProgressFn, line_panels
-from ..training import (
-    ComparisonSettings,
-    LoopConfig,
-    OptimizerConfig,
-    Strength,
-    check_device,
-    compared_optimizers,
-    train_classifier,
-)
-from .grid import (
-    RunResult,
-    check_seeds,
-    data_digest,
-    experiment_writer,
-    fingerprint,
-    mean_curves,
-    run_grid,
-    run_key,
-    summary_table,
-)
+from ..training import LoopConfig, OptimizerConfig, Strength, compared_optimizers, train_classifier
+from .config import ComparisonConfig
+from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
+from .runstore import RunResult, data_digest, fingerprint, run_key
+from .tables import mean_curves, summary_table
+from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
     "TASK",
@@ -93,7 +78,7 @@ TEST_ACC = Metric("test_acc", "clean test accuracy at the best-validation epoch"
 
 
 @dataclass(frozen=True)
-class NoisyConfig(ComparisonSettings):
+class NoisyConfig(ComparisonConfig):
     """Settings of a noisy-label experiment (validated on construction)."""
 
     data: str = "digits"
@@ -115,11 +100,8 @@ class NoisyConfig(ComparisonSettings):
     weight_decay: float = 5e-4
     alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
     rho: Strength = 0.1
-    validation: float | None = None  # share of the training data held out for tuning (None: 0.2 if tuned, else 0)
 
-    def __post_init__(self) -> None:
-        self.check_options()  # a strength list becomes a tuple before anything reads it
-        check_tuning(self)
+    def check_settings(self) -> None:
         check_noise(self.noise, self.noise_type)
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
@@ -132,13 +114,7 @@ class NoisyConfig(ComparisonSettings):
             raise ValueError(f"model {self.model!r} is dense; --rank needs a tensorized one (e.g. 'tt-{base}')")
         if self.hidden is not None and (base != "mlp" or not self.hidden or min(self.hidden) < 1):
             raise ValueError(f"Invalid hidden sizes {self.hidden!r} for model {self.model!r} (MLPs only, positive)")
-        check_seeds(self.seeds)
-        check_device(self.device)
         _ = self.loop, self.optimizer_configs  # validates epochs, batch size, schedules, lr, alpha, rho
-
-    @property
-    def validation_fraction(self) -> float:
-        return validation_fraction(self)
 
     @cached_property
     def loop(self) -> LoopConfig:
@@ -158,9 +134,6 @@ class NoisyConfig(ComparisonSettings):
         out["data_digest"] = data_digest(self.data)
         out["data_dir_digest"] = data_digest(self.data_dir)
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def load_split(config: Any, seed: int) -> ClassificationData:
@@ -348,17 +321,8 @@ def run_noisy(
     """Run every optimizer on every seed; reuse finished runs (and resume checkpoints) in ``out_dir``."""
     exp = NoisyExperiment(config, None if out_dir is None else Path(out_dir), resume)
     exp.check_rank()
-    return run_grid(
-        NAME,
-        config.settings(),
-        config.optimizer_configs,
-        config.seeds,
-        exp.run,
-        out_dir=out_dir,
-        resume=resume,
-        progress=progress,
-        select=TEST_ACC if config.validation_fraction > 0 else None,
-        extend=config.tune,
+    return run_comparison(
+        NAME, config, config.optimizer_configs, exp.run, TEST_ACC, out_dir=out_dir, resume=resume, progress=progress
     )
 
 
@@ -401,17 +365,14 @@ def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
     )
 
 
-write_noisy = experiment_writer(NAME, CURVE_COLUMNS, plot_noisy)
-
-
 TASK = Task(
     name=NAME,
     title="noisy-label training of tensorized classifiers",
     config=NoisyConfig,
     run=run_noisy,
-    write=write_noisy,
     table=noisy_table,
     plot=plot_noisy,
+    curve_columns=CURVE_COLUMNS,
     metrics=(
         TEST_ACC,
         Metric("final_test_acc", "clean test accuracy at the last epoch"),
@@ -424,3 +385,4 @@ TASK = Task(
     ),
     command="train",
 )
+write_noisy = TASK.write_outcome  # curves.csv, noisy.png, config.json and, last, results.json
