@@ -235,8 +235,8 @@ def test_a_method_the_colour_table_does_not_know_gets_its_own_colour_not_the_bas
 def test_summary_table_marks_diverged_runs():
     from rich.console import Console
 
+    from tensordas.tasks.display import summary_table
     from tensordas.tasks.runstore import RunResult
-    from tensordas.tasks.tables import summary_table
 
     results = [
         RunResult({"optimizer": "sgd", "seed": 0, "loss": 0.5, "diverged": False}),

@@ -21,8 +21,8 @@ from ..data import DATASETS
 from ..reporting import ensure_dir, progress_bar
 from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
+from ..tasks.display import edge_picks
 from ..tasks.parallel import parallel_runs
-from ..tasks.tables import edge_picks
 from ..tasks.tuning import VALIDATION_HELP
 from ..training import BASE_OPTIMIZERS, METHODS, OPTIONS, STRENGTHS, compared_methods
 

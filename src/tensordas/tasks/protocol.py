@@ -1,8 +1,10 @@
 """The task protocol: each experiment family is one :class:`Task` object.
 
-A family's module (``tasks/noisy.py``, ...) defines its configuration dataclass, its run, table and plot
-functions, and at its end the ``TASK`` object that bundles them with the family's metrics (each with its
-direction) and the columns of its curves. :data:`tensordas.tasks.TASKS` registers every family by name;
+A family's module (``tasks/noisy.py``, ...) defines its configuration dataclass (a comparison family's
+extends :class:`~tensordas.tasks.config.ComparisonConfig`), its run, table and plot functions, and at its
+end the ``TASK`` object that bundles them with the family's metrics (each with its direction) and the
+columns of its curves: ``Task(NAME, TITLE, NoisyConfig, run_noisy, noisy_table, plot_noisy, METRICS,
+CURVE_COLUMNS, command="train")``. :data:`tensordas.tasks.TASKS` registers every family by name;
 the CLI, ``tensordas reproduce`` and ``tensordas.tasks`` all read that registry, so a new family is its
 module plus one line there (and its tests).
 

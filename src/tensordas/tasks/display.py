@@ -1,5 +1,5 @@
-"""What a comparison shows of its runs: the table over seeds, mean curves for its figure, and the runs a
-command warns about (diverged, or tuned to the edge of a grid)."""
+"""What a comparison displays of its runs: the table over seeds, the figure of its mean curves, and the
+runs a command warns about (diverged, or tuned to the edge of a grid)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 from rich.table import Table
 
-from ..reporting import results_table, summarize
+from ..reporting import line_panels, results_table, summarize
 from .runstore import RunResult
 
-__all__ = ["SHARED_COLUMNS", "diverged_runs", "edge_picks", "mean_curves", "summary_table"]
+__all__ = ["SHARED_COLUMNS", "curve_figure", "diverged_runs", "edge_picks", "mean_curves", "summary_table"]
 
 # The columns every family's table ends with: quantities of the record schema.
 SHARED_COLUMNS = {"Q": "Q", "step_time_ms": "ms/step", "wall_time_s": "wall s"}
@@ -36,6 +36,22 @@ def mean_curves(results: Sequence[RunResult], x: str, keys: Sequence[str]) -> di
         for k in keys:
             out[name][k] = [sum(per_x[v][k]) / len(per_x[v][k]) if per_x[v][k] else math.nan for v in xs]
     return out
+
+
+def curve_figure(
+    results: Sequence[RunResult],
+    x: str,
+    panels: Mapping[str, str],
+    *,
+    yscales: Mapping[str, str] | None = None,
+    xlabel: str | None = None,
+    title: str | None = None,
+) -> Any:
+    """One panel per curve column of ``panels`` (its value the axis label), left to right: its mean over seeds
+    (:func:`mean_curves`) against ``x``, one line per optimizer (:func:`~tensordas.reporting.line_panels`)."""
+    columns = list(panels)
+    series = mean_curves(results, x, columns)
+    return line_panels(series, x, columns, ylabels=dict(panels), yscales=yscales, xlabel=xlabel, title=title)
 
 
 def summary_table(
