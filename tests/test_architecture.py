@@ -73,6 +73,37 @@ def test_the_check_sees_a_private_import_across_packages(tmp_path, monkeypatch):
     assert len(found) == 2 and all(f.startswith("tensordas/b/user.py") for f in found)
 
 
+# Imports of the package's own modules inside a function (a lazy import dodging an import cycle), left to the
+# helpers that rewrite these modules (issue 19); none may be added.
+KNOWN_LAZY_IMPORTS = {
+    ("tensordas/data/text.py", ("tensordas", "data", "classification")),
+    ("tensordas/data/text.py", ("tensordas", "data", "noise")),
+    ("tensordas/tasks/dynamics.py", ("tensordas",)),
+}
+
+
+def lazy_package_imports() -> set[tuple[str, tuple[str, ...]]]:
+    """``(file, imported module)`` for every import of a tensordas module inside a function."""
+    found = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = list(path.relative_to(SRC).parts[:-1])
+        for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom):
+                    module = node.module.split(".") if node.module else []
+                    full = here[: len(here) - node.level + 1] + module if node.level else module
+                    if full and full[0] == "tensordas":
+                        found.add((path.relative_to(SRC).as_posix(), tuple(full)))
+    return found
+
+
+def test_no_new_lazy_import_of_the_package_dodges_a_cycle():
+    """The tasks grid no longer looks its registry up inside the writer (Task writes its own files)."""
+    assert lazy_package_imports() <= KNOWN_LAZY_IMPORTS
+
+
 # Imported by users themselves, never by the package: the Trainer integration needs the optional transformers.
 USER_ENTRY_MODULES = {"tensordas.integrations.trainer"}
 # Old import paths kept for one release: importing one warns and gives the module that replaced it.

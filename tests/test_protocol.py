@@ -13,7 +13,8 @@ from tensordas.cli import main
 from tensordas.reproduce import bundled_specs, run_reproduce, select_specs
 from tensordas.reproduce.specs import parse_spec
 from tensordas.tasks import TASKS
-from tensordas.tasks.grid import RunStore, check_jobs
+from tensordas.tasks.parallel import check_jobs
+from tensordas.tasks.runstore import RunStore
 
 GOOD = (
     'family = "completion"\ntitle = "Mine"\nmetric = "test_r2"\n'
@@ -203,7 +204,8 @@ def test_a_comparison_command_takes_jobs_with_the_serial_records(tmp_path, one_t
 def test_a_run_function_that_cannot_go_to_a_worker_runs_serially_with_a_warning(tmp_path):
     from test_tuning import fake_runs
 
-    from tensordas.tasks.grid import parallel_runs, run_grid
+    from tensordas.tasks.grid import run_grid
+    from tensordas.tasks.parallel import parallel_runs
     from tensordas.tasks.protocol import Metric
     from tensordas.training import ComparisonSettings, compared_optimizers
 

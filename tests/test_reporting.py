@@ -249,7 +249,8 @@ def test_an_explicit_style_overrides_the_method_s():
 def test_summary_table_marks_diverged_runs():
     from rich.console import Console
 
-    from tensordas.tasks.grid import RunResult, summary_table
+    from tensordas.tasks.display import summary_table
+    from tensordas.tasks.runstore import RunResult
 
     results = [
         RunResult({"optimizer": "sgd", "seed": 0, "loss": 0.5, "diverged": False}),
@@ -303,3 +304,22 @@ def test_line_panels_leaves_out_a_series_without_the_panel_column():
     assert fig.get_axes()[0].get_legend() is not None
     only_missing = line_panels({"das(sgd)": {"step": [0, 1]}}, "step", ["loss"])
     assert fig is not only_missing and only_missing.get_axes()[0].get_lines() == []
+
+
+def test_curve_figure_draws_one_panel_per_column_with_the_mean_over_seeds():
+    from tensordas.tasks.display import curve_figure
+    from tensordas.tasks.runstore import RunResult
+
+    def run(optimizer, seed, accs):
+        curve = [{"epoch": e, "acc": a, "Q": 1.0 + seed} for e, a in enumerate(accs)]
+        return RunResult({"optimizer": optimizer, "seed": seed}, curve)
+
+    results = [run("sgd", 0, [0.1, 0.5]), run("sgd", 1, [0.3, math.nan]), run("sam(sgd)", 0, [0.2, 0.4])]
+    fig = curve_figure(results, "epoch", {"acc": "accuracy", "Q": "norm deviation"}, yscales={"Q": "log"})
+    assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["accuracy", "norm deviation"]
+    assert fig.axes[1].get_yscale() == "log"
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert list(lines["sgd"].get_ydata()) == pytest.approx([0.2, 0.5])  # (0.1 + 0.3) / 2; NaN left out
+    assert list(lines["sam(sgd)"].get_xdata()) == [0, 1]
+    q = {line.get_label(): list(line.get_ydata()) for line in fig.axes[1].get_lines()}
+    assert q["sgd"] == pytest.approx([1.5, 1.5])

@@ -97,7 +97,7 @@ def test_rerun_reuses_every_finished_experiment(smoke, monkeypatch):
 
 
 def test_interrupted_reproduction_resumes_without_recomputing(tmp_path, monkeypatch):
-    from tensordas.tasks.grid import run_key
+    from tensordas.tasks.runstore import run_key
 
     out = tmp_path / "rep"
     calls = []

@@ -108,6 +108,38 @@ def test_reproduce_summary_uses_the_experiment_files_metric_and_tolerance(tmp_pa
     assert "| das |" in summary and "| sam |" not in summary and "| base |" not in summary
 
 
+def test_the_summary_is_computed_once_per_command_and_per_reproduced_experiment(tmp_path, capsys, monkeypatch):
+    """Computed once and passed on: the command writes and prints the same entry; reproduce writes one entry
+    per experiment into both results.json files, also for an experiment finished earlier (resumed)."""
+    from tensordas.tasks import Task
+
+    calls = []
+    summary = Task.summary
+
+    def counted(self, records, **options):
+        calls.append((self.name, options.get("experiment")))
+        return summary(self, records, **options)
+
+    monkeypatch.setattr(Task, "summary", counted)
+    out = tmp_path / "o"
+    assert main([*ARGS, "--optimizer", "base,das", "--no-als", "--no-progress", "--out", str(out)]) == 0
+    assert calls == [("completion", None)]
+    (entry,) = json.loads((out / "results.json").read_text())["summary"]
+    assert entry["verdicts"]["das"].split()[0] in capsys.readouterr().out
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        f'family = "completion"\n[settings]\ndata = "{SYNTH}"\nrank = 2\nsteps = 6\neval_every = 3\n'
+        'seeds = [0, 1]\nals = false\noptimizers = ["base", "das"]\n'
+    )
+    for _ in ("run", "finished earlier"):
+        calls.clear()
+        result = run_reproduce(tmp_path / "rep", profile="smoke", config_files=[config], progress=False)
+        assert calls == [("completion", "tiny")]
+        (entry,) = json.loads(result.results.read_text())["summary"]
+        assert json.loads((tmp_path / "rep" / "tiny" / "results.json").read_text())["summary"] == [entry]
+
+
 def test_our_share_beside_the_papers_is_the_summarys_and_only_where_sams_gain_is_significant():
     from tensordas.reproduce.families import FamilyOutcome
     from tensordas.reproduce.report import paper_section

@@ -56,3 +56,47 @@ def test_check_record_names_missing_keys():
     del record["Q"], record["selected"]
     with pytest.raises(ValueError, match="Q, selected|selected, Q"):
         check_record(record, "mine")
+
+
+# A valid configuration of each comparison family (compress needs a source of its dense model and a size).
+COMPARISON_CONFIGS = {
+    "completion": {},
+    "noisy": {},
+    "compress": {"train_dense": True, "ratio": 4.0},
+    "finetune": {},
+}
+
+
+@pytest.mark.parametrize("family", COMPARISON_CONFIGS)
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"seeds": (0, 0)}, "seeds are listed twice"),
+        ({"seeds": ()}, "no seeds given"),
+        ({"seeds": (-1,)}, "Invalid seed -1"),
+        ({"device": "tpu"}, "Invalid device 'tpu'"),
+        ({"validation": 1.5}, "1.5"),
+        ({"alpha": (0.1, 1.0), "validation": 0}, "validation must be above 0"),
+        ({"tune": "yes"}, "Invalid tune value"),
+    ],
+)
+def test_every_comparison_family_checks_the_shared_settings_alike(family, bad, message):
+    """The shared settings are declared and checked once (tasks/config.py): every family refuses them alike."""
+    config = TASKS[family].config
+    config(**COMPARISON_CONFIGS[family])  # valid as given
+    with pytest.raises(ValueError, match=message):
+        config(**COMPARISON_CONFIGS[family], **bad)
+
+
+@pytest.mark.parametrize("family", COMPARISON_CONFIGS)
+def test_a_comparison_config_round_trips_through_to_dict_and_resolves_validation(family):
+    from tensordas.tasks import ComparisonConfig
+
+    config = TASKS[family].config
+    assert issubclass(config, ComparisonConfig)
+    plain = config(**COMPARISON_CONFIGS[family])
+    assert config(**plain.to_dict()) == plain
+    assert set(plain.to_dict()) == {f.name for f in dataclasses.fields(config)}
+    assert plain.validation is None and plain.validation_fraction == 0.0  # one value per strength: no split
+    tuned = config(**COMPARISON_CONFIGS[family], alpha=(0.1, 1.0))
+    assert tuned.alpha == (0.1, 1.0) and tuned.validation_fraction == 0.2  # a list: 0.2 held out to pick on

@@ -20,9 +20,11 @@ from tensordas.tasks import TASKS
 from tensordas.tasks import compress as compress_module
 from tensordas.tasks import noisy as noisy_module
 from tensordas.tasks.compress import CompressConfig, CompressExperiment
-from tensordas.tasks.grid import RunResult, run_grid, run_key, select_candidate
+from tensordas.tasks.grid import run_grid
 from tensordas.tasks.noisy import NoisyConfig, run_noisy
 from tensordas.tasks.protocol import Metric
+from tensordas.tasks.runstore import RunResult, run_key
+from tensordas.tasks.selection import select_candidate
 from tensordas.training import ComparisonSettings, OptimizerConfig, build_optimizer, compared_optimizers, optimizer_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

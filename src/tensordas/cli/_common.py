@@ -21,7 +21,8 @@ from ..data import DATASETS
 from ..reporting import ensure_dir, progress_bar
 from ..reporting.verdicts import verdict_table
 from ..tasks import Task, check_seeds, diverged_runs
-from ..tasks.grid import edge_picks, parallel_runs
+from ..tasks.display import edge_picks
+from ..tasks.parallel import parallel_runs
 from ..tasks.tuning import VALIDATION_HELP
 from ..training import METHODS, OPTIONS, STRENGTHS, compared_methods
 from ._options import (
@@ -178,16 +179,17 @@ def run_task(
     start = time.perf_counter()
     with progress_bar(enabled=None if progress else False) as update, parallel_runs(jobs):
         outcome = task.run(config, out_dir=out, resume=resume, progress=update)
-    paths = task.write_outcome(outcome, config, out, match_tolerance=match_tolerance)
+    records = task.records(outcome)
+    summary = task.summary(records, match_tolerance=match_tolerance)  # written and printed alike
+    paths = task.write_outcome(outcome, config, out, summary=summary)
     con = console()
     con.print(task.table(outcome, config))
-    summary = task.summary(task.records(outcome), match_tolerance=match_tolerance)
     if summary:
         con.print(verdict_table(summary), width=min(con.width, 80))
-    diverged = diverged_runs(task.records(outcome))
+    diverged = diverged_runs(records)
     if diverged:
         print_warning(f"diverged (non-finite loss; metrics missing): {', '.join(diverged)}")
-    edges = edge_picks(task.records(outcome))
+    edges = edge_picks(records)
     if edges:
         print_warning(f"picked at the edge of its grid (the optimum may lie outside it): {'; '.join(edges)}")
     elapsed = time.perf_counter() - start

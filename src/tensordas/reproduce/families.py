@@ -2,7 +2,8 @@
 
 Every family runs the same way (the task protocol): the configuration is built from the spec's
 settings (plus the reproduction's device), ``task.run`` runs it into the experiment's folder
-(resuming finished runs), ``task.write`` writes its files and ``task.records`` gives its records.
+(resuming finished runs), ``task.records`` gives its records, :func:`family_summary` their summary once,
+and ``task.write_outcome`` writes its files with that summary.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ __all__ = ["FamilyOutcome", "family_config", "family_metric", "family_summary", 
 
 @dataclass
 class FamilyOutcome:
-    """Records of one experiment (one per optimizer and seed) and the figures it wrote."""
+    """Records of one experiment (one per optimizer and seed), the figures it wrote, its settings and
+    its summary entries (none for a family that compares no metric)."""
 
     records: list[dict[str, Any]]
     figures: list[Path] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    summary: list[dict[str, Any]] = field(default_factory=list)
 
 
 def family_config(spec: ExperimentSpec, device: str) -> Any:
@@ -37,13 +40,13 @@ def family_config(spec: ExperimentSpec, device: str) -> Any:
 
 
 def run_family(spec: ExperimentSpec, config: Any, out_dir: Path, resume: bool, progress: ProgressFn | None):
-    """Run ``spec``'s experiment with ``config`` into ``out_dir``; its records, figure and settings."""
+    """Run ``spec``'s experiment with ``config`` into ``out_dir``; its records, figure, settings and summary."""
     task = TASKS[spec.family]
     outcome = task.run(config, out_dir=out_dir, resume=resume, progress=progress)
-    paths = task.write_outcome(
-        outcome, config, out_dir, experiment=spec.name, metric=spec.metric, match_tolerance=spec.match_tolerance
-    )
-    return FamilyOutcome(records=task.records(outcome), figures=[paths["figure"]], config=config.to_dict())
+    records = task.records(outcome)
+    summary = family_summary(spec, records)
+    paths = task.write_outcome(outcome, config, out_dir, summary=summary)
+    return FamilyOutcome(records=records, figures=[paths["figure"]], config=config.to_dict(), summary=summary)
 
 
 def family_metric(spec: ExperimentSpec) -> Metric | None:

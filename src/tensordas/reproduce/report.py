@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
-from ..reporting import format_value, line_panels, save_figure, summarize
+from ..reporting import format_value, save_figure, summarize
 from ..reporting.verdicts import summary_rows
 from ..tasks import TASKS, RunResult
-from ..tasks.grid import CURVES_CSV, edge_picks, mean_curves
+from ..tasks.display import curve_figure, edge_picks
+from ..tasks.writers import CURVES_CSV
 from ..training import METHODS
 from .families import FamilyOutcome, family_metric
 from .paper import PAPER, PAPER_ITERATIONS, PAPER_TABLES
@@ -189,8 +190,7 @@ def q_curve_figure(folder: Path, title: str) -> Path | None:
         runs.setdefault(key, RunResult(record={"optimizer": key[0]})).curve.append(point)
     if not runs:
         return None
-    series = mean_curves(list(runs.values()), "step", ["Q"])
-    figure = line_panels(series, "step", ["Q"], ylabels={"Q": "norm deviation Q (mean over seeds)"}, title=title)
+    figure = curve_figure(list(runs.values()), "step", {"Q": "norm deviation Q (mean over seeds)"}, title=title)
     return save_figure(figure, folder / Q_FIGURE)
 
 

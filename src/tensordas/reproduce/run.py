@@ -7,7 +7,7 @@ reproduction therefore continues where it stopped, and ``OUT/results.json`` and 
 are written last.
 
 ``jobs`` worker processes run the independent (method, seed, candidate) runs of each experiment
-(:func:`tensordas.tasks.grid.parallel_runs`); ``seed_set`` picks the confirmation seeds (``seeds``, what
+(:func:`tensordas.tasks.parallel.parallel_runs`); ``seed_set`` picks the confirmation seeds (``seeds``, what
 is reported) or the exploration seeds (``exploration_seeds``, what settings are chosen on), and every
 record says which (``seed_set``).
 """
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from ..reporting import ProgressFn, atomic_open, ensure_dir, write_json
 from ..tasks import TASKS, fingerprint
-from ..tasks.grid import check_jobs, default_jobs, parallel_runs
+from ..tasks.parallel import check_jobs, default_jobs, parallel_runs
 from ..training import check_device
 from .families import FamilyOutcome, family_config, family_metric, family_summary, run_family
 from .report import environment, experiment_section, paper_section, render_report, summary_section
@@ -205,6 +205,7 @@ def run_reproduce(
                     },
                 )
             else:
+                outcome.summary = family_summary(spec, outcome.records)  # finished earlier: from its records
                 for _ in range(counts[spec.name]):
                     update("finished earlier", 1, 1)
             outcomes[spec.name] = outcome
@@ -215,7 +216,7 @@ def run_reproduce(
         for s in specs
         for r in outcomes[s.name].records
     ]
-    summary = [entry for s in specs for entry in family_summary(s, outcomes[s.name].records)]
+    summary = [entry for s in specs for entry in outcomes[s.name].summary]
     results = write_json(
         out / "results.json",
         {"profile": profile, "seed_set": seed_set, "environment": env, "records": records, "summary": summary},

@@ -19,12 +19,15 @@ dynamics     ``dynamics``        Q and C under GD, SAM and DAS (the paper's Figu
 from . import completion, compress, dynamics, finetune, noisy
 from .completion import CompletionConfig
 from .compress import CompressConfig
+from .config import ComparisonConfig, check_seeds
+from .display import diverged_runs
 from .dynamics import DynamicsConfig, DynamicsResult, dynamics_table, plot_dynamics, run_dynamics, write_dynamics
 from .finetune import FinetuneConfig
-from .grid import RunResult, check_seeds, data_digest, diverged_runs, fingerprint, run_grid, run_store
+from .grid import run_grid
 from .noisy import NoisyConfig
 from .protocol import Metric, Task
 from .records import RECORD_KEYS, check_record
+from .runstore import RunResult, data_digest, fingerprint, run_store
 
 TASKS: dict[str, Task] = {t.TASK.name: t.TASK for t in (completion, noisy, compress, finetune, dynamics)}
 
@@ -40,6 +43,7 @@ def get_task(name: str) -> Task:
 __all__ = [
     "RECORD_KEYS",
     "TASKS",
+    "ComparisonConfig",
     "CompletionConfig",
     "CompressConfig",
     "DynamicsConfig",

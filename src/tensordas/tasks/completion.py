@@ -26,7 +26,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -50,25 +50,18 @@ from ..data import (
 )
 from ..formats import available_formats
 from ..models import model_class
-from ..reporting import ProgressFn, line_panels
-from ..training import ComparisonSettings, Monitor, OptimizerConfig, Steps, check_device, compared_optimizers, engine
+from ..reporting import ProgressFn
+from ..training import Monitor, OptimizerConfig, Steps, compared_optimizers, engine
 from ..training.engine import Convergence, q_stats
-from .grid import (
-    RunResult,
-    check_seeds,
-    data_digest,
-    experiment_writer,
-    fingerprint,
-    mean_curves,
-    run_grid,
-    run_store,
-    summary_table,
-)
+from .config import ComparisonConfig
+from .display import curve_figure, summary_table
+from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
 from .records import check_record
-from .tuning import check_tuning, validation_fraction
+from .runstore import RunResult, data_digest, fingerprint, run_store
 
 NAME = "completion"
+TITLE = "tensor completion by gradient methods"
 # The model class of each tensor format (to be read from the format registry once it holds the models).
 INITS = ("balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
@@ -107,14 +100,14 @@ _PAPER_FIXED = {"model": "tucker", "standardize": "none", "init": "tensorly", "b
 
 
 @dataclass(frozen=True)
-class CompletionConfig(ComparisonSettings):
-    """Settings of a completion experiment (validated on construction)."""
+class CompletionConfig(ComparisonConfig):
+    """Settings of a completion experiment (validated on construction). Its ``validation`` share of the
+    observed entries also serves early stopping (``patience``) and convergence."""
 
     data: str = "covid19"
     model: str = "tucker"
     rank: int | tuple[int, ...] = 4
     missing: float = 0.7
-    validation: float | None = None  # validation/early stopping share (None: 0.2 when a strength is a list, else 0)
     standardize: str = "global"
     init: str = "balanced"
     steps: int = 1000  # the upper bound: a run stops earlier once its objective has converged (tol)
@@ -130,8 +123,7 @@ class CompletionConfig(ComparisonSettings):
     dense_budget_gb: float = DEFAULT_DENSE_BUDGET_GB
     protocol: str = "task"
 
-    def __post_init__(self) -> None:
-        check_tuning(self)
+    def check_settings(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"Invalid protocol {self.protocol!r} (expected one of {', '.join(PROTOCOLS)})")
         if self.protocol == "paper":
@@ -150,7 +142,6 @@ class CompletionConfig(ComparisonSettings):
             raise ValueError(f"Invalid model {self.model!r} (expected one of {', '.join(available_formats())})")
         if self.init not in INITS:
             raise ValueError(f"Invalid init {self.init!r} (expected one of {', '.join(INITS)})")
-        check_device(self.device)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"Invalid dtype {self.dtype!r} (expected float32 or float64)")
         for name in ("steps", "eval_every"):
@@ -170,12 +161,7 @@ class CompletionConfig(ComparisonSettings):
         budget = self.dense_budget_gb
         if isinstance(budget, bool) or not (isinstance(budget, (int, float)) and 0 <= budget < math.inf):
             raise ValueError(f"Invalid dense_budget_gb {self.dense_budget_gb!r} (expected a number of GB >= 0)")
-        check_seeds(self.seeds)
         _ = self.optimizer_configs  # builds them, validating lr, momentum, alpha, rho and the schedule
-
-    @property
-    def validation_fraction(self) -> float:
-        return validation_fraction(self)
 
     @cached_property
     def optimizer_configs(self) -> list[OptimizerConfig]:
@@ -193,9 +179,6 @@ class CompletionConfig(ComparisonSettings):
                 out.pop(key)
         out["data_digest"] = data_digest(self.data)
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -438,17 +421,8 @@ def run_completion(
 ) -> list[RunResult]:
     """Run every optimizer on every seed (and the ALS reference); reuse finished runs in ``out_dir``."""
     exp = CompletionExperiment.load(config)
-    results = run_grid(
-        NAME,
-        config.settings(),
-        config.optimizer_configs,
-        config.seeds,
-        exp.run,
-        out_dir=out_dir,
-        resume=resume,
-        progress=progress,
-        select=TEST_R2 if config.validation_fraction > 0 else None,
-        extend=config.tune,
+    results = run_comparison(
+        NAME, config, config.optimizer_configs, exp.run, TEST_R2, out_dir=out_dir, resume=resume, progress=progress
     )
     if config.als and config.model in ALS_MODELS:
         store = run_store(out_dir)
@@ -475,15 +449,10 @@ def missing_shares(results: Sequence[RunResult], config: CompletionConfig) -> st
 
 def plot_completion(results: Sequence[RunResult], config: CompletionConfig):
     """Held-out R^2 and Q against steps, mean over seeds, one line per optimizer."""
-    series = mean_curves([r for r in results if r.curve], "step", ["test_r2", "Q"])
-    return line_panels(
-        series,
-        "step",
-        ["test_r2", "Q"],
-        ylabels={"test_r2": "held-out R²", "Q": "norm deviation Q"},
-        yscales={"Q": "log"},
-        title=f"{config.model} rank {config.rank} on {config.data}\n{missing_shares(results, config)}",
-    )
+    trained = [r for r in results if r.curve]  # the ALS rows have no curve
+    panels = {"test_r2": "held-out R²", "Q": "norm deviation Q"}
+    title = f"{config.model} rank {config.rank} on {config.data}\n{missing_shares(results, config)}"
+    return curve_figure(trained, "step", panels, yscales={"Q": "log"}, title=title)
 
 
 def completion_table(results: Sequence[RunResult], config: CompletionConfig):
@@ -502,24 +471,25 @@ def completion_table(results: Sequence[RunResult], config: CompletionConfig):
     )
 
 
-write_completion = experiment_writer(NAME, CURVE_COLUMNS, plot_completion)
-
-
-TASK = Task(
-    name=NAME,
-    title="tensor completion by gradient methods",
-    config=CompletionConfig,
-    run=run_completion,
-    write=write_completion,
-    table=completion_table,
-    plot=plot_completion,
-    metrics=(
-        TEST_R2,
-        Metric("test_rmse", "held-out RMSE", higher_is_better=False, match_tolerance=0.0),
-        Metric("train_r2", "R² on the training entries (the paper's Table 1)"),
-        TRAIN_LOSS,
-        Q,
-    ),
-    command="complete",
-    loss_context=(),  # a regression on tensor entries: no logits, classes or samples for a loss term
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_R2,
+    Metric("test_rmse", "held-out RMSE", higher_is_better=False, match_tolerance=0.0),
+    Metric("train_r2", "R² on the training entries (the paper's Table 1)"),
+    TRAIN_LOSS,
+    Q,
 )
+# A regression on tensor entries: no logits, classes or samples for a loss term (loss_context).
+TASK = Task(
+    NAME,
+    TITLE,
+    CompletionConfig,
+    run_completion,
+    completion_table,
+    plot_completion,
+    METRICS,
+    CURVE_COLUMNS,
+    command="complete",
+    loss_context=(),
+)
+write_completion = TASK.write_outcome  # curves.csv, completion.png, config.json and, last, results.json

@@ -41,40 +41,27 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData, corrupt_labels
-from ..data.noise import check_noise
 from ..formats import RankLike
 from ..layers import FORMATS, tensorize, weight_format
 from ..layers.from_dense import dense_layout, rank_for_ratio
 from ..layers.tensorize import TensorizeReport
 from ..networks import build_network, parse_network_name
-from ..reporting import ProgressFn, atomic_open, ensure_dir, line_panels
+from ..reporting import ProgressFn, atomic_open, ensure_dir
 from ..training import (
     CHECKPOINT_FORMAT,
-    ComparisonSettings,
     LoopConfig,
     OptimizerConfig,
-    Strength,
-    check_device,
-    compared_optimizers,
     evaluate,
     load_checkpoint,
     train_classifier,
 )
-from .grid import (
-    RunResult,
-    check_seeds,
-    data_digest,
-    experiment_writer,
-    file_digest,
-    fingerprint,
-    mean_curves,
-    run_grid,
-    run_key,
-    summary_table,
-)
+from .config import ClassifierConfig, check_seeds
+from .display import curve_figure, summary_table
+from .grid import run_comparison
 from .noisy import CHECKPOINTS_DIR, hold_out, load_split, network_kwargs
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
+from .runstore import RunResult, data_digest, file_digest, fingerprint, run_key
+from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
     "TASK",
@@ -92,6 +79,7 @@ __all__ = [
 ]
 
 NAME = "compress"
+TITLE = "compression of a trained dense network, then fine-tuning"
 DENSE_FORMAT = "tensordas-dense-model"
 DENSE_FILE = "dense.pt"
 DENSE_TRAIN_CHECKPOINT = "dense-train.pt"
@@ -101,20 +89,11 @@ CURVE_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", 
 
 
 @dataclass(frozen=True)
-class CompressConfig(ComparisonSettings):
+class CompressConfig(ClassifierConfig):
     """Settings of a compression experiment (validated on construction)."""
 
-    data: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    test_fraction: float = 0.25
-    train_size: int | None = None
-    test_size: int | None = None
     split_seed: int = 0
     per_seed_split: bool = False  # seed s draws split s, its own dense model and decomposition (train_dense only)
-    noise: float = 0.0  # label noise on the training (and validation) labels, as in the noisy family
-    noise_type: str = "symmetric"
-    validation: float | None = None  # share of the training data held out for tuning (None: 0.2 if tuned, else 0)
     checkpoint: str | None = None
     train_dense: bool = False
     model: str | None = None  # dense architecture (default with train_dense: "mlp"); checked against a checkpoint
@@ -127,16 +106,9 @@ class CompressConfig(ComparisonSettings):
     layers: tuple[str, ...] | None = None  # module-name patterns (fnmatch); None: all but the output layer
     exclude: tuple[str, ...] = ()
     epochs: int = 10
-    batch_size: int = 64
-    lr_schedule: str = "cosine"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
-    rho: Strength = 0.1
 
-    def __post_init__(self) -> None:
-        check_tuning(self)
-        check_noise(self.noise, self.noise_type)
+    def check_settings(self) -> None:
+        super().check_settings()
         if self.checkpoint is not None and (self.per_seed_split or self.validation_fraction > 0):
             what = "per_seed_split" if self.per_seed_split else "a validation split"
             raise ValueError(f"{what} needs train_dense: a checkpoint's dense model was trained on one fixed split")
@@ -154,33 +126,21 @@ class CompressConfig(ComparisonSettings):
                 raise ValueError(f"model {self.model!r} is already tensorized; compress takes a dense one ('{base}')")
         if self.hidden is not None and (not self.hidden or min(self.hidden) < 1):
             raise ValueError(f"Invalid hidden sizes {self.hidden!r} (expected positive sizes)")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
         if not self.dense_lr >= 0:
             raise ValueError(f"Invalid dense_lr value: {self.dense_lr} (expected >= 0)")
-        check_seeds(self.seeds)
         try:
             check_seeds((self.split_seed,))
         except ValueError as e:
             raise ValueError(f"split_seed: {e}") from None
-        check_device(self.device)
-        _ = self.loop, self.dense_loop, self.optimizer_configs  # validates epochs, batch size, schedules, hyper-params
+        _ = self.dense_loop  # validates dense_epochs
 
     @property
     def architecture(self) -> str:
         return self.model or "mlp"
 
-    @property
-    def validation_fraction(self) -> float:
-        return validation_fraction(self)
-
     def split_of(self, seed: int) -> int:
         """The split seed of run seed ``seed``: ``seed`` itself with ``per_seed_split``, else ``split_seed``."""
         return seed if self.per_seed_split else self.split_seed
-
-    @cached_property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
 
     @cached_property
     def dense_loop(self) -> LoopConfig:
@@ -191,10 +151,6 @@ class CompressConfig(ComparisonSettings):
         return OptimizerConfig(
             method="base", base=self.base, lr=self.dense_lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
-
-    @cached_property
-    def optimizer_configs(self) -> list[OptimizerConfig]:
-        return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def data_settings(self, split: int | None = None) -> dict[str, Any]:
         """What determines the data split (seed ``split``, default ``split_seed``), including digests of a
@@ -227,9 +183,6 @@ class CompressConfig(ComparisonSettings):
         Includes the device (timings depend on it) and the data digests of :meth:`data_settings`.
         """
         return {**self.run_settings("download"), **self.data_settings()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- dense models on disk -------------------------------------------------------------------------------
@@ -630,17 +583,17 @@ def run_compress(
     exp = CompressExperiment(config, None if out_dir is None else Path(out_dir), resume, progress)
     if config.checkpoint is not None:
         exp.setup()  # a bad checkpoint, layer choice, ratio or rank fails here, even when every run is stored
-    return run_grid(
+    settings = exp.settings()
+    return run_comparison(
         NAME,
-        exp.settings(),
+        config,
         config.optimizer_configs,
-        config.seeds,
         exp.run,
+        TEST_ACC,
+        settings=settings,
         out_dir=out_dir,
         resume=resume,
         progress=progress,
-        select=TEST_ACC if config.validation_fraction > 0 else None,
-        extend=config.tune,
     )
 
 
@@ -657,15 +610,9 @@ def _title(config: CompressConfig) -> str:
 
 def plot_compress(results: Sequence[RunResult], config: CompressConfig):
     """Test accuracy and Q against fine-tuning epochs (epoch 0: right after decomposition)."""
-    series = mean_curves(results, "epoch", ["test_acc", "Q"])
-    return line_panels(
-        series,
-        "epoch",
-        ["test_acc", "Q"],
-        ylabels={"test_acc": "test accuracy", "Q": "norm deviation Q (mean over groups)"},
-        yscales={"Q": "log"},
-        xlabel="fine-tuning epoch",
-        title=_title(config),
+    panels = {"test_acc": "test accuracy", "Q": "norm deviation Q (mean over groups)"}
+    return curve_figure(
+        results, "epoch", panels, yscales={"Q": "log"}, xlabel="fine-tuning epoch", title=_title(config)
     )
 
 
@@ -698,25 +645,17 @@ def compress_table(results: Sequence[RunResult], config: CompressConfig):
     )
 
 
-write_compress = experiment_writer(NAME, CURVE_COLUMNS, plot_compress)
-
-
-TASK = Task(
-    name=NAME,
-    title="compression of a trained dense network, then fine-tuning",
-    config=CompressConfig,
-    run=run_compress,
-    write=write_compress,
-    table=compress_table,
-    plot=plot_compress,
-    metrics=(
-        TEST_ACC,
-        Metric("final_test_acc", "fine-tuned test accuracy at the last epoch"),
-        Metric("best_test_acc", "best fine-tuned test accuracy"),
-        TRAIN_LOSS,
-        Metric("decomposed_test_acc", "test accuracy right after decomposition"),
-        Metric("dense_test_acc", "test accuracy of the dense model"),
-        Q,
-    ),
-    command="compress",
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_ACC,
+    Metric("final_test_acc", "fine-tuned test accuracy at the last epoch"),
+    Metric("best_test_acc", "best fine-tuned test accuracy"),
+    TRAIN_LOSS,
+    Metric("decomposed_test_acc", "test accuracy right after decomposition"),
+    Metric("dense_test_acc", "test accuracy of the dense model"),
+    Q,
 )
+TASK = Task(
+    NAME, TITLE, CompressConfig, run_compress, compress_table, plot_compress, METRICS, CURVE_COLUMNS, command="compress"
+)
+write_compress = TASK.write_outcome  # curves.csv, compress.png, config.json and, last, results.json

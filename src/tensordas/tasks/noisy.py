@@ -21,8 +21,7 @@ The CLI command that runs this family is ``tensordas train``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,33 +29,17 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData, NoisyLabels, corrupt_labels, load_classification, validation_split
-from ..data.noise import check_noise
 from ..formats import RankLike
 from ..layers import TensorizedLayer, weight_format
 from ..networks import build_network, parse_network_name
-from ..reporting import ProgressFn, line_panels
-from ..training import (
-    ComparisonSettings,
-    LoopConfig,
-    OptimizerConfig,
-    Strength,
-    check_device,
-    compared_optimizers,
-    train_classifier,
-)
-from .grid import (
-    RunResult,
-    check_seeds,
-    data_digest,
-    experiment_writer,
-    fingerprint,
-    mean_curves,
-    run_grid,
-    run_key,
-    summary_table,
-)
+from ..reporting import ProgressFn
+from ..training import OptimizerConfig, Strength, train_classifier
+from .config import ClassifierConfig
+from .display import curve_figure, summary_table
+from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .tuning import check_tuning, checkpoint_fields, validation_fields, validation_fraction
+from .runstore import RunResult, data_digest, fingerprint, run_key
+from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
     "TASK",
@@ -72,6 +55,7 @@ __all__ = [
 ]
 
 NAME = "noisy"
+TITLE = "noisy-label training of tensorized classifiers"
 CURVE_COLUMNS = [
     "epoch",
     "step",
@@ -93,36 +77,17 @@ TEST_ACC = Metric("test_acc", "clean test accuracy at the best-validation epoch"
 
 
 @dataclass(frozen=True)
-class NoisyConfig(ComparisonSettings):
+class NoisyConfig(ClassifierConfig):
     """Settings of a noisy-label experiment (validated on construction)."""
 
-    data: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    test_fraction: float = 0.25
-    train_size: int | None = None
-    test_size: int | None = None
     noise: float = 0.4
-    noise_type: str = "symmetric"
     model: str = "tt-mlp"
     rank: RankLike | None = None
     hidden: tuple[int, ...] | None = None  # MLP hidden sizes (None: the network's default)
-    epochs: int = 30
-    batch_size: int = 64
-    lr_schedule: str = "cosine"
     lr: Strength = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    alpha: Strength = 0.1  # DAS strength: the analogue of SAM's rho, the same by default
-    rho: Strength = 0.1
-    validation: float | None = None  # share of the training data held out for tuning (None: 0.2 if tuned, else 0)
 
-    def __post_init__(self) -> None:
-        self.check_options()  # a strength list becomes a tuple before anything reads it
-        check_tuning(self)
-        check_noise(self.noise, self.noise_type)
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"Invalid test_fraction: {self.test_fraction} (expected 0 < test_fraction < 1)")
+    def check_settings(self) -> None:
+        super().check_settings()
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
             if value is not None and value < 2:
@@ -132,21 +97,6 @@ class NoisyConfig(ComparisonSettings):
             raise ValueError(f"model {self.model!r} is dense; --rank needs a tensorized one (e.g. 'tt-{base}')")
         if self.hidden is not None and (base != "mlp" or not self.hidden or min(self.hidden) < 1):
             raise ValueError(f"Invalid hidden sizes {self.hidden!r} for model {self.model!r} (MLPs only, positive)")
-        check_seeds(self.seeds)
-        check_device(self.device)
-        _ = self.loop, self.optimizer_configs  # validates epochs, batch size, schedules, lr, alpha, rho
-
-    @property
-    def validation_fraction(self) -> float:
-        return validation_fraction(self)
-
-    @cached_property
-    def loop(self) -> LoopConfig:
-        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, lr_schedule=self.lr_schedule)
-
-    @cached_property
-    def optimizer_configs(self) -> list[OptimizerConfig]:
-        return compared_optimizers(self)  # the loop sets total_steps = epochs * batches
 
     def settings(self) -> dict[str, Any]:
         """What determines a run besides its optimizer and seed (for resume fingerprints).
@@ -158,9 +108,6 @@ class NoisyConfig(ComparisonSettings):
         out["data_digest"] = data_digest(self.data)
         out["data_dir_digest"] = data_digest(self.data_dir)
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def load_split(config: Any, seed: int) -> ClassificationData:
@@ -348,17 +295,8 @@ def run_noisy(
     """Run every optimizer on every seed; reuse finished runs (and resume checkpoints) in ``out_dir``."""
     exp = NoisyExperiment(config, None if out_dir is None else Path(out_dir), resume)
     exp.check_rank()
-    return run_grid(
-        NAME,
-        config.settings(),
-        config.optimizer_configs,
-        config.seeds,
-        exp.run,
-        out_dir=out_dir,
-        resume=resume,
-        progress=progress,
-        select=TEST_ACC if config.validation_fraction > 0 else None,
-        extend=config.tune,
+    return run_comparison(
+        NAME, config, config.optimizer_configs, exp.run, TEST_ACC, out_dir=out_dir, resume=resume, progress=progress
     )
 
 
@@ -368,20 +306,12 @@ def _title(config: NoisyConfig) -> str:
 
 def plot_noisy(results: Sequence[RunResult], config: NoisyConfig):
     """Clean test accuracy, memorised fraction and Q against epochs, mean over seeds, one line per optimizer."""
-    panels = ["test_acc", "memorized", "Q"]
-    series = mean_curves(results, "epoch", panels)
-    return line_panels(
-        series,
-        "epoch",
-        panels,
-        ylabels={
-            "test_acc": "clean test accuracy",
-            "memorized": "corrupted samples fitted to noisy label",
-            "Q": "norm deviation Q (mean over groups)",
-        },
-        yscales={"Q": "log"},
-        title=_title(config),
-    )
+    panels = {
+        "test_acc": "clean test accuracy",
+        "memorized": "corrupted samples fitted to noisy label",
+        "Q": "norm deviation Q (mean over groups)",
+    }
+    return curve_figure(results, "epoch", panels, yscales={"Q": "log"}, title=_title(config))
 
 
 def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
@@ -401,26 +331,16 @@ def noisy_table(results: Sequence[RunResult], config: NoisyConfig):
     )
 
 
-write_noisy = experiment_writer(NAME, CURVE_COLUMNS, plot_noisy)
-
-
-TASK = Task(
-    name=NAME,
-    title="noisy-label training of tensorized classifiers",
-    config=NoisyConfig,
-    run=run_noisy,
-    write=write_noisy,
-    table=noisy_table,
-    plot=plot_noisy,
-    metrics=(
-        TEST_ACC,
-        Metric("final_test_acc", "clean test accuracy at the last epoch"),
-        Metric("best_test_acc", "best clean test accuracy"),
-        Metric("train_acc", "accuracy on the noisy training labels"),
-        TRAIN_LOSS,
-        Metric("memorized", "corrupted samples fitted to their noisy label", higher_is_better=False),
-        Metric("recovered", "corrupted samples predicted as their true label"),
-        Q,
-    ),
-    command="train",
+# The record fields a comparison may be decided on, the default first.
+METRICS = (
+    TEST_ACC,
+    Metric("final_test_acc", "clean test accuracy at the last epoch"),
+    Metric("best_test_acc", "best clean test accuracy"),
+    Metric("train_acc", "accuracy on the noisy training labels"),
+    TRAIN_LOSS,
+    Metric("memorized", "corrupted samples fitted to their noisy label", higher_is_better=False),
+    Metric("recovered", "corrupted samples predicted as their true label"),
+    Q,
 )
+TASK = Task(NAME, TITLE, NoisyConfig, run_noisy, noisy_table, plot_noisy, METRICS, CURVE_COLUMNS, command="train")
+write_noisy = TASK.write_outcome  # curves.csv, noisy.png, config.json and, last, results.json

@@ -1,23 +1,26 @@
 """The task protocol: each experiment family is one :class:`Task` object.
 
-A family's module (``tasks/noisy.py``, ...) defines its configuration dataclass, its run, write, table
-and plot functions, and at its end the ``TASK`` object that bundles them with the family's metrics
-(each with its direction). :data:`tensordas.tasks.TASKS` registers every family by name; the CLI,
-``tensordas reproduce`` and ``tensordas.tasks`` all read that registry, so a new family is its module
-plus one line there (and its tests).
+A family's module (``tasks/noisy.py``, ...) defines its configuration dataclass (a comparison family's
+extends :class:`~tensordas.tasks.config.ComparisonConfig`), its run, table and plot functions, and at its
+end the ``TASK`` object that bundles them with the family's metrics (each with its direction) and the
+columns of its curves: ``Task(NAME, TITLE, NoisyConfig, run_noisy, noisy_table, plot_noisy, METRICS,
+CURVE_COLUMNS, command="train")``. :data:`tensordas.tasks.TASKS` registers every family by name;
+the CLI, ``tensordas reproduce`` and ``tensordas.tasks`` all read that registry, so a new family is its
+module plus one line there (and its tests).
 
 The functions follow one shape (``outcome`` is what ``run`` returns: a list of
-:class:`~tensordas.tasks.grid.RunResult` for a comparison grid, the study's result for dynamics)::
+:class:`~tensordas.tasks.runstore.RunResult` for a comparison grid, the study's result for dynamics)::
 
     outcome = task.run(config, out_dir=None, resume=True, progress=None)
-    paths = task.write(outcome, config, out_dir)      # {"results": ..., "figure": ..., ...}, results last
-    table = task.table(outcome, config)                # a rich table (mean ± std over seeds)
-    figure = task.plot(outcome, config)
     records = task.records(outcome)                    # flat dicts of the record schema
     summary = task.summary(records)                    # docs/design.md section 7's "summary" entries
+    paths = task.write_outcome(outcome, config, out_dir, summary=summary)  # results.json last
+    table = task.table(outcome, config)                # a rich table (mean ± std over seeds)
+    figure = task.plot(outcome, config)
 
-``write`` of a comparison family also takes the summary's options (``experiment``, ``metric``,
-``match_tolerance``); :meth:`Task.write_outcome` passes them where the family compares a metric.
+A comparison family's files are the common format (:func:`~tensordas.tasks.writers.write_experiment`),
+built from its ``curve_columns`` and ``plot``; the summary is computed once by the caller and written as
+given (:meth:`Task.write_outcome` computes it with the family's defaults where none is given).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from ..reporting.stats import summary_entry
 from ..training import METHODS
+from .writers import write_experiment
 
 __all__ = ["Q", "TRAIN_LOSS", "Metric", "Task", "grid_records"]
 
@@ -84,12 +88,13 @@ class Task:
         title: what the family does, in a few words.
         config: the configuration dataclass (validated on construction; ``to_dict()`` gives its settings).
         run: ``run(config, *, out_dir=None, resume=True, progress=None) -> outcome``.
-        write: ``write(outcome, config, out_dir) -> paths``; ``paths["results"]`` is written last and
-            ``paths["figure"]`` is the family's figure.
         table: ``table(outcome, config)``: the rich table a command prints.
         plot: ``plot(outcome, config)``: the family's figure.
         metrics: the record fields a comparison may be decided on, the default first (empty: the family
             compares no metric, e.g. dynamics).
+        curve_columns: the columns of a comparison grid's ``curves.csv`` (each run's curve rows).
+        write: ``write(outcome, config, out_dir) -> paths`` for a family whose outcome is not a comparison
+            grid (dynamics); None: :meth:`write_outcome` writes the common format.
         records: ``records(outcome)``: the outcome's records (default: a grid's).
         count: ``count(config)``: how many runs ``run`` performs, for progress (default: methods x seeds).
         record_columns: for a family without metrics, the record fields a report table shows.
@@ -104,10 +109,11 @@ class Task:
     title: str
     config: type
     run: Callable[..., Any]
-    write: Callable[[Any, Any, Path], dict[str, Path]]
     table: Callable[[Any, Any], Any]
     plot: Callable[[Any, Any], Any]
     metrics: tuple[Metric, ...] = ()
+    curve_columns: Sequence[str] = ()
+    write: Callable[[Any, Any, Path], dict[str, Path]] | None = None
     records: Callable[[Any], list[dict[str, Any]]] = grid_records
     count: Callable[[Any], int] = _count_grid
     record_columns: Mapping[str, str] = field(default_factory=dict)
@@ -155,20 +161,20 @@ class Task:
         return [entry]
 
     def write_outcome(
-        self,
-        outcome: Any,
-        config: Any,
-        out_dir: Path,
-        *,
-        experiment: str | None = None,
-        metric: str | None = None,
-        match_tolerance: float | None = None,
+        self, outcome: Any, config: Any, out_dir: str | Path, *, summary: Sequence[Mapping[str, Any]] | None = None
     ) -> dict[str, Path]:
-        """``write``, with the summary's options where the family compares a metric (dynamics has no summary)."""
-        if not self.metrics:
+        """Write the outcome's files, ``results.json`` last (``paths["figure"]`` is the family's figure).
+
+        A comparison grid's are :func:`~tensordas.tasks.writers.write_experiment`'s, from the family's
+        ``curve_columns`` and ``plot``, with ``summary`` in ``results.json`` (None: :meth:`summary` of the
+        records with the family's defaults); a family with its own ``write`` (dynamics) writes its own.
+        """
+        if self.write is not None:
             return self.write(outcome, config, out_dir)
-        options = {"experiment": experiment, "metric": metric, "match_tolerance": match_tolerance}
-        return self.write(outcome, config, out_dir, **options)
+        if summary is None:
+            summary = self.summary(self.records(outcome))
+        figure = self.plot(outcome, config)
+        return write_experiment(out_dir, self.name, config.to_dict(), outcome, self.curve_columns, figure, summary)
 
     def settings_fields(self) -> list[str]:
         """The names of the configuration's settings."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..data import check_validation_fraction
 from ..training import STRENGTHS
+from .selection import select_candidate
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -72,8 +73,6 @@ def checkpoint_fields(
     each of ``metrics`` at the checkpoint and as ``final_<metric>`` at the last row, ``checkpoint`` (the
     rule that chose it) and ``checkpoint_epoch``. Row 0 (before training) is never chosen when a trained
     row exists."""
-    from .grid import select_candidate  # grid's selection rule: the same direction and tie-breaks
-
     final = history[-1]
     trained = [r for r in history if r.get("epoch", r.get("step", 0)) >= 1] or list(history)
 
@@ -84,7 +83,7 @@ def checkpoint_fields(
         row, rule = final, "final epoch (diverged)"
     elif not any(finite(r.get(by)) for r in trained):
         row, rule = final, "final epoch (no validation split)"
-    else:
+    else:  # the tuning's selection rule: the same direction and tie-breaks
         row, rule = trained[select_candidate(trained, by, higher_is_better=True)], f"best {by}"
     fields: dict[str, Any] = {m: row[m] for m in metrics}
     fields.update({f"final_{m}": final[m] for m in metrics})
