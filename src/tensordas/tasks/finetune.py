@@ -18,7 +18,7 @@ train/test split, head and adapter initialisation, batch order and dropout strea
 Training runs on the library's engine (:func:`tensordas.training.engine.train`: one step function per
 mini-batch, so SAM's closure runs two passes and DAS one), not ``transformers.Trainer``: it keeps
 timings free of the Trainer's logging, callbacks and data collation. Users who train with the
-Trainer get the same optimizers from :class:`tensordas.adapters.hf.DASTrainer`.
+Trainer get the same optimizers from :class:`tensordas.integrations.trainer.DASTrainer`.
 
 Per run: clean held-out accuracy and macro-F1, the accuracy of the untrained head
 (``init_test_acc``), the trainable parameter count, wall time, time per optimizer step and peak

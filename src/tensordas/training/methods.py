@@ -14,7 +14,7 @@ else). :data:`OPTIONS` is read from those fields; an entry names the options it 
 
 Everything that names methods reads this registry: the training engine (one pass or two),
 :class:`~tensordas.training.OptimizerConfig` and :class:`~tensordas.training.ComparisonSettings`
-(subclasses of :class:`MethodOptions`), :class:`tensordas.adapters.hf.DASTrainer`, the CLI
+(subclasses of :class:`MethodOptions`), :class:`tensordas.integrations.trainer.DASTrainer`, the CLI
 (``--optimizer`` choices, one flag per option, with the help written here), the records (which options
 a run used), the figures' colours, ``tensordas dynamics`` and the report. Adding a method is one entry
 below (with any new option as a field of :class:`MethodOptions`) plus its tests; a method defined outside
