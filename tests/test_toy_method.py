@@ -179,7 +179,7 @@ def test_finetune_command(toy, tiny_model, tmp_path):
     assert record["optimizer"] == "shrink(adamw)" and record["alpha"] == 0.05  # the registry's default alpha
 
 
-def test_reproduce_tunes_it_over_its_grid_and_reports_it(toy, tmp_path):
+def test_reproduce_tunes_it_over_its_grid_and_reports_it(toy, tmp_path, recwarn):
     cfg = tmp_path / "toy.toml"
     cfg.write_text(
         'family = "completion"\ntitle = "Toy"\nmetric = "test_r2"\n'
@@ -188,8 +188,10 @@ def test_reproduce_tunes_it_over_its_grid_and_reports_it(toy, tmp_path):
         "[profiles.smoke]\nsteps = 10\nseeds = [0, 1]\n"
     )
     out = tmp_path / "reproduce"
-    assert main(["reproduce", "--profile", "smoke", "--config", str(cfg), "--jobs", "1", "--out", str(out),
+    # --jobs 2: the spawned workers start with the built-in registry and register the toy again
+    assert main(["reproduce", "--profile", "smoke", "--config", str(cfg), "--jobs", "2", "--out", str(out),
                  "--no-progress"]) == 0  # fmt: skip
+    assert not [w for w in recwarn if "serially" in str(w.message)]  # the runs did go to the workers
     data = json.loads((out / "results.json").read_text())
     picked = [r for r in data["records"] if r["method"] == "shrink"]
     assert len(picked) == 2  # one per seed, tuned over its registry grid (and one value past an edge pick)
@@ -204,6 +206,7 @@ def test_reproduce_tunes_it_over_its_grid_and_reports_it(toy, tmp_path):
 
 def test_reproduce_report_draws_it_in_its_style(toy, tmp_path, monkeypatch):
     from tensordas.reproduce import report
+    from tensordas.tasks import display  # report.q_curve_figure draws through display.curve_figure
 
     out = tmp_path / "exp"
     assert main(["complete", *COMPLETION, "--optimizer", "base,shrink", "--out", str(out), "--no-progress"]) == 0
@@ -213,7 +216,7 @@ def test_reproduce_report_draws_it_in_its_style(toy, tmp_path, monkeypatch):
         drawn.update({name: series_style(name) for name in series})
         return object()
 
-    monkeypatch.setattr(report, "line_panels", capture)
+    monkeypatch.setattr(display, "line_panels", capture)
     monkeypatch.setattr(report, "save_figure", lambda fig, path: path)
     assert report.q_curve_figure(out, "toy") is not None
     assert drawn["shrink(adam)"] == (TOY_COLOR, TOY_LINESTYLE) and drawn["adam"][0] != TOY_COLOR

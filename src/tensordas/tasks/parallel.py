@@ -25,6 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from ..training import OptimizerConfig
+from ..training.methods import register_method, registered_methods
 from .runstore import RunResult
 
 __all__ = ["check_jobs", "default_jobs", "in_parallel", "parallel_runs", "submitted"]
@@ -60,11 +61,16 @@ _WORKER_RUN: dict[str, Callable[..., RunResult]] = {}  # the latest unpickled ru
 
 
 def _run_in_worker(path: str, opt: OptimizerConfig, seed: int) -> RunResult:
-    """Run one (optimizer, seed) in a worker with the run function pickled in ``path`` (read once per worker)."""
+    """Run one (optimizer, seed) in a worker with the run function pickled in ``path`` (read once per worker),
+    after registering the methods the parent had registered from outside the package (a spawned worker starts
+    with the built-in registry only)."""
     if path not in _WORKER_RUN:
         _WORKER_RUN.clear()  # one experiment at a time: do not keep the previous one's data
         with open(path, "rb") as f:
-            _WORKER_RUN[path] = pickle.load(f)
+            run_one, methods = pickle.load(f)
+        for method in methods:
+            register_method(method, replace=True)
+        _WORKER_RUN[path] = run_one
     return _WORKER_RUN[path](opt, seed, None)
 
 
@@ -118,7 +124,7 @@ def submitted(
     pending: Sequence[tuple[str, OptimizerConfig, int]], run_one: Callable[..., RunResult]
 ) -> Iterator[dict[str, Future]]:
     """Futures of the ``pending`` runs (``(key, optimizer, seed)``) in the block's pool, by key; none
-    without a pool, or when ``run_one`` cannot be sent to a worker (then the runs go serially, with a
+    without a pool, or when ``run_one`` or a method registered from outside the package cannot be sent to a worker (then the runs go serially, with a
     warning)."""
     pool = _POOL.get()
     if pool is None or not pending:
@@ -127,7 +133,7 @@ def submitted(
     with tempfile.NamedTemporaryFile(prefix="tensordas-run-", suffix=".pkl", delete=False) as f:
         path = f.name
         try:
-            pickle.dump(run_one, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((run_one, registered_methods()), f, protocol=pickle.HIGHEST_PROTOCOL)
             ok = True
         except Exception as e:  # pickle raises PicklingError, TypeError or AttributeError, a __reduce__ anything
             warnings.warn(f"runs go serially: the run function cannot be sent to a worker ({e})", stacklevel=3)

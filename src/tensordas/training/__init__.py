@@ -39,6 +39,7 @@ from .methods import (
     method_of,
     option,
     register_method,
+    registered_methods,
     unregister_method,
 )
 from .optimizers import (
@@ -89,6 +90,7 @@ __all__ = [
     "optimizer_step",
     "q_stats",
     "register_method",
+    "registered_methods",
     "synchronize",
     "train",
     "train_classifier",

@@ -550,6 +550,12 @@ def unregister_method(name: str) -> None:
     forget_method_style(name)
 
 
+def registered_methods() -> tuple[Method, ...]:
+    """The methods added with :func:`register_method` from outside the package (not the built-in ones): what a
+    worker process, which starts with the built-in registry only, must register again to run them."""
+    return tuple(m for name, m in METHODS.items() if name not in _BUILT_IN)
+
+
 # --- the methods: one entry each ---------------------------------------------------------------------
 DAS_OPTIONS = ("alpha", "alpha_schedule", "grad_norm", "das_variant", "s_min", "s_max", "balance")
 JREG_OPTIONS = ("jreg_lambda", "jreg_ratio")
