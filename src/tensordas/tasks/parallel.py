@@ -124,8 +124,8 @@ def submitted(
     pending: Sequence[tuple[str, OptimizerConfig, int]], run_one: Callable[..., RunResult]
 ) -> Iterator[dict[str, Future]]:
     """Futures of the ``pending`` runs (``(key, optimizer, seed)``) in the block's pool, by key; none
-    without a pool, or when ``run_one`` or a method registered from outside the package cannot be sent to a worker (then the runs go serially, with a
-    warning)."""
+    without a pool, or when ``run_one`` or a method registered from outside the package cannot be sent to a
+    worker (then the runs go serially, with a warning)."""
     pool = _POOL.get()
     if pool is None or not pending:
         yield {}
