@@ -73,12 +73,13 @@ def test_smoke_report_opens_with_the_summary_and_the_papers_tables(smoke):
 
 def test_q_curve_figure_averages_each_optimizers_seeds(tmp_path, monkeypatch):
     from tensordas.reproduce import report
+    from tensordas.tasks import display
 
     (tmp_path / "curves.csv").write_text(
         "optimizer,seed,step,Q\nsgd,0,0,4\nsgd,1,0,6\nsgd,0,10,2\nsgd,1,10,\ndas(sgd),0,0,9\n"
     )
     seen = {}
-    monkeypatch.setattr(report, "line_panels", lambda series, *a, **k: seen.update(series) or object())
+    monkeypatch.setattr(display, "line_panels", lambda series, *a, **k: seen.update(series) or object())
     monkeypatch.setattr(report, "save_figure", lambda fig, path: path)
     assert report.q_curve_figure(tmp_path, "t") == tmp_path / report.Q_FIGURE
     assert seen == {"sgd": {"step": [0.0, 10.0], "Q": [5.0, 2.0]}, "das(sgd)": {"step": [0.0], "Q": [9.0]}}
