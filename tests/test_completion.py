@@ -12,6 +12,7 @@ import torch
 
 from tensordas.cli import main
 from tensordas.data import EntryPredictor
+from tensordas.models import spectral_start
 from tensordas.tasks import completion as comp
 from tensordas.tasks.completion import CompletionConfig, CompletionExperiment, run_completion, write_completion
 from tensordas.training import compared_methods, engine
@@ -26,9 +27,9 @@ def r2_by_hand(pred: np.ndarray, target: np.ndarray) -> float:
 
 @pytest.mark.parametrize("model", ["cp", "tucker", "tt", "tr"])
 def test_low_rank_tensor_is_recovered_by_each_optimizer(model):
-    # init_scale=1 (the start as large as the data, the default before issue 22): at the default 0.1 this seed
-    # of CP lands in a spurious minimum for every optimizer (1 of 8 seeds here; 2 of 8 at init_scale=1), see
-    # docs/design.md "Why a seed fails"; this test is about each optimizer recovering a tensor, not the start.
+    # CP and Tucker take the spectral start (init="auto"); init_scale=1 sizes TT's and TR's random start as large
+    # as the data (the default before issue 22). This test is about each optimizer recovering a tensor, not the
+    # start: docs/design.md, "Completion: the start, and why a seed fails".
     cfg = CompletionConfig(
         data=SYNTH,
         model=model,
@@ -375,6 +376,13 @@ def test_the_initial_model_is_scaled_to_the_data():
                 assert entries_rms == pytest.approx(scale * data_rms, rel=0.25), (model, scale, factor)
 
 
+def sparse_cp_problem(size: int, known: int, **kw) -> CompletionConfig:
+    """CP rank 5 fitted by Adam to ``known`` entries of a size^3 rank-5 tensor with 10% noise, 20% held out."""
+    data = f"synthetic:shape={size}x{size}x{size},rank=5,noise=0.1,nnz={known}"
+    return CompletionConfig(data=data, model="cp", rank=5, missing=0.2, optimizers=("base",), base="adam",
+                            als=False, **kw)  # fmt: skip
+
+
 @pytest.mark.usefixtures("one_thread")  # see conftest.py
 def test_restarts_make_every_seed_converge_at_the_sampling_threshold():
     """CP rank 5 on 30^3 with 4,000 entries known (3,200 for training, about n^1.5 * rank * log n: where a spectral
@@ -382,19 +390,7 @@ def test_restarts_make_every_seed_converge_at_the_sampling_threshold():
     R^2 -0.65, training loss 0.040 against the noise's 0.009) and the random start seeds 0 and 3 (training loss
     0.054 and 0.104); two starts, the one with the lower training loss kept, converged on each of seeds 0-5
     (measured; the test runs seed 1, where the kept start is the random one)."""
-    cfg = CompletionConfig(
-        data="synthetic:shape=30x30x30,rank=5,noise=0.1,nnz=4000",
-        model="cp",
-        rank=5,
-        missing=0.2,
-        optimizers=("base",),
-        base="adam",
-        steps=1500,
-        seeds=(1,),
-        als=False,
-        restarts=2,
-    )
-    (r,) = run_completion(cfg)
+    (r,) = run_completion(sparse_cp_problem(30, 4000, seeds=(1,), steps=1500, restarts=2))
     assert r.record["test_r2"] > 0.98 and r.record["start"] == 1, r.record  # the spectral start: spurious
 
 
@@ -413,6 +409,10 @@ def test_restarts_keep_the_start_with_the_lowest_objective_and_add_up_their_cost
     # start 0 is init's (spectral), the later ones random, scaled to the data and each its own
     split = exp.split(0)
     first, second, third = (comp.start_model(exp.config, exp.data, split, 0, k) for k in range(3))
+    train = comp.Standardizer.fit(split.train.values, "global").apply(split.train)
+    gen = torch.Generator().manual_seed(0)
+    spectral = spectral_start("cp", exp.data.shape, 2, train.indices, train.values, generator=gen)
+    assert all(torch.equal(a, b) for a, b in zip(first.factors, spectral.factors))
     assert not torch.equal(second.factors[0], third.factors[0])
     with torch.no_grad():
         rms = float(second().double().pow(2).mean().sqrt())
@@ -429,17 +429,7 @@ def test_every_seed_converges_where_a_random_start_fails():
     ended in a spurious minimum from the random start scaled to the data (init="balanced", the default before
     the spectral start; held-out R^2 -46.7, -26.4 and -1.9: a component grown on a few slices). The spectral
     start (init="auto") reaches the noise's bound, about 1/(1+0.1^2) = 0.990, on each within 450 steps."""
-    cfg = CompletionConfig(
-        data="synthetic:shape=60x60x60,rank=5,noise=0.1,nnz=15000",
-        model="cp",
-        rank=5,
-        missing=0.2,
-        optimizers=("base",),
-        base="adam",
-        steps=1000,
-        seeds=(0, 4, 5),
-        als=False,
-    )
+    cfg = sparse_cp_problem(60, 15000, seeds=(0, 4, 5), steps=1000)
     assert comp.resolved_init(cfg) == "spectral"
     for r in run_completion(cfg):
         assert r.record["test_r2"] > 0.98, (r.record["seed"], r.record["test_r2"])
