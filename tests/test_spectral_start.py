@@ -110,3 +110,12 @@ def test_bad_input_is_a_one_line_error(format, indices, values, match):
     with pytest.raises(ValueError, match=match) as caught:
         spectral_start(format, (4, 4, 4), 2, indices, values)
     assert len(str(caught.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("fits_int64", [True, False])
+def test_column_ids_number_the_distinct_rows_in_order(fits_int64, monkeypatch):
+    if not fits_int64:  # the fallback for unfoldings with more than 2**63 - 1 columns
+        monkeypatch.setattr(spectral, "_INT64_MAX", 0)
+    rows = torch.from_numpy(np.random.default_rng(3).integers(0, 4, size=(200, 2)))
+    _, expected = np.unique(rows.numpy(), axis=0, return_inverse=True)
+    np.testing.assert_array_equal(spectral._column_ids(rows, (4, 4)).numpy(), expected.ravel())

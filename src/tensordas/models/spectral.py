@@ -19,8 +19,8 @@ elsewhere (docs/design.md, section 6). The spectral start of the completion lite
 
 Every step costs O(observed entries x rank) time and memory plus the core (``prod_k rank_k`` entries), never
 the tensor's cells. The subspaces are reliable once the observed entries are of the order of
-``n^(N/2) * rank * log n`` (n the mode size); below that a random start is no worse (measured on 40^3 with
-4,800 observed entries, docs/design.md).
+``n^(N/2) * rank * log n`` (n the mode size); near that order a fit from either start can still end in a
+spurious minimum (docs/design.md, section 6: the completion task's ``restarts``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = ["SPECTRAL_FORMATS", "mode_subspace", "spectral_start"]
 
 SPECTRAL_FORMATS = ("cp", "tucker")  # formats whose cores follow from mode subspaces and a core
 _CHUNK_ELEMENTS = 1 << 22  # entries x core size per chunk when summing the core (32 MB of float64)
+_INT64_MAX = 2**63 - 1
 
 
 def mode_subspace(
@@ -58,7 +59,7 @@ def mode_subspace(
     values = values.double()
     rows = indices[:, mode]
     others = [j for j in range(len(shape)) if j != mode]
-    _, cols = torch.unique(indices[:, others], dim=0, return_inverse=True)  # observed columns only
+    cols = _column_ids(indices[:, others], [shape[j] for j in others])
     n_cols = int(cols.max()) + 1
     n_rows = int(shape[mode])
     diag = torch.zeros(n_rows, dtype=values.dtype, device=values.device).index_add_(0, rows, values**2)
@@ -79,6 +80,19 @@ def mode_subspace(
     eigenvalues, vectors = torch.linalg.eigh(q.T @ product(q))  # ascending
     keep = min(rank, n_rows)
     return q @ vectors[:, -keep:].flip(1)
+
+
+def _column_ids(indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Consecutive ids 0..C-1 of the distinct rows of ``indices`` (the observed columns of an unfolding).
+
+    Their row-major flat positions when those fit in int64 (a 1-D ``unique``: 0.05 s for 160,000 entries
+    where ``unique(dim=0)`` took 0.5 s), else the rows themselves."""
+    if math.prod(shape) > _INT64_MAX:
+        return torch.unique(indices, dim=0, return_inverse=True)[1]
+    flat = indices[:, 0]
+    for k in range(1, len(shape)):  # Horner's scheme (models sit below data: no data.coords import)
+        flat = flat * shape[k] + indices[:, k]
+    return torch.unique(flat, return_inverse=True)[1]
 
 
 def projected_core(indices: torch.Tensor, values: torch.Tensor, bases: Sequence[torch.Tensor], share: float):
@@ -113,7 +127,8 @@ def spectral_start(
 
     See the module's docstring for the method. ``generator`` seeds the power iterations' random blocks (and
     CP-ALS's random start when the rank exceeds a subspace); ``dtype`` is the parameters' dtype (default:
-    torch's). The computation runs in float64 on the entries' device; the model is returned on the CPU.
+    torch's). The computation runs in float64 where the entries are (completion passes them on the CPU; no GPU
+    run has checked it yet); the model is returned on the CPU.
     """
     fmt = get_format(format)
     if fmt.name not in SPECTRAL_FORMATS:
