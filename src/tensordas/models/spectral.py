@@ -76,7 +76,7 @@ def mode_subspace(
     q = torch.linalg.qr(start).Q
     for _ in range(iterations):
         q = torch.linalg.qr(product(q)).Q
-    eigenvalues, vectors = torch.linalg.eigh(q.T @ product(q))  # ascending
+    _, vectors = torch.linalg.eigh(q.T @ product(q))  # eigenvalues ascending
     keep = min(rank, n_rows)
     return q @ vectors[:, -keep:].flip(1)
 
@@ -105,7 +105,7 @@ def _column_ids(indices: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 def projected_core(indices: torch.Tensor, values: torch.Tensor, bases: Sequence[torch.Tensor], share: float):
     """``sum_e values_e * U_1[i_1] o ... o U_N[i_N] / share``: a dense tensor of shape ``(r_1, ..., r_N)``,
-    summed over the entries in chunks so that no (entries x core size) array exceeds a few MB."""
+    summed over the entries in chunks so that no (entries x core size) array exceeds 32 MB."""
     values = values.double()
     sizes = [b.shape[1] for b in bases]
     leading = math.prod(sizes[:-1])
@@ -172,7 +172,7 @@ def spectral_start(
 
 
 def _share_component_weights_(factors: list[torch.Tensor]) -> None:
-    """Give every CP component's N factor columns the same norm (product unchanged; signs stay in factor 0)."""
+    """Give every CP component's N factor columns the same norm (positive factors: product and signs unchanged)."""
     norms = torch.stack([f.norm(dim=0) for f in factors])  # (N, R)
     if not bool((norms > 0).all()):
         return

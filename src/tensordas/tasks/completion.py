@@ -218,7 +218,7 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
             observed, config.rank, random_state=seed, dtype=dtype, init="random", n_iter_max=0, tol=1e-5
         )
     init = resolved_init(config)
-    if init == "spectral":  # from the observed entries alone (models/spectral.py): no seed lands in a spike
+    if init == "spectral":  # next to the signal: a random start's spurious minima are rarer (docs/design.md, 6)
         train = Standardizer.fit(split.train.values, config.standardize).apply(split.train)
         gen = torch.Generator().manual_seed(seed)
         return spectral_start(
@@ -249,7 +249,9 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
     return model
 
 
-def start_model(config: CompletionConfig, data: TensorData, split: CompletionSplit, seed: int, start: int = 0):
+def start_model(
+    config: CompletionConfig, data: TensorData, split: CompletionSplit, seed: int, start: int = 0
+) -> nn.Module:
     """Start number ``start`` of a seed's run: 0 is ``init``'s (:func:`make_model`); each later one (``restarts``)
     a random start scaled to the data, balanced (unbalanced under ``init="unbalanced"``), from a generator of
     its own, seeded by ``(seed, start)``."""
