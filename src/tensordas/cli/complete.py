@@ -64,9 +64,19 @@ def complete_command(
     init: Annotated[
         str,
         typer.Option(
-            help="balanced | unbalanced | tensorly (masked decomposition; dense, refused over the dense budget)."
+            help="auto (spectral for cp and tucker, else balanced) | spectral (from the observed entries' "
+            "mode subspaces; cp, tucker) | balanced | unbalanced (random, see --init-scale) | tensorly (masked "
+            "decomposition; dense, refused over the dense budget)."
         ),
     ] = _C.init,
+    restarts: Annotated[
+        int,
+        typer.Option(
+            help="Starts per run: the first is --init's, the others random (balanced); the run keeps the one "
+            "with the lowest objective (validation MSE with --validation, else training loss). Steps and "
+            "times add up over every start."
+        ),
+    ] = _C.restarts,
     steps: Annotated[int, typer.Option(help="Optimizer steps per run at most (see --tol).")] = _C.steps,
     batch_size: Annotated[int | None, typer.Option(help="Observed entries per step (default: all).")] = None,
     eval_every: Annotated[int, typer.Option(help="Steps between evaluations (curves).")] = _C.eval_every,
@@ -105,6 +115,7 @@ def complete_command(
         init_scale=init_scale,
         standardize=standardize,
         init=init,
+        restarts=restarts,
         steps=steps,
         batch_size=batch_size,
         eval_every=eval_every,

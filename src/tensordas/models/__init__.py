@@ -3,8 +3,18 @@ and ``entries(indices)`` for sampled entries), built on the formats of :mod:`ten
 
 from ._model import TensorModel, model_class
 from .cp import CPModel
+from .spectral import SPECTRAL_FORMATS, spectral_start
 from .tr import TRModel
 from .tt import TTModel
 from .tucker import TuckerModel
 
-__all__ = ["CPModel", "TRModel", "TTModel", "TensorModel", "TuckerModel", "model_class"]
+__all__ = [
+    "SPECTRAL_FORMATS",
+    "CPModel",
+    "TRModel",
+    "TTModel",
+    "TensorModel",
+    "TuckerModel",
+    "model_class",
+    "spectral_start",
+]

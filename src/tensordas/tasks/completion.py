@@ -49,7 +49,7 @@ from ..data import (
     split_entries,
 )
 from ..formats import available_formats
-from ..models import model_class
+from ..models import SPECTRAL_FORMATS, model_class, spectral_start
 from ..reporting import ProgressFn
 from ..training import Monitor, OptimizerConfig, Steps, compared_optimizers, engine
 from ..training.engine import Convergence, q_stats
@@ -63,7 +63,8 @@ from .runstore import RunResult, data_digest, fingerprint, run_store
 NAME = "completion"
 TITLE = "tensor completion by gradient methods"
 # The model class of each tensor format (to be read from the format registry once it holds the models).
-INITS = ("balanced", "unbalanced", "tensorly")
+# "auto": the spectral start where the format has one (CP, Tucker), else "balanced" (TT, TR)
+INITS = ("auto", "spectral", "balanced", "unbalanced", "tensorly")
 ALS_MODELS = ("cp", "tucker")  # TensorLy has a masked ALS for these
 TEST_R2 = Metric("test_r2", "held-out R²")  # the default metric: tuning selects by val_r2
 CURVE_COLUMNS = ["step", "train_loss", "test_r2", "test_rmse", "val_r2", "train_r2", "Q", "lr"]
@@ -96,7 +97,7 @@ PAPER_PROTOCOL: dict[str, Any] = {
 }
 # What protocol="paper" fixes (its mechanics depend on them), with the value it needs.
 _PAPER_FIXED = {"model": "tucker", "standardize": "none", "init": "tensorly", "batch_size": None,
-                "patience": None}  # fmt: skip
+                "patience": None, "restarts": 1}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,14 @@ class CompletionConfig(ComparisonConfig):
     rank: int | tuple[int, ...] = 4
     missing: float = 0.7
     standardize: str = "global"
-    init: str = "balanced"
+    init: str = "auto"
     steps: int = 1000  # the upper bound: a run stops earlier once its objective has converged (tol)
     batch_size: int | None = None
     eval_every: int = 50
     patience: int | None = None
     tol: float = 1e-3  # convergence: relative decrease per evaluation below this twice in a row (0: off)
     init_scale: float = 0.1  # initial reconstruction RMS / training values' RMS (model scale)
+    restarts: int = 1  # starts per run (the first init's, the others random); the lowest objective is kept
     base: str = "adam"
     als: bool = True
     dtype: str = "float32"
@@ -142,6 +144,11 @@ class CompletionConfig(ComparisonConfig):
             raise ValueError(f"Invalid model {self.model!r} (expected one of {', '.join(available_formats())})")
         if self.init not in INITS:
             raise ValueError(f"Invalid init {self.init!r} (expected one of {', '.join(INITS)})")
+        if self.init == "spectral" and self.model not in SPECTRAL_FORMATS:
+            raise ValueError(
+                f"Invalid init 'spectral' for model {self.model!r} (a spectral start exists for "
+                f"{', '.join(SPECTRAL_FORMATS)}; use init='auto' or 'balanced')"
+            )
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"Invalid dtype {self.dtype!r} (expected float32 or float64)")
         for name in ("steps", "eval_every"):
@@ -156,6 +163,8 @@ class CompletionConfig(ComparisonConfig):
         scale = self.init_scale
         if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and 0 < scale < math.inf):
             raise ValueError(f"Invalid init_scale {scale!r} (expected a number > 0)")
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
+            raise ValueError(f"Invalid restarts {self.restarts!r} (expected an int >= 1)")
         if not (0 < self.missing < 1):
             raise ValueError(f"Invalid missing ratio: {self.missing} (expected 0 < missing < 1)")
         budget = self.dense_budget_gb
@@ -174,7 +183,7 @@ class CompletionConfig(ComparisonConfig):
         """
         out = self.run_settings("als", "dense_budget_gb")
         out["validation"] = self.validation_fraction  # None and its value are the same runs
-        for key, unset in (("value_column", None), ("protocol", "task")):
+        for key, unset in (("value_column", None), ("protocol", "task"), ("restarts", 1)):
             if out[key] == unset:  # runs stored before the option existed stay valid
                 out.pop(key)
         out["data_digest"] = data_digest(self.data)
@@ -190,8 +199,17 @@ def _core_scales(n_cores: int) -> list[float]:
     return np.exp(np.linspace(-math.log(4), math.log(4), n_cores)).tolist()
 
 
+def resolved_init(config: CompletionConfig) -> str:
+    """The start a config's runs take: ``init="auto"`` is the spectral start for the formats that have one (CP,
+    Tucker) and the balanced random start for the others (TT, TR)."""
+    if config.init != "auto":
+        return config.init
+    return "spectral" if config.model in SPECTRAL_FORMATS else "balanced"
+
+
 def make_model(config: CompletionConfig, data: TensorData, split: CompletionSplit, seed: int) -> nn.Module:
-    """The seed's initial model: random balanced or unbalanced norms, or TensorLy's masked decomposition."""
+    """The seed's initial model: the spectral start, random balanced or unbalanced norms, or TensorLy's masked
+    decomposition (see ``init``)."""
     cls = model_class(config.model)
     dtype = _torch_dtype(config.dtype)
     if config.protocol == "paper":  # the authors' start: TensorLy's random Tucker, no iteration
@@ -199,7 +217,14 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
         return cls.from_tensor(
             observed, config.rank, random_state=seed, dtype=dtype, init="random", n_iter_max=0, tol=1e-5
         )
-    if config.init == "tensorly":
+    init = resolved_init(config)
+    if init == "spectral":  # next to the signal: a random start's spurious minima are rarer (docs/design.md, 6)
+        train = Standardizer.fit(split.train.values, config.standardize).apply(split.train)
+        gen = torch.Generator().manual_seed(seed)
+        return spectral_start(
+            config.model, data.shape, config.rank, train.indices, train.values, generator=gen, dtype=dtype
+        )
+    if init == "tensorly":
         note = dense_budget_note(data.shape, config.model, config.dense_budget_gb, "init='tensorly'")
         if note is not None:
             raise ValueError(f"{note}; use init='balanced' or raise dense_budget_gb")
@@ -218,10 +243,29 @@ def make_model(config: CompletionConfig, data: TensorData, split: CompletionSpli
     with torch.no_grad():
         for core in group.cores:
             core.mul_(factor)
-        if config.init == "unbalanced":
+        if init == "unbalanced":
             for core, s in zip(group.cores, _core_scales(len(group.cores))):
                 core.mul_(s)
     return model
+
+
+def start_model(
+    config: CompletionConfig, data: TensorData, split: CompletionSplit, seed: int, start: int = 0
+) -> nn.Module:
+    """Start number ``start`` of a seed's run: 0 is ``init``'s (:func:`make_model`); each later one (``restarts``)
+    a random start scaled to the data, balanced (unbalanced under ``init="unbalanced"``), from a generator of
+    its own, seeded by ``(seed, start)``."""
+    if start == 0:
+        return make_model(config, data, split, seed)
+    random = dataclasses.replace(config, init="unbalanced" if config.init == "unbalanced" else "balanced")
+    return make_model(random, data, split, int(np.random.SeedSequence((seed, start)).generate_state(1)[0]))
+
+
+def start_objective(record: Mapping[str, Any]) -> float:
+    """What ``restarts`` minimise: a start's validation MSE with a validation set, else its training loss on
+    every training entry (the stopping rule's objectives, at the final weights); +inf when not finite."""
+    value = record["val_rmse"] ** 2 if record.get("val_rmse") is not None else record["train_loss"]
+    return float(value) if value is not None and math.isfinite(value) else math.inf
 
 
 def _model_scale_rms(config: CompletionConfig, split: CompletionSplit) -> float:
@@ -265,12 +309,31 @@ class CompletionExperiment:
         return self._splits[seed]
 
     def run(self, optimizer: OptimizerConfig, seed: int, progress: ProgressFn | None = None) -> RunResult:
-        """Train one model with ``optimizer`` on the seed's split; return final metrics and curves."""
+        """Train one model with ``optimizer`` on the seed's split; return final metrics and curves.
+
+        With ``restarts`` > 1, train from that many starts (:func:`start_model`) and keep the one whose objective
+        is lowest (:func:`start_objective`): its metrics and curve are the run's, while ``steps``, ``train_time_s``
+        and ``wall_time_s`` add up over every start (what the run cost); ``start`` names the start kept and
+        ``start_objectives`` lists each start's objective.
+        """
+        fits = [self._run_start(optimizer, seed, start, progress) for start in range(self.config.restarts)]
+        if len(fits) == 1:
+            return fits[0]
+        objectives = [start_objective(fit.record) for fit in fits]
+        best = min(range(len(fits)), key=lambda k: objectives[k])
+        record = dict(fits[best].record)
+        for key in ("steps", "train_time_s", "wall_time_s"):
+            record[key] = sum(fit.record[key] for fit in fits)
+        record.update(start=best, start_objectives=objectives)
+        return RunResult(record=record, curve=fits[best].curve)
+
+    def _run_start(self, optimizer: OptimizerConfig, seed: int, start: int, progress: ProgressFn | None) -> RunResult:
+        """One start of :meth:`run`: train ``optimizer`` from :func:`start_model`'s ``start`` on the seed's split."""
         cfg = self.config
         device = torch.device(cfg.device)
         split = self.split(seed)
         std = Standardizer.fit(split.train.values, cfg.standardize)
-        model = make_model(cfg, self.data, split, seed).to(device)
+        model = start_model(cfg, self.data, split, seed, start).to(device)
         split = dataclasses.replace(
             split,
             train=split.train.to(device),
@@ -318,7 +381,7 @@ class CompletionExperiment:
             monitor=None if split.val is None else Monitor("val_r2", patience=cfg.patience),
             convergence=convergence(cfg, with_validation=split.val is not None),
             progress=progress,
-            label=f"{optimizer.label} s{seed}",
+            label=f"{optimizer.label} s{seed}" + (f" start {start}" if start else ""),
             family=NAME,  # a regression on tensor entries: no logits, classes or samples for a loss term
         )
         record = {
