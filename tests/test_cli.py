@@ -140,3 +140,9 @@ def test_sigint_during_a_real_run_leaves_no_result(tmp_path):
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["tensordas: error: interrupted"]
     assert list(out.iterdir()) == []
+
+
+def test_python_dash_m_tensordas_runs_the_command_line():
+    proc = subprocess.run([sys.executable, "-m", "tensordas", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("tensordas ")
