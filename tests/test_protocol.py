@@ -98,7 +98,7 @@ def test_explore_needs_exploration_seeds(tmp_path):
 TINY = {
     "noisy": 'family = "noisy"\n[settings]\ndata = "digits"\nnoise = 0.4\nmodel = "tt-mlp"\nrank = 4\n'
     "train_size = 160\ntest_size = 60\nepochs = 2\nalpha = [10.0, 100.0]\nrho = [0.1, 0.3]\nlr = [0.05, 0.1]\n"
-    'optimizers = ["base", "sam", "das"]\nseeds = [100, 101]\n',
+    'tune = true\noptimizers = ["base", "sam", "das"]\nseeds = [100, 101]\n',  # tune: the edges' second wave
     # per-seed dense models: runs of one seed in different workers train the same dense model
     "compress": 'family = "compress"\n[settings]\ndata = "digits"\ntrain_dense = true\nmodel = "mlp"\nformat = "tt"\n'
     "ratio = 2.0\nnoise = 0.4\nper_seed_split = true\ntrain_size = 160\ntest_size = 60\ndense_epochs = 1\n"
@@ -139,6 +139,7 @@ def test_parallel_runs_give_the_serial_records_bit_for_bit(tmp_path, one_thread)
     a, b = (json.loads(r.results.read_text()) for r in (serial, parallel))
     assert len(a["records"]) == len(b["records"]) > 0
     assert [_timeless(r) for r in a["records"]] == [_timeless(r) for r in b["records"]]
+    assert any(r["selected"].get("extended") for r in b["records"])  # extensions past an edge ran in the workers
     assert (a["environment"]["jobs"], b["environment"]["jobs"]) == (1, 2)
     for name in (p.stem for p in configs):
         rows = [list(csv.DictReader((r.out_dir / name / "curves.csv").open())) for r in (serial, parallel)]

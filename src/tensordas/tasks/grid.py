@@ -10,7 +10,8 @@ against it.
 A method's strength given as a list is tuned: its candidates run on every seed, and one per method and
 seed is picked on validation data (:mod:`tensordas.tasks.selection`, also the grid's extension past its
 edge under ``--tune``). Inside ``with parallel_runs(jobs):`` the runs not yet stored go to worker
-processes first (:mod:`tensordas.tasks.parallel`); the records are those of a serial run.
+processes (:mod:`tensordas.tasks.parallel`), the extensions past an edge as a second wave once every
+choice is known; the records are those of a serial run.
 :func:`run_comparison` is the grid as every comparison family runs it (tuned on its validation split,
 extended with ``tune``); :meth:`~tensordas.tasks.protocol.Task.write_outcome` writes the common format
 (:mod:`tensordas.tasks.writers`).
@@ -77,7 +78,7 @@ def run_grid(
     store = run_store(out_dir)
     order = [(seed, group) for seed in seeds for group in groups.values()]
     pending = _pending(task, settings, order, store, resume) if in_parallel() else []
-    results = []
+    picked: list[tuple[list[tuple[OptimizerConfig, RunResult]], RunResult, bool]] = []  # runs, choice, tuned
     with submitted(pending, run_one) as futures:
         for seed, group in order:
             runs = [
@@ -90,17 +91,28 @@ def run_grid(
                 for opt in group
             ]
             if select is None or group[0].strength is None or (len(group) == 1 and group[0].spec.is_base):
-                results.append(runs[0][1])  # an untuned base keeps its plain record
-                continue
-            result = select_run(task, runs, select)
-            if extend and "edge" in result.record["selected"]:
-                extra = grid_extension(runs, result.record["selected"])
-                if extra is not None:  # one more candidate past the edge, in this process (it depends on the choice)
-                    runs.append((extra, _fetch(task, settings, extra, seed, run_one, store, resume, progress)))
+                picked.append((runs, runs[0][1], False))  # an untuned base keeps its plain record
+            else:
+                picked.append((runs, select_run(task, runs, select), True))
+    if extend:  # one more candidate past each edge; it depends on the choice, so the extensions are a second wave
+        extensions = {
+            i: grid_extension(runs, result.record["selected"])
+            for i, (runs, result, tuned) in enumerate(picked)
+            if tuned and "edge" in result.record["selected"]
+        }
+        wave = [(order[i][0], [extra]) for i, extra in extensions.items() if extra is not None]
+        pending = _pending(task, settings, wave, store, resume) if in_parallel() else []
+        with submitted(pending, run_one) as futures:
+            for i, extra in extensions.items():
+                runs, result, _ = picked[i]
+                if extra is not None:
+                    seed = order[i][0]
+                    future = futures.get(run_key(extra, seed))
+                    runs.append((extra, _fetch(task, settings, extra, seed, run_one, store, resume, progress, future)))
                     result = select_run(task, runs, select)
                 result.record["selected"]["extended"] = extra is not None
-            results.append(result)
-    return results
+                picked[i] = (runs, result, True)
+    return [result for _, result, _ in picked]
 
 
 def _pending(
