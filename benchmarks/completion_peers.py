@@ -34,7 +34,8 @@ counts.
 
     pip install 'tensordas[peers]'   # pyttb; TensorLy comes with tensordas
     python benchmarks/completion_peers.py [--sizes 100,200,300,large] [--seeds 0,1,2] [--models cp,tucker]
-        [--methods tensordas-base,...] [--steps 3000] [--init auto] [--dense-cells 1e7] [--json runs/bench/peers.json]
+        [--methods tensordas-base,...] [--large-nnz 1e6] [--steps 3000] [--init auto] [--dense-cells 1e7]
+        [--json runs/bench/peers.json]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ PROBLEMS = {  # name: (shape, observed entries)
     "100": ((100, 100, 100), 50_000),
     "200": ((200, 200, 200), 200_000),
     "300": ((300, 300, 300), 200_000),
-    "large": ((3000, 3000, 1000), 1_000_000),
+    "large": ((3000, 3000, 1000), 1_000_000),  # --large-nnz sets its observed entries
 }
 RANK = 5
 MISSING = 0.2
@@ -78,6 +79,21 @@ def spec(shape: tuple[int, ...], nnz: int) -> str:
 
 def r2(pred: np.ndarray, target: np.ndarray) -> float:
     return float(1 - np.sum((pred - target) ** 2) / np.sum((target - target.mean()) ** 2))
+
+
+def entries_text(nnz: int) -> str:
+    """``10^7``, ``3·10^6``: an observed-entry count as the tables write it."""
+    exponent = int(math.floor(math.log10(nnz)))
+    mantissa = nnz / 10**exponent
+    return f"10^{exponent}" if mantissa == 1 else f"{mantissa:g}·10^{exponent}"
+
+
+def problem_label(run: dict) -> str:
+    """A run's problem as the table names it: the size, and for ``large`` its observed entries (runs recorded
+    before ``--large-nnz`` have no ``nnz``: the default)."""
+    if run["problem"] != "large":
+        return run["problem"]
+    return f"large, {entries_text(run.get('nnz', PROBLEMS['large'][1]))}"
 
 
 def cp_predict(weights: np.ndarray | None, factors: list[np.ndarray], idx: np.ndarray) -> np.ndarray:
@@ -173,7 +189,7 @@ def child(args: argparse.Namespace) -> None:
     from tensordas.tasks.completion import CompletionConfig, CompletionExperiment
 
     torch.set_num_threads(1)
-    shape, nnz = PROBLEMS[args.problem]
+    shape, nnz = PROBLEMS[args.problem][0], args.nnz
     rank = RANK if args.model == "cp" else (RANK,) * len(shape)
     config = CompletionConfig(data=spec(shape, nnz), model=args.model, rank=rank, missing=MISSING,
                               optimizers=("base", "das"), base="adam", steps=args.steps, seeds=(args.seed,),
@@ -202,9 +218,9 @@ def skip_note(method: str, problem: str, dense_cells: float) -> str | None:
     return f"not run: dense, {cells:.2g} cells, {gib:.3g} GiB per float64 copy ({why}); --dense-cells {dense_cells:.2g}"
 
 
-def measure(problem: str, model: str, method: str, seed: int, steps: int, init: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--problem", problem, "--model", model, "--method", method,
-           "--seed", str(seed), "--steps", str(steps), "--init", init]  # fmt: skip
+def measure(problem: str, nnz: int, model: str, method: str, seed: int, steps: int, init: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--problem", problem, "--nnz", str(nnz), "--model", model,
+           "--method", method, "--seed", str(seed), "--steps", str(steps), "--init", init]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -221,15 +237,15 @@ def summarise(runs: list[dict], within: float, floor: float = 0.95) -> list[dict
     best: dict[tuple, float] = {}  # per (problem, model): the same tensor on every seed (seeds differ in split, start)
     for r in runs:
         if "trace" in r:
-            key = (r["problem"], r["model"])
+            key = (problem_label(r), r["model"])
             peak_r2 = max(v for _, v in r["trace"] if v is not None and math.isfinite(v))
             best[key] = max(best.get(key, -math.inf), peak_r2)
     rows: dict[tuple, dict] = {}
     for r in runs:
         row = rows.setdefault(
-            (r["problem"], r["model"], r["method"]),
+            (problem_label(r), r["model"], r["method"]),
             {
-                "problem": r["problem"],
+                "problem": problem_label(r),
                 "model": r["model"],
                 "method": r["method"],
                 "seeds": [],
@@ -243,7 +259,7 @@ def summarise(runs: list[dict], within: float, floor: float = 0.95) -> list[dict
         if "trace" not in r:
             row["note"] = r.get("skipped") or r.get("error")
             continue
-        target = max(best[(r["problem"], r["model"])] - within, floor)  # nothing below the floor is "accuracy"
+        target = max(best[(problem_label(r), r["model"])] - within, floor)  # nothing below the floor is "accuracy"
         t = time_to(r["trace"], target)
         row["seeds"].append(r["seed"])
         row["final_r2"].append(r["trace"][-1][1])
@@ -282,6 +298,8 @@ def main() -> None:
     parser.add_argument("--models", default="cp,tucker")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=None, help="only these (comma-separated), e.g. tensordas-base")
+    parser.add_argument("--large-nnz", type=float, default=PROBLEMS["large"][1],
+                        help="observed entries of the large problem (3000x3000x1000), e.g. 1e7")  # fmt: skip
     parser.add_argument("--steps", type=int, default=3000, help="tensordas's upper bound on steps")
     parser.add_argument("--init", default="auto", help="tensordas's start (auto: spectral; balanced: random)")
     parser.add_argument("--within", type=float, default=0.005)
@@ -291,6 +309,7 @@ def main() -> None:
     parser.add_argument("--from-json", default=None, help="print the table of runs written earlier (comma-separated)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--problem", help=argparse.SUPPRESS)
+    parser.add_argument("--nnz", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
@@ -308,18 +327,24 @@ def main() -> None:
     bad = [s for s in sizes if s not in PROBLEMS]
     if bad:
         parser.error(f"unknown size(s) {bad} (expected some of {', '.join(PROBLEMS)})")
+    large_nnz = int(args.large_nnz)
+    if large_nnz != args.large_nnz or large_nnz < 1:  # the synthetic spec checks the upper bound (10^8)
+        parser.error(f"--large-nnz {args.large_nnz:g} is not a positive whole number")
     runs = []
     for problem in sizes:
+        nnz = large_nnz if problem == "large" else PROBLEMS[problem][1]
         for model in args.models.split(","):
             for seed in map(int, args.seeds.split(",")):
                 chosen = [m for m in METHODS[model] if args.methods is None or m in args.methods.split(",")]
                 for method in chosen:  # interleaved per seed: load drifts hit every method alike
                     note = skip_note(method, problem, args.dense_cells)
                     tick = time.perf_counter()
-                    out = {"skipped": note} if note else measure(problem, model, method, seed, args.steps, args.init)
-                    runs.append({"problem": problem, "model": model, "method": method, "seed": seed, **out})
+                    out = (
+                        {"skipped": note} if note else measure(problem, nnz, model, method, seed, args.steps, args.init)
+                    )
+                    runs.append({"problem": problem, "nnz": nnz, "model": model, "method": method, "seed": seed, **out})
                     final = out["trace"][-1][1] if "trace" in out else None
-                    print(f"{problem} {model} seed {seed} {method}: final R² {final} "
+                    print(f"{problem_label(runs[-1])} {model} seed {seed} {method}: final R² {final} "
                           f"({time.perf_counter() - tick:.1f} s) {out.get('skipped') or out.get('error') or ''}",
                           file=sys.stderr, flush=True)  # fmt: skip
     if args.json:
