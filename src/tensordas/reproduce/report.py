@@ -308,10 +308,11 @@ def render_report(
         f"- seeds: {SEED_SET_LINES[env['seed_set']]}" if env.get("seed_set") in SEED_SET_LINES else None,
         f"- packages: {packages}",
         "",
-        "Every experiment compares the base optimizer, SAM on that base and DAS on that base on the same seeds;",
-        "all records are in `results.json`, per-run files under each experiment's `runs/`. DAS uses the",
-        "`sam-matched` formula and group gradient norms unless an experiment sets `das_variant`/`grad_norm`;",
-        "each DAS record names its `das_variant` and `grad_norm`.",
+        "Every experiment compares the base optimizer, SAM on that base and each method its configuration lists",
+        "(DAS and the one-pass candidates of the method registry) on the same seeds; all records are in",
+        "`results.json`, per-run files under each experiment's `runs/`. DAS uses the `sam-matched` formula and",
+        "group gradient norms unless an experiment sets `das_variant`/`grad_norm`; each DAS record names its",
+        "`das_variant` and `grad_norm`.",
         "",
     ]
     return "\n".join([line for line in head if line is not None]) + "\n" + "\n".join([*opening, *sections])
