@@ -1,8 +1,10 @@
 """One-pass candidates through the engine: wall time per training step of base vs DAS, DAS in gradient form with
 balance, MSAM, jreg, SAF, MESA, DAS+jreg and SAM (issue 21).
 
-Each method trains its own copy of one classifier (``--model``, a network of :mod:`tensordas.networks`)
-on a fixed synthetic data set through the library's engine (:func:`tensordas.training.engine.train`,
+Each method trains its own copy of one classifier (``--model``: a network of :mod:`tensordas.networks`, rank 8,
+or ``compress``, the compress family's quick experiment model: the dense MLP 64-256-256-10 with its two hidden
+layers decomposed by TT-SVD at compression ratio 8, as ``reproduce/configs/compress.toml`` sets) on a fixed
+synthetic data set through the library's engine (:func:`tensordas.training.engine.train`,
 the path every classifier family takes: the closure, the loss term, the optimizer step, the step
 timer). The methods run in rounds, each a block of steps per method in a rotating order, so load on the
 machine hits them alike; the loss terms are active in every timed step (SAF's and MESA's start epoch 0,
@@ -10,6 +12,7 @@ E = 1; the first epoch, which only fills SAF's memory, is not timed). Reported: 
 of each method's median step time, and of the per-round ratios method/base and method/SAM.
 
     python benchmarks/lossterm_step.py --threads 1
+    python benchmarks/lossterm_step.py --model compress --threads 1
     python benchmarks/lossterm_step.py --model tr-resnet20 --rounds 5 --threads 1
 """
 
@@ -23,7 +26,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from tensordas.layers import tensorize
 from tensordas.networks import build_network
+from tensordas.tasks.compress import select_layers
 from tensordas.training import OptimizerConfig, engine
 
 METHODS = {
@@ -37,6 +42,19 @@ METHODS = {
     "das+jreg": {},
     "sam": {},
 }
+
+
+COMPRESS = "compress"
+
+
+def build_model(name: str, shape: tuple[int, ...], classes: int) -> torch.nn.Module:
+    """The network ``name`` at rank 8, or for ``compress`` the compress family's decomposed MLP (compress.toml:
+    model "mlp", format "tt", ratio 8; a random dense model: the decomposition's ranks depend on shapes only)."""
+    if name != COMPRESS:
+        return build_network(name, shape, classes, rank=8)
+    dense = build_network("mlp", shape, classes)
+    model, _ = tensorize(dense, "tt", ratio=8, include=select_layers(dense), init="decompose")
+    return model
 
 
 def run_block(model, method: str, data, batch: int, steps: int) -> list[float]:
@@ -64,7 +82,7 @@ def run_block(model, method: str, data, batch: int, steps: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tt-mlp")
+    parser.add_argument("--model", default="tt-mlp", help=f"a network name, or {COMPRESS!r} (module docstring)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method per round")
     parser.add_argument("--rounds", type=int, default=7)
@@ -78,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     n = args.batch * args.steps
     data = (torch.randn(n, *shape), torch.randint(0, 10, (n,)))
     torch.manual_seed(0)
-    proto = build_network(args.model, shape, 10, rank=8)
-    models = {m: build_network(args.model, shape, 10, rank=8) for m in METHODS}
+    proto = build_model(args.model, shape, 10)
+    models = {m: build_model(args.model, shape, 10) for m in METHODS}
     for m in models.values():
         m.load_state_dict(proto.state_dict())
     names = list(METHODS)
