@@ -92,6 +92,39 @@ def test_a_finished_checkpoint_is_not_trained_again(digits, tmp_path):
     assert calls == [(opt.label, first.steps, first.steps)]  # only the initial progress report
 
 
+def test_a_checkpoint_interval_skips_the_writes_in_between_but_always_writes_the_last_epoch(digits, tmp_path):
+    opt = OptimizerConfig(method="base", lr=0.05, momentum=0.9)
+    loop = LoopConfig(epochs=3, batch_size=64)
+    args = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+    per_epoch = len(loop.batches(digits.n_train))
+    full = train_classifier(tiny(), opt, *args, loop=loop, tag="t")
+
+    def stop_in_epoch_3(label, done, total):
+        if done == 2 * per_epoch + 1:
+            raise Interrupt
+
+    path = tmp_path / "c.pt"
+    with pytest.raises(Interrupt):  # two epochs ended, neither 1e9 s after the start: nothing written yet
+        train_classifier(tiny(), opt, *args, loop=loop, tag="t", checkpoint=path, checkpoint_every_s=1e9,
+                         progress=stop_in_epoch_3)  # fmt: skip
+    assert not path.exists()
+    done = train_classifier(tiny(), opt, *args, loop=loop, tag="t", checkpoint=path, checkpoint_every_s=1e9)
+    assert done.resumed_from == 0 and strip_times(done.history) == strip_times(full.history)
+    # the last epoch is always written: the finished run is continued, not trained again
+    again = train_classifier(tiny(seed=5), opt, *args, loop=loop, tag="t", checkpoint=path, checkpoint_every_s=1e9)
+    assert again.resumed_from == 3 and strip_times(again.history) == strip_times(full.history)
+
+
+@pytest.mark.parametrize("every", [-1.0, math.nan, math.inf, True, "30"])
+def test_an_invalid_checkpoint_interval_is_refused(digits, tmp_path, every):
+    opt = OptimizerConfig(method="base", lr=0.05)
+    args = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+    with pytest.raises(ValueError, match="every_s"):
+        train_classifier(tiny(), opt, *args, loop=LoopConfig(epochs=1), checkpoint=tmp_path / "c.pt",
+                         checkpoint_every_s=every)  # fmt: skip
+    assert not (tmp_path / "c.pt").exists()
+
+
 def test_stale_or_corrupted_checkpoints_start_afresh(digits, tmp_path):
     opt = OptimizerConfig(method="base", lr=0.05)
     loop = LoopConfig(epochs=1, batch_size=64)

@@ -60,7 +60,7 @@ from .display import curve_figure, summary_table
 from .grid import run_comparison
 from .noisy import CHECKPOINTS_DIR, hold_out, load_split, network_kwargs
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .runstore import RunResult, data_digest, file_digest, fingerprint, run_key
+from .runstore import RUN_CHECKPOINT_EVERY_S, RunResult, data_digest, file_digest, fingerprint, run_key
 from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
@@ -479,6 +479,7 @@ class CompressExperiment:
             loop=cfg.dense_loop,
             seed=split,
             checkpoint=self._file(DENSE_TRAIN_CHECKPOINT, split),
+            checkpoint_every_s=RUN_CHECKPOINT_EVERY_S,
             resume=self.resume,
             tag=fingerprint("compress-dense", cfg.dense_settings(split if cfg.per_seed_split else None)),
             progress=self.progress,
@@ -533,6 +534,7 @@ class CompressExperiment:
             seed=seed,
             validation=validation,
             checkpoint=None if self.out_dir is None else self.out_dir / CHECKPOINTS_DIR / f"{key}.pt",
+            checkpoint_every_s=RUN_CHECKPOINT_EVERY_S,
             resume=self.resume,
             tag=fingerprint(NAME, self.settings(), optimizer.as_dict(), seed),
             progress=progress,

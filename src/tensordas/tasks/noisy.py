@@ -3,8 +3,9 @@
 Every (optimizer, seed) run of one seed shares the seed's data split, label noise and initial
 weights (``torch.manual_seed(seed)`` before the network is built), so the optimizers differ only
 in how they train. Each run goes through :func:`tensordas.training.train_classifier` with a
-checkpoint per epoch in ``OUT/checkpoints/``; an interrupted experiment resumes finished runs from
-``OUT/runs/`` and the unfinished one from its last epoch.
+checkpoint in ``OUT/checkpoints/`` (written at most every ``RUN_CHECKPOINT_EVERY_S`` seconds and after
+the last epoch); an interrupted experiment resumes finished runs from ``OUT/runs/`` and the unfinished
+one from its last checkpoint.
 
 Records (``results.json``, one per optimizer and seed; the shared keys of :mod:`tensordas.tasks.records`):
 ``test_acc`` (clean test accuracy at the epoch of best validation accuracy, the checkpoint every
@@ -38,7 +39,7 @@ from .config import ClassifierConfig
 from .display import curve_figure, summary_table
 from .grid import run_comparison
 from .protocol import TRAIN_LOSS, Metric, Q, Task
-from .runstore import RunResult, data_digest, fingerprint, run_key
+from .runstore import RUN_CHECKPOINT_EVERY_S, RunResult, data_digest, fingerprint, run_key
 from .tuning import checkpoint_fields, validation_fields
 
 __all__ = [
@@ -237,6 +238,7 @@ class NoisyExperiment:
             true_labels=y_true,
             validation=validation,
             checkpoint=checkpoint,
+            checkpoint_every_s=RUN_CHECKPOINT_EVERY_S,
             resume=self.resume,
             tag=fingerprint(NAME, cfg.settings(), optimizer.as_dict(), seed),
             meta={

@@ -6,6 +6,11 @@ the task, its settings, the optimizer and the seed. An interrupted experiment so
 recomputing finished runs, and a changed setting recomputes exactly the runs it affects. User data
 enters the fingerprint beyond its name through :func:`data_digest` (a file's bytes, a folder's listing),
 so a file overwritten with other data re-runs instead of being reused.
+
+A run in progress keeps a training checkpoint (``OUT/checkpoints/``) that an interrupted experiment
+continues; the classifier families write it at most every :data:`RUN_CHECKPOINT_EVERY_S` seconds and
+after the last epoch, not after every epoch: a quick run's epoch takes 0.07 s, and a synced file after
+each cost 7% of it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..training import OPTIONS, OptimizerConfig
 
 __all__ = [
     "RUNS_DIR",
+    "RUN_CHECKPOINT_EVERY_S",
     "RunResult",
     "RunStore",
     "data_digest",
@@ -33,6 +39,7 @@ __all__ = [
 ]
 
 RUNS_DIR = "runs"
+RUN_CHECKPOINT_EVERY_S = 30.0  # an interrupted run redoes at most about this much training
 
 
 @dataclass

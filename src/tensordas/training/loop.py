@@ -23,7 +23,9 @@ DAS's ``alpha_t`` schedule gets ``total_steps = epochs * batches``.
 Batches. Each epoch visits the training set in an order drawn from ``(seed, epoch)``; the last batch
 may be smaller, except that a last batch of a single sample is dropped (batch norm cannot train on one).
 
-Checkpoints. With ``checkpoint=PATH`` the engine writes, atomically after every epoch, the model,
+Checkpoints. With ``checkpoint=PATH`` the engine writes, atomically after every epoch (with
+``checkpoint_every_s``: after the epochs that end at least that many seconds after the last write, and
+after the last one), the model,
 optimizer (incl. momentum/Adam moments and DAS's step counter), scheduler, the global RNG state,
 the epoch, the metrics so far and the elapsed times. With ``resume=True`` a checkpoint whose ``tag``
 matches, and that was written for the same settings (seed, loop and optimizer configurations, the
@@ -226,6 +228,7 @@ def train_classifier(
     true_labels: torch.Tensor | None = None,
     validation: tuple[Inputs, torch.Tensor] | None = None,
     checkpoint: str | Path | None = None,
+    checkpoint_every_s: float = 0.0,
     resume: bool = True,
     tag: str | None = None,
     meta: Mapping[str, Any] | None = None,
@@ -247,6 +250,8 @@ def train_classifier(
             ``recovered`` (on the samples whose label differs) to the metrics.
         validation: ``(inputs, labels)`` held out of the training data: adds ``val_loss`` and ``val_acc``.
         checkpoint: a file to write after every epoch (and to resume from).
+        checkpoint_every_s: write only after epochs ending at least this many seconds after the last write
+            (and after the last epoch); 0: after every epoch (:class:`~tensordas.training.engine.Checkpoint`).
         resume: continue from ``checkpoint`` if it exists and its ``tag`` equals ``tag``.
         tag: identifies the settings a checkpoint belongs to (e.g. a fingerprint).
         meta: extra JSON-like facts stored in the checkpoint (e.g. the architecture's name).
@@ -326,7 +331,10 @@ def train_classifier(
     if checkpoint is not None:
         config = dataclasses.replace(optimizer, total_steps=plan.total_steps)
         settings = _settings_key(model, config, loop, seed, (x_train, y_train, x_test, y_test), true_labels)
-        store = Checkpoint(Path(checkpoint), tag=tag, settings=settings, meta=dict(meta or {}), resume=resume)
+        store = Checkpoint(
+            Path(checkpoint), tag=tag, settings=settings, meta=dict(meta or {}), resume=resume,
+            every_s=checkpoint_every_s,
+        )  # fmt: skip
     return engine.train(
         model,
         optimizer,
