@@ -29,9 +29,17 @@ def test_bundled_configs_parse_in_every_profile_and_smoke_and_full_cover_every_f
             assert spec.settings, spec.name
     for profile in ("smoke", "full"):
         assert {s.family for s in bundled_specs(profile)} == set(TASKS), profile
-    # the quick profile is the 20-minute subset: its two deciding classifier families on ten seeds, completion and
-    # dynamics; fine-tuning runs in smoke and full (docs/experiments.md, "The quick profile's budget")
-    assert {s.family for s in bundled_specs("quick")} == set(TASKS) - {"finetune"}
+    # the quick profile is the 20-minute subset: three classifier experiments on ten seeds and the dynamics;
+    # completion and fine-tuning run in smoke and full (docs/experiments.md, "The quick profile's budget")
+    assert {s.family for s in bundled_specs("quick")} == set(TASKS) - {"finetune", "completion"}
+    quick = {s.name: s for s in bundled_specs("quick")}
+    assert {"noisy", "noisy-tr", "compress"} <= set(quick)
+    full = {s.name: s for s in bundled_specs("full")}
+    for name in ("noisy", "noisy-tr", "compress"):
+        assert len(quick[name].settings["seeds"]) == 10
+        # every method of the full profile but DAS's gradient form, LookSAM and das-authors included
+        left_out = set(full[name].settings["optimizers"]) - set(quick[name].settings["optimizers"])
+        assert left_out == {"das-gradient"} and {"looksam", "das-authors"} <= set(quick[name].settings["optimizers"])
 
 
 def test_smoke_reproduction_writes_every_familys_table(smoke):
