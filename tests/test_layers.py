@@ -21,7 +21,9 @@ from tensordas.layers import (
     from_dense,
     rank_for_ratio,
     resolve_layout,
+    reused_weights,
 )
+from tensordas.layers._formats import WeightFormat
 
 F64 = torch.float64
 LOWER = "abcdefghijklmnopqrstuvwxyz"
@@ -86,6 +88,28 @@ def sample_input(kind: str, dtype=torch.float32, batch=3):
 
 
 KINDS = ["linear", "conv", "conv-rect"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reused_weights_rebuild_once_per_block_without_autograd(kind, monkeypatch):
+    layer, x = make_layer(kind, "tt"), sample_input(kind)
+    with torch.no_grad():
+        fresh = layer(x)
+    calls = []
+    real = WeightFormat.reconstruct
+    monkeypatch.setattr(WeightFormat, "reconstruct", lambda self, *a: calls.append(1) or real(self, *a))
+    with reused_weights(nn.Sequential(layer)), torch.no_grad():
+        first, second = layer(x), layer(x[:2])
+    assert len(calls) == 1
+    assert torch.equal(first, fresh) and torch.equal(second, fresh[:2])
+    with reused_weights(layer):  # with autograd every pass rebuilds, and gradients reach the cores
+        layer(x).sum().backward()
+        layer(x).sum().backward()
+    assert len(calls) == 3 and all(c.grad is not None and c.grad.abs().sum() > 0 for c in layer.cores)
+    with torch.no_grad():  # after the block the weight follows the cores again
+        layer.cores[0].mul_(2.0)
+        assert not torch.allclose(layer(x), fresh)
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -4,7 +4,7 @@ Each layer exposes ``core_groups()`` (one group of its cores), so ``find_core_gr
 :func:`from_dense` fits one to a trained dense layer; :func:`tensorize` swaps layers in any model.
 """
 
-from ._base import TensorizedLayer
+from ._base import TensorizedLayer, reused_weights
 from ._formats import FORMATS, WeightFormat, weight_format
 from .conv import TensorizedConv2d
 from .factorization import WeightLayout, auto_factorization, factorize, resolve_layout
@@ -26,6 +26,7 @@ __all__ = [
     "from_dense",
     "rank_for_ratio",
     "resolve_layout",
+    "reused_weights",
     "tensorize",
     "weight_format",
 ]

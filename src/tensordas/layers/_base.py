@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -13,7 +15,7 @@ from ..formats import RankLike, balanced_norm
 from ._formats import weight_format
 from .factorization import WeightLayout
 
-__all__ = ["INITS", "TensorizedLayer"]
+__all__ = ["INITS", "TensorizedLayer", "reused_weights"]
 
 INITS = ("normal", "balanced")
 Init = Literal["normal", "balanced"]
@@ -95,8 +97,15 @@ class TensorizedLayer(nn.Module):
                 self.bias.mul_(bound)
 
     def canonical_weight(self) -> torch.Tensor:
-        """The reconstructed weight in canonical layout ``(in_size, out_size, kernel)`` (differentiable)."""
-        return weight_format(self.format).reconstruct(self.layout, list(self.cores))
+        """The reconstructed weight in canonical layout ``(in_size, out_size, kernel)`` (differentiable).
+
+        Inside :func:`reused_weights` and without autograd it is rebuilt once and reused."""
+        memo = getattr(self, "_weight_memo", None)
+        if memo is None or torch.is_grad_enabled():
+            return weight_format(self.format).reconstruct(self.layout, list(self.cores))
+        if "weight" not in memo:
+            memo["weight"] = weight_format(self.format).reconstruct(self.layout, list(self.cores))
+        return memo["weight"]
 
     def core_groups(self) -> list[CoreGroup]:
         """One group: all cores (the bias is not a core)."""
@@ -117,3 +126,19 @@ class TensorizedLayer(nn.Module):
             f"format={self.format!r}, rank={self.rank}, in_factors={self.layout.in_factors}, "
             f"out_factors={self.layout.out_factors}, bias={self.bias is not None}"
         )
+
+
+@contextlib.contextmanager
+def reused_weights(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, each tensorized layer of ``model`` rebuilds its weight from its cores once and reuses it
+    in every forward pass without autograd (an evaluation over several batches or data sets: the cores do not
+    change there). The weights are the same tensors a fresh reconstruction gives; passes with autograd rebuild
+    as usual. Leaving the block forgets them."""
+    layers = [m for m in model.modules() if isinstance(m, TensorizedLayer)]
+    for layer in layers:
+        layer._weight_memo = {}
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer._weight_memo = None
