@@ -58,6 +58,27 @@ def test_smoke_reproduction_writes_every_familys_table(smoke):
     assert "torch" in report and "hardware" in report
 
 
+def test_the_report_and_results_name_what_the_profile_leaves_out_of_the_full_one(smoke):
+    from tensordas.reproduce.specs import left_out_of
+
+    out, _ = smoke
+    data = json.loads((out / "results.json").read_text())
+    smoke_names = {s.name: s for s in bundled_specs("smoke")}
+    full_names = {s.name: s for s in bundled_specs("full")}
+    assert data["left_out"]["experiments"] == sorted(set(full_names) - set(smoke_names)) != []
+    for name, methods in data["left_out"]["methods"].items():
+        full_methods, smoke_methods = (n[name].settings["optimizers"] for n in (full_names, smoke_names))
+        assert set(methods) == set(full_methods) - set(smoke_methods)
+    line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- left out of the `smoke`"))
+    assert all(name in line for name in data["left_out"]["experiments"])
+    assert all(m in line for methods in data["left_out"]["methods"].values() for m in methods)
+    # the quick profile: completion, the paper's completion protocol and fine-tuning out, and DAS's gradient form
+    quick = left_out_of("quick")
+    assert quick["experiments"] == ["completion", "completion-paper", "finetune-flora", "finetune-lora"]
+    assert quick["methods"] == {name: ["das-gradient"] for name in ("compress", "noisy", "noisy-tr")}
+    assert left_out_of("full") == {"experiments": [], "methods": {}}
+
+
 def test_smoke_report_opens_with_the_summary_and_the_papers_tables(smoke):
     from tensordas.reproduce.paper import PAPER_TABLES
     from tensordas.reproduce.report import Q_FIGURE

@@ -274,6 +274,25 @@ def _runs_line(jobs: int | None) -> str | None:
     return "- runs: serial, in one process" if jobs == 1 else f"- runs: {jobs} worker processes, one torch thread each"
 
 
+def left_out_line(profile: str, left_out: Mapping[str, Any] | None) -> str | None:
+    """The report's header line naming what a bundled profile runs less than ``full`` (None: nothing)."""
+    if not left_out or not (left_out.get("experiments") or left_out.get("methods")):
+        return None
+    parts = []
+    if left_out.get("experiments"):
+        parts.append("experiments " + ", ".join(left_out["experiments"]))
+    by_method: dict[str, list[str]] = {}
+    for experiment, methods in left_out.get("methods", {}).items():
+        for method in methods:
+            by_method.setdefault(method, []).append(experiment)
+    if by_method:
+        parts.append("methods " + "; ".join(f"{m} in {', '.join(e)}" for m, e in by_method.items()))
+    return (
+        f"- left out of the `{profile}` profile (the `full` profile runs them): {'; '.join(parts)}; why: "
+        'docs/experiments.md (for the quick profile, its section "The quick profile\'s budget")'
+    )
+
+
 SEED_SET_LINES = {
     "confirmation": "each experiment's confirmation `seeds`, disjoint from the `exploration_seeds` its settings "
     "were chosen on (docs/experiments.md)",
@@ -289,8 +308,11 @@ def render_report(
     elapsed_s: float,
     command: str | None = None,
     opening: Sequence[str] = (),
+    left_out: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole ``report.md``: the header, the ``opening`` sections (summary, paper), the experiments."""
+    """The whole ``report.md``: the header, the ``opening`` sections (summary, paper), the experiments.
+
+    ``left_out``: what a bundled profile runs less than the full one (:func:`~.specs.left_out_of`)."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
     hardware = f"{env['cpu']} ({env['cpu_count']} cores, {env['torch_threads']} torch threads), device {env['device']}"
@@ -306,6 +328,7 @@ def render_report(
         f"- Python {env['python']} on {env['platform']}",
         _runs_line(env.get("jobs")),
         f"- seeds: {SEED_SET_LINES[env['seed_set']]}" if env.get("seed_set") in SEED_SET_LINES else None,
+        left_out_line(profile, left_out),
         f"- packages: {packages}",
         "",
         "Every experiment compares the base optimizer, SAM on that base and each method its configuration lists",

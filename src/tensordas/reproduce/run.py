@@ -31,7 +31,7 @@ from ..tasks.parallel import check_jobs, default_jobs, parallel_runs
 from ..training import check_device
 from .families import FamilyOutcome, family_config, family_metric, family_summary, run_family
 from .report import environment, experiment_section, paper_section, render_report, summary_section
-from .specs import ExperimentSpec, bundled_specs, load_spec
+from .specs import ExperimentSpec, bundled_specs, left_out_of, load_spec
 
 DONE_FILE = "experiment.json"
 
@@ -217,13 +217,22 @@ def run_reproduce(
         for r in outcomes[s.name].records
     ]
     summary = [entry for s in specs for entry in outcomes[s.name].summary]
+    # what the bundled profile leaves out of the full one (a user's own files: whatever they name)
+    left_out = left_out_of(profile) if not config_files else None
     results = write_json(
         out / "results.json",
-        {"profile": profile, "seed_set": seed_set, "environment": env, "records": records, "summary": summary},
+        {
+            "profile": profile,
+            "seed_set": seed_set,
+            "environment": env,
+            "left_out": left_out,
+            "records": records,
+            "summary": summary,
+        },
     )
     sections = [experiment_section(s, outcomes[s.name], out / s.name, out) for s in specs]
     report = out / "report.md"
     with atomic_open(report) as f:
         opening = [summary_section(summary), paper_section(specs, outcomes, summary)]
-        f.write(render_report(sections, env, profile, elapsed, command, opening))
+        f.write(render_report(sections, env, profile, elapsed, command, opening, left_out))
     return ReproduceResult(out_dir=out, outcomes=outcomes, report=report, results=results)

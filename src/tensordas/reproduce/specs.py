@@ -310,3 +310,18 @@ def bundled_specs(profile: str, seed_set: str = "confirmation") -> list[Experime
         for f in files
     ]
     return [s for s in specs if profile in s.in_profiles]
+
+
+def left_out_of(profile: str) -> dict[str, Any]:
+    """What the bundled ``profile`` runs less than the ``full`` profile: ``experiments`` (names) and
+    ``methods`` (per experiment both run, the full profile's methods it leaves out). Computed from the
+    bundled files, so a report says what a profile dropped without anyone typing it."""
+    ours = {s.name: s for s in bundled_specs(profile)}
+    full = {s.name: s for s in bundled_specs("full")}
+    methods = {}
+    for name in sorted(set(ours) & set(full)):
+        kept = set(ours[name].settings.get("optimizers", ()))
+        dropped = [m for m in full[name].settings.get("optimizers", ()) if m not in kept]
+        if dropped:
+            methods[name] = dropped
+    return {"experiments": sorted(set(full) - set(ours)), "methods": methods}
