@@ -3,6 +3,7 @@ core layouts, float64 gradchecks, TensorLy round trips at full rank, ratio targe
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -100,16 +101,26 @@ def test_reused_weights_rebuild_once_per_block_without_autograd(kind, monkeypatc
     monkeypatch.setattr(WeightFormat, "reconstruct", lambda self, *a: calls.append(1) or real(self, *a))
     with reused_weights(nn.Sequential(layer)), torch.no_grad():
         first, second = layer(x), layer(x[:2])
-    assert len(calls) == 1
+        with reused_weights(layer):  # a nested block rebuilds once more, and leaves the outer block's weight
+            layer(x)
+        layer(x)
+    assert len(calls) == 2
     assert torch.equal(first, fresh) and torch.equal(second, fresh[:2])
     with reused_weights(layer):  # with autograd every pass rebuilds, and gradients reach the cores
         layer(x).sum().backward()
         layer(x).sum().backward()
-    assert len(calls) == 3 and all(c.grad is not None and c.grad.abs().sum() > 0 for c in layer.cores)
+    assert len(calls) == 4 and all(c.grad is not None and c.grad.abs().sum() > 0 for c in layer.cores)
     with torch.no_grad():  # after the block the weight follows the cores again
         layer.cores[0].mul_(2.0)
         assert not torch.allclose(layer(x), fresh)
-    assert len(calls) == 4
+    assert len(calls) == 5
+    with reused_weights(layer), torch.no_grad():  # a core changed in place inside the block: rebuilt
+        before = layer(x)
+        layer.cores[0].mul_(0.5)
+        assert torch.allclose(layer(x), fresh) and not torch.allclose(before, fresh)
+        copied = copy.deepcopy(layer)  # a copy made inside the block: its own cores, its own weight
+        copied.cores[0].data = copied.cores[0].data * 3
+        assert not torch.allclose(copied(x), fresh) and torch.allclose(layer(x), fresh)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

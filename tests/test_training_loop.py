@@ -115,13 +115,36 @@ def test_a_checkpoint_interval_skips_the_writes_in_between_but_always_writes_the
     assert again.resumed_from == 3 and strip_times(again.history) == strip_times(full.history)
 
 
+def test_which_epochs_a_checkpoint_interval_writes(digits, tmp_path, monkeypatch):
+    from tensordas.training import engine
+
+    written = []
+    real_save = engine._save
+    monkeypatch.setattr(engine, "_save", lambda path, state: written.append(state["round"]) or real_save(path, state))
+    args = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
+    opt = OptimizerConfig(method="base", lr=0.05)
+    for every, expected in ((0.0, [1, 2, 3]), (1e-9, [1, 2, 3]), (1e9, [3])):  # an epoch takes more than 1e-9 s
+        written.clear()
+        train_classifier(tiny(), opt, *args, loop=LoopConfig(epochs=3), checkpoint=tmp_path / f"{every}.pt",
+                         checkpoint_every_s=every)  # fmt: skip
+        assert written == expected, every
+    # a run that ends early (a non-finite loss in epoch 1 of 3) is written at that epoch, whatever the interval
+    written.clear()
+    diverged = train_classifier(
+        tiny(), OptimizerConfig(method="base", lr=1e30), *args, loop=LoopConfig(epochs=3),
+        checkpoint=tmp_path / "nan.pt", checkpoint_every_s=1e9,
+    )  # fmt: skip
+    assert diverged.diverged and written == [len(diverged.history) - 1] and written[0] < 3
+
+
 @pytest.mark.parametrize("every", [-1.0, math.nan, math.inf, True, "30"])
-def test_an_invalid_checkpoint_interval_is_refused(digits, tmp_path, every):
+@pytest.mark.parametrize("with_file", [True, False])
+def test_an_invalid_checkpoint_interval_is_refused(digits, tmp_path, every, with_file):
     opt = OptimizerConfig(method="base", lr=0.05)
     args = ((digits.x_train, digits.y_train), (digits.x_test, digits.y_test))
     with pytest.raises(ValueError, match="every_s"):
-        train_classifier(tiny(), opt, *args, loop=LoopConfig(epochs=1), checkpoint=tmp_path / "c.pt",
-                         checkpoint_every_s=every)  # fmt: skip
+        train_classifier(tiny(), opt, *args, loop=LoopConfig(epochs=1),
+                         checkpoint=tmp_path / "c.pt" if with_file else None, checkpoint_every_s=every)  # fmt: skip
     assert not (tmp_path / "c.pt").exists()
 
 

@@ -103,8 +103,12 @@ class TensorizedLayer(nn.Module):
         memo = getattr(self, "_weight_memo", None)
         if memo is None or torch.is_grad_enabled():
             return weight_format(self.format).reconstruct(self.layout, list(self.cores))
-        if "weight" not in memo:
+        # the cores as they are now: an in-place change (an optimizer step, load_state_dict, MSAM moving the
+        # weights) bumps a version, a copied or moved layer has other tensors; either rebuilds
+        key = tuple((id(c), c._version, c.data_ptr()) for c in self.cores)
+        if memo.get("key") != key:
             memo["weight"] = weight_format(self.format).reconstruct(self.layout, list(self.cores))
+            memo["key"] = key
         return memo["weight"]
 
     def core_groups(self) -> list[CoreGroup]:
@@ -131,14 +135,15 @@ class TensorizedLayer(nn.Module):
 @contextlib.contextmanager
 def reused_weights(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block, each tensorized layer of ``model`` rebuilds its weight from its cores once and reuses it
-    in every forward pass without autograd (an evaluation over several batches or data sets: the cores do not
-    change there). The weights are the same tensors a fresh reconstruction gives; passes with autograd rebuild
-    as usual. Leaving the block forgets them."""
+    in every forward pass without autograd (an evaluation over several batches or data sets). A core changed in
+    place, or replaced, rebuilds it; passes with autograd rebuild as usual. Every caller gets the same tensor:
+    do not modify it in place. Leaving the block forgets the weights (a block around this one keeps its own)."""
     layers = [m for m in model.modules() if isinstance(m, TensorizedLayer)]
+    outer = [getattr(layer, "_weight_memo", None) for layer in layers]  # a block around this one keeps its own
     for layer in layers:
         layer._weight_memo = {}
     try:
         yield model
     finally:
-        for layer in layers:
-            layer._weight_memo = None
+        for layer, memo in zip(layers, outer):
+            layer._weight_memo = memo

@@ -218,7 +218,7 @@ def run_reproduce(
     ]
     summary = [entry for s in specs for entry in outcomes[s.name].summary]
     # what the bundled profile leaves out of the full one (a user's own files: whatever they name)
-    left_out = left_out_of(profile) if not config_files else None
+    left_out = left_out_of(profile, ran=[s.name for s in specs]) if not config_files else None
     results = write_json(
         out / "results.json",
         {

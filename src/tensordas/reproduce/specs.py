@@ -20,7 +20,7 @@ import dataclasses
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -312,16 +312,20 @@ def bundled_specs(profile: str, seed_set: str = "confirmation") -> list[Experime
     return [s for s in specs if profile in s.in_profiles]
 
 
-def left_out_of(profile: str) -> dict[str, Any]:
+def left_out_of(profile: str, ran: Sequence[str] | None = None) -> dict[str, Any]:
     """What the bundled ``profile`` runs less than the ``full`` profile: ``experiments`` (names) and
-    ``methods`` (per experiment both run, the full profile's methods it leaves out). Computed from the
-    bundled files, so a report says what a profile dropped without anyone typing it."""
+    ``methods`` (per experiment both run, the full profile's methods it leaves out; only those in ``ran``
+    when given, e.g. under ``--only``). Computed from the bundled files, so a report says what a profile
+    dropped without anyone typing it. An experiment whose file lists no ``optimizers`` in one of the two
+    profiles (the family's default) is not compared method by method."""
     ours = {s.name: s for s in bundled_specs(profile)}
     full = {s.name: s for s in bundled_specs("full")}
     methods = {}
-    for name in sorted(set(ours) & set(full)):
-        kept = set(ours[name].settings.get("optimizers", ()))
-        dropped = [m for m in full[name].settings.get("optimizers", ()) if m not in kept]
+    for name in sorted(set(ours) & set(full) & (set(ours) if ran is None else set(ran))):
+        if "optimizers" not in ours[name].settings or "optimizers" not in full[name].settings:
+            continue
+        kept = set(ours[name].settings["optimizers"])
+        dropped = [m for m in full[name].settings["optimizers"] if m not in kept]
         if dropped:
             methods[name] = dropped
     return {"experiments": sorted(set(full) - set(ours)), "methods": methods}

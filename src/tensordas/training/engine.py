@@ -25,9 +25,10 @@ callback; optional early stopping on a validation metric that restores the best 
 (:class:`Monitor`); optional stopping once an objective has converged (:class:`Convergence`; the result's
 ``stop_reason`` says what ended the run); and one checkpoint/resume path (:class:`Checkpoint`): after every
 round (or, with ``every_s``, after the rounds that end at least that many seconds after the last write, and
-always after the last round) the model, optimizer (momentum, Adam moments, DAS's step counter), schedule,
-random state, plan state, the loss term's state (SAF's memory, MESA's teacher) and history are written
-atomically, and a resumed run ends with exactly the numbers of an uninterrupted one.
+always after the last round and one that ends the run early) the model, optimizer (momentum, Adam moments,
+DAS's step counter), schedule, random state, plan state, the loss term's state (SAF's memory, MESA's
+teacher) and history are written atomically, and a resumed run ends with exactly the numbers of an
+uninterrupted one.
 Evaluation, the early-stopping copy and checkpoints happen inside the optimizer's evaluation point
 (:func:`~tensordas.training.optimizers.evaluation_point`: MSAM's unperturbed weights, the weights as they
 are for every other method), and the trained model is left there (:func:`~tensordas.training.optimizers.settle`).
@@ -49,6 +50,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import numbers
 import statistics
 import time
 import warnings
@@ -267,9 +269,14 @@ class Checkpoint:
     every_s: float = 0.0
 
     def __post_init__(self) -> None:
-        value = self.every_s
-        if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"Invalid checkpoint every_s value: {value!r} (expected finite seconds >= 0)")
+        check_interval(self.every_s)
+
+
+def check_interval(value: Any) -> float:
+    """``value`` as seconds between checkpoint writes, or a ``ValueError`` naming it (finite, >= 0)."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"Invalid checkpoint every_s value: {value!r} (expected finite seconds >= 0)")
+    return float(value)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -24,8 +24,8 @@ Batches. Each epoch visits the training set in an order drawn from ``(seed, epoc
 may be smaller, except that a last batch of a single sample is dropped (batch norm cannot train on one).
 
 Checkpoints. With ``checkpoint=PATH`` the engine writes, atomically after every epoch (with
-``checkpoint_every_s``: after the epochs that end at least that many seconds after the last write, and
-after the last one), the model,
+``checkpoint_every_s``: after the epochs that end at least that many seconds after the last write, after
+the last one, and after one that ends the run early), the model,
 optimizer (incl. momentum/Adam moments and DAS's step counter), scheduler, the global RNG state,
 the epoch, the metrics so far and the elapsed times. With ``resume=True`` a checkpoint whose ``tag``
 matches, and that was written for the same settings (seed, loop and optimizer configurations, the
@@ -55,7 +55,7 @@ from torch import nn
 from ..layers import reused_weights
 from ..reporting import ProgressFn
 from . import engine
-from .engine import Checkpoint, Epochs, TrainResult
+from .engine import Checkpoint, Epochs, TrainResult, check_interval
 from .lossterms import CONTEXT_FIELDS
 from .optimizers import OptimizerConfig
 
@@ -250,9 +250,10 @@ def train_classifier(
         true_labels: the clean training labels, when ``train``'s are noisy: adds ``memorized`` and
             ``recovered`` (on the samples whose label differs) to the metrics.
         validation: ``(inputs, labels)`` held out of the training data: adds ``val_loss`` and ``val_acc``.
-        checkpoint: a file to write after every epoch (and to resume from).
+        checkpoint: a file to write the run to (and to resume from).
         checkpoint_every_s: write only after epochs ending at least this many seconds after the last write
-            (and after the last epoch); 0: after every epoch (:class:`~tensordas.training.engine.Checkpoint`).
+            (and after the last epoch, or one ending the run early); 0: after every epoch
+            (:class:`~tensordas.training.engine.Checkpoint`).
         resume: continue from ``checkpoint`` if it exists and its ``tag`` equals ``tag``.
         tag: identifies the settings a checkpoint belongs to (e.g. a fingerprint).
         meta: extra JSON-like facts stored in the checkpoint (e.g. the architecture's name).
@@ -268,6 +269,7 @@ def train_classifier(
         ValueError: for DAS/BAR on a model without core groups, or mismatched data.
     """
     loop = loop or LoopConfig()
+    check_interval(checkpoint_every_s)
     forward = forward or _default_forward
     x_train, y_train = train
     x_test, y_test = test
