@@ -171,9 +171,13 @@ def run_task(
     """What every command does once its configuration is valid: run the task with a progress bar,
     write its files, print its table, the comparison's summary (intervals and verdict, where the
     family compares a metric) and a warning naming diverged runs."""
-    if threads is not None:
-        import torch
+    import torch
+    import torch._dynamo  # noqa: F401
 
+    # torch imports its compiler (torch._dynamo, 1.5-2 s) when the first optimizer is built. Imported here,
+    # before the output folder exists, it is not under way when a run is interrupted: a Ctrl-C that lands in
+    # one of importlib's module-lock callbacks is dropped ("Exception ignored in ...") and the run goes on.
+    if threads is not None:
         torch.set_num_threads(threads)
     ensure_dir(out)  # fail before the runs, not after them
     start = time.perf_counter()

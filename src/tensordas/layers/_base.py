@@ -105,7 +105,7 @@ class TensorizedLayer(nn.Module):
             return weight_format(self.format).reconstruct(self.layout, list(self.cores))
         # the cores as they are now: an in-place change (an optimizer step, load_state_dict, MSAM moving the
         # weights) bumps a version, a copied or moved layer has other tensors; either rebuilds
-        key = tuple((id(c), c._version, c.data_ptr()) for c in self.cores)
+        key = tuple((id(c), c._version, _storage(c)) for c in self.cores)
         if memo.get("key") != key:
             memo["weight"] = weight_format(self.format).reconstruct(self.layout, list(self.cores))
             memo["key"] = key
@@ -130,6 +130,14 @@ class TensorizedLayer(nn.Module):
             f"format={self.format!r}, rank={self.rank}, in_factors={self.layout.in_factors}, "
             f"out_factors={self.layout.out_factors}, bias={self.bias is not None}"
         )
+
+
+def _storage(t: torch.Tensor) -> int | None:
+    """Where ``t``'s data lives (None for a tensor without storage of its own, e.g. a sharded DTensor)."""
+    try:
+        return t.data_ptr()
+    except RuntimeError:
+        return None
 
 
 @contextlib.contextmanager
