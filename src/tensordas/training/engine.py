@@ -269,10 +269,10 @@ class Checkpoint:
     every_s: float = 0.0
 
     def __post_init__(self) -> None:
-        check_interval(self.every_s)
+        check_checkpoint_interval(self.every_s)
 
 
-def check_interval(value: Any) -> float:
+def check_checkpoint_interval(value: Any) -> float:
     """``value`` as seconds between checkpoint writes, or a ``ValueError`` naming it (finite, >= 0)."""
     if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
         raise ValueError(f"Invalid checkpoint every_s value: {value!r} (expected finite seconds >= 0)")

@@ -55,7 +55,7 @@ from torch import nn
 from ..layers import reused_weights
 from ..reporting import ProgressFn
 from . import engine
-from .engine import Checkpoint, Epochs, TrainResult, check_interval
+from .engine import Checkpoint, Epochs, TrainResult, check_checkpoint_interval
 from .lossterms import CONTEXT_FIELDS
 from .optimizers import OptimizerConfig
 
@@ -269,7 +269,7 @@ def train_classifier(
         ValueError: for DAS/BAR on a model without core groups, or mismatched data.
     """
     loop = loop or LoopConfig()
-    check_interval(checkpoint_every_s)
+    check_checkpoint_interval(checkpoint_every_s)
     forward = forward or _default_forward
     x_train, y_train = train
     x_test, y_test = test
