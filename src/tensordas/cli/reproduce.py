@@ -19,7 +19,7 @@ from ._options import THREADS_HELP
 
 
 def reproduce_command(
-    quick: Annotated[bool, typer.Option("--quick", help="Quick profile: at most 20 min on a 2-core CPU.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Quick profile: about 20 min on a 2-core CPU.")] = False,
     profile: Annotated[
         str | None, typer.Option(help="smoke | quick | full (default: full, or quick with --quick).")
     ] = None,
