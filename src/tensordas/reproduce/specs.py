@@ -321,7 +321,8 @@ def left_out_of(profile: str, ran: Sequence[str] | None = None) -> dict[str, Any
     ours = {s.name: s for s in bundled_specs(profile)}
     full = {s.name: s for s in bundled_specs("full")}
     methods = {}
-    for name in sorted(set(ours) & set(full) & (set(ours) if ran is None else set(ran))):
+    both = set(ours) & set(full) if ran is None else set(ours) & set(full) & set(ran)
+    for name in sorted(both):
         if "optimizers" not in ours[name].settings or "optimizers" not in full[name].settings:
             continue
         kept = set(ours[name].settings["optimizers"])

@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import reused_weights
 from ..reporting import ProgressFn
 from . import engine
 from .engine import Checkpoint, Epochs, TrainResult, check_checkpoint_interval
@@ -308,10 +307,6 @@ def train_classifier(
         return F.cross_entropy(logits, yb), {"train_acc": (logits.argmax(dim=1) == yb).sum()}, exposed
 
     def measure(row: Mapping[str, Any]) -> dict[str, Any]:
-        with reused_weights(model):  # three evaluations at the same cores: rebuild each layer's weight once
-            return _measure(row)
-
-    def _measure(row: Mapping[str, Any]) -> dict[str, Any]:
         test_loss, test_acc, _ = evaluate(model, x_test, y_test, batch_size=loop.eval_batch_size, forward=forward)
         memorized = recovered = None
         if corrupted_idx is not None and corrupted_idx.numel():
